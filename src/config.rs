@@ -1,0 +1,46 @@
+//! Node configuration: what an embedder sets, with the defaults a server uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Limits and tuning for one node. Every bound here is enforced, not advisory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory for the WAL and the store. Required.
+    pub data_dir: PathBuf,
+    /// Largest request accepted (etcd's default: 1.5 MiB).
+    pub request_bytes_max: usize,
+    /// Most operations in one txn, counting every branch (etcd's default: 128).
+    pub txn_ops_max: usize,
+    /// Writes waiting for the writer; callers beyond it wait (backpressure).
+    pub write_queue_max: usize,
+    /// Most requests applied and synced together in one group commit.
+    pub batch_requests_max: usize,
+    /// Most WAL bytes in one group commit (a single larger request still goes alone).
+    pub batch_bytes_max: usize,
+    /// A WAL segment is closed and a new one started past this size.
+    pub wal_segment_bytes_max: u64,
+    /// The store is made durable (and older WAL segments dropped) at least this often.
+    pub store_sync_interval: Duration,
+    /// ...or after this many WAL records, whichever comes first.
+    pub store_sync_records: u64,
+    /// Revisions of events kept in memory for watchers; older ones are read from the store.
+    pub watch_events_buffered_max: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            request_bytes_max: 1536 * 1024,
+            txn_ops_max: 128,
+            write_queue_max: 4096,
+            batch_requests_max: 1024,
+            batch_bytes_max: 4 * 1024 * 1024,
+            wal_segment_bytes_max: 64 * 1024 * 1024,
+            store_sync_interval: Duration::from_secs(5),
+            store_sync_records: 100_000,
+            watch_events_buffered_max: 65_536,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The seams between t4 and the world: clock, disk, object store and peer network.
+//!
+//! Everything nondeterministic lives behind these traits. Production wires the real
+//! implementations ([`RealClock`], [`OsDisk`], an S3 or in-memory object store); the
+//! simulator wires its own (a drifting [`SimClock`](crate::env::SimClock), the crashable
+//! [`SimDisk`], a faulty S3). Code outside `src/env/` must not read wall or monotonic time,
+//! draw randomness, spawn threads or observe `HashMap` order directly: `clippy.toml` bans
+//! those calls (DESIGN §2).
+
+mod clock;
+mod disk;
+mod object_store;
+mod os_disk;
+mod peer_net;
+mod redb_backend;
+mod sim_disk;
+
+use std::sync::Arc;
+
+pub use clock::{Clock, RealClock, SimClock};
+pub use disk::{Disk, DiskFile};
+pub use object_store::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome};
+pub use os_disk::OsDisk;
+pub use peer_net::{PeerError, PeerNet};
+pub use redb_backend::{RedbBackend, StorageFence};
+pub use sim_disk::{CrashMode, SimDisk, SimDiskFaults};
+
+/// The set of seams one node runs on.
+#[derive(Clone)]
+pub struct Env {
+    pub clock: Arc<dyn Clock>,
+    pub disk: Arc<dyn Disk>,
+}
+
+impl Env {
+    /// Real time and the operating system's files under `data_dir`.
+    pub fn real(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { clock: Arc::new(RealClock::new()), disk: Arc::new(OsDisk::new(data_dir.into())) }
+    }
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("disk", &self.disk).finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking file I/O off the async workers. Under the simulator the disk is memory and
+/// this runs inline on the simulated task, keeping the schedule deterministic.
+pub async fn blocking<F, R>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+    #[cfg(madsim)]
+    {
+        work()
+    }
+}

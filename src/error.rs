@@ -1,0 +1,109 @@
+//! t4's error type for requests and for the node itself.
+//!
+//! Request errors carry etcd's exact message in `Display` (the gRPC layer maps each
+//! [`ErrorKind`] to etcd's status code in one table). Errors that stop the node
+//! (`StorageFailure`, `Corrupt`) are a separate kind from request errors: after one, the
+//! node refuses every request until it is reopened and has recovered from its log.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or breaks a limit: fix it, do not retry.
+    InvalidArgument,
+    /// The requested revision was compacted away.
+    Compacted,
+    /// The requested revision does not exist yet.
+    FutureRevision,
+    /// A txn names too many operations.
+    TooManyOps,
+    /// A txn writes one key twice.
+    DuplicateKey,
+    /// The key or lease the request depends on does not exist.
+    NotFound,
+    /// The node is closed (or closing).
+    Closed,
+    /// The node's storage failed; it stopped acknowledging writes and must be reopened.
+    StorageFailure,
+    /// Stored data failed validation; the node will not serve it.
+    Corrupt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted { compact_revision: i64 },
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("t4: invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("t4: node is closed")]
+    Closed,
+    #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
+    StorageFailure(String),
+    #[error("t4: data corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::EmptyKey
+            | Error::RequestTooLarge
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::InvalidSortOption
+            | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::TooManyOps => ErrorKind::TooManyOps,
+            Error::DuplicateKey => ErrorKind::DuplicateKey,
+            Error::Compacted { .. } => ErrorKind::Compacted,
+            Error::FutureRevision => ErrorKind::FutureRevision,
+            Error::KeyNotFound | Error::LeaseNotFound => ErrorKind::NotFound,
+            Error::Closed => ErrorKind::Closed,
+            Error::StorageFailure(_) => ErrorKind::StorageFailure,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+        }
+    }
+
+    pub(crate) fn storage(context: &str, error: impl std::fmt::Display) -> Self {
+        Error::StorageFailure(format!("{context}: {error}"))
+    }
+}
+
+macro_rules! from_redb {
+    ($($source:ty),*) => {$(
+        impl From<$source> for Error {
+            fn from(error: $source) -> Self {
+                Error::storage("store", error)
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,20 @@
+//! t4: an etcd-v3-compatible key-value store, durable on S3-compatible object storage,
+//! embeddable as a library (`t4::Node`).
+//!
+//! The map is `DESIGN.md` (copied in spirit to `docs/architecture.md`): `env` holds the
+//! seams, `wal` the log, `mvcc` the revisioned store, `watch` the event hub, and `node`
+//! ties them into the embedded API.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod mvcc;
+pub mod node;
+pub mod object;
+pub mod wal;
+pub mod watch;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use node::Node;
+pub use t4_proto as proto;

@@ -1,0 +1,30 @@
+//! The revisioned store: etcd's MVCC semantics on redb (DESIGN §3, §4).
+//!
+//! Tables (see `docs/formats.md`):
+//! - `kv_rev`: (revision, sub) -> the key's entry at that revision. The history, in log
+//!   order; watch catch-up reads it by revision.
+//! - `kv_index`: (key, revision) -> sub. Answers "latest entry of key at or below R".
+//! - `kv_latest`: key -> the newest entry (tombstones included until compacted). Reads at
+//!   the current revision touch only this table.
+//! - `meta`: applied WAL index, current and compact revision, format version.
+//!
+//! Invariants: revision 1 is the empty store; a txn that changes anything takes exactly the
+//! next revision, and every entry it writes carries it (sub numbers give op order within the
+//! txn); compaction and read-only txns spend none. The store is changed only by the single
+//! writer, always together with the WAL index of the record that changed it, so replay after
+//! a crash is exact.
+
+mod codec;
+mod intervals;
+mod range;
+mod store;
+mod view;
+mod txn;
+
+#[cfg(test)]
+mod store_test;
+
+pub use codec::StoredKv;
+pub use range::KeySpan;
+pub use store::{Applied, RevisionEvents, Store, WriteRequest, WriteResponse};
+pub use txn::{validate_range, validate_write, Limits, Position};

@@ -1,0 +1,266 @@
+//! Store: the redb database, its read path and the writer's apply path.
+//!
+//! Only the node's single writer calls [`Store::apply_batch`] and [`Store::replay`]; any
+//! number of readers call [`Store::range`] and [`Store::events`] with the revision they may
+//! see. The writer commits to redb without fsync (the WAL is the durability) and makes the
+//! store durable on a schedule with [`Store::sync_durable`], only once the WAL holds every
+//! record the store has applied.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use t4_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use t4_proto::mvccpb::Event;
+
+use crate::env::{Disk, RedbBackend, StorageFence};
+use crate::error::{Error, Result};
+use crate::wal::Record;
+
+use super::range::{self, KeySpan};
+use super::txn::{Position, Writer};
+use super::view::{View, KV_INDEX, KV_LATEST, KV_REV, META};
+
+/// The store's file under the data directory.
+pub const STORE_FILE: &str = "store.redb";
+/// Version of the table layout; a reader for the previous one ships with any change.
+const STORE_FORMAT: u64 = 1;
+const META_FORMAT: &str = "format";
+pub(super) const META_APPLIED_INDEX: &str = "applied_index";
+pub(super) const META_REVISION: &str = "revision";
+/// Stored as the bits of an i64; -1 until the first compaction (etcd compacts at 0 too).
+pub(super) const META_COMPACT_REVISION: &str = "compact_revision";
+
+/// A request that goes through the writer.
+#[derive(Debug, Clone)]
+pub enum WriteRequest {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+}
+
+/// The events of one revision, in op order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionEvents {
+    pub revision: i64,
+    pub events: Vec<Event>,
+}
+
+/// One request's outcome inside a batch.
+#[derive(Debug)]
+pub struct Applied {
+    pub response: Result<WriteResponse>,
+    /// The WAL record it produced (None when it changed nothing).
+    pub record: Option<Record>,
+    /// Its watch events (only when the batch was asked for them).
+    pub events: Option<RevisionEvents>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    /// Revision and index the writer has applied (possibly not yet durable in the WAL).
+    applied_revision: AtomicI64,
+    applied_index: AtomicU64,
+    compact_revision: AtomicI64,
+}
+
+impl Store {
+    /// Opens (or creates) the store file on `disk`. redb repairs itself to its last durable
+    /// commit after a crash; the caller then replays the WAL from [`Store::applied_index`].
+    pub fn open(disk: &dyn Disk, fence: StorageFence) -> Result<Self> {
+        let existed = disk.exists(STORE_FILE).map_err(|error| Error::storage("stat store", error))?;
+        let file = disk.open(STORE_FILE, true).map_err(|error| Error::storage("open store", error))?;
+        if !existed {
+            // Without this a crash can drop the file's directory entry, and with it every
+            // durable commit, while the WAL below it was already trimmed.
+            disk.sync_dir("").map_err(|error| Error::storage("sync data dir", error))?;
+        }
+        let db = redb::Builder::new().create_with_backend(RedbBackend::new(file, fence))?;
+        let txn = db.begin_write()?;
+        let (format, index, revision, compact) = {
+            txn.open_table(KV_REV)?;
+            txn.open_table(KV_INDEX)?;
+            txn.open_table(KV_LATEST)?;
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get(META_FORMAT)?.map(|value| value.value());
+            if format.is_none() {
+                meta.insert(META_FORMAT, STORE_FORMAT)?;
+                meta.insert(META_APPLIED_INDEX, 0)?;
+                meta.insert(META_REVISION, 1)?;
+                meta.insert(META_COMPACT_REVISION, -1i64 as u64)?;
+            }
+            let read = |name: &str| -> Result<u64> {
+                meta.get(name)?.map(|value| value.value()).ok_or_else(|| Error::Corrupt(format!("store meta lacks {name}")))
+            };
+            (format.unwrap_or(STORE_FORMAT), read(META_APPLIED_INDEX)?, read(META_REVISION)?, read(META_COMPACT_REVISION)?)
+        };
+        if format != STORE_FORMAT {
+            return Err(Error::Corrupt(format!("store format {format} is not {STORE_FORMAT}")));
+        }
+        txn.commit()?;
+        Ok(Self {
+            db,
+            applied_revision: AtomicI64::new(revision as i64),
+            applied_index: AtomicU64::new(index),
+            compact_revision: AtomicI64::new(compact as i64),
+        })
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::SeqCst)
+    }
+
+    pub fn applied_revision(&self) -> i64 {
+        self.applied_revision.load(Ordering::SeqCst)
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the store file occupies.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let stats = txn.stats()?;
+        txn.abort()?;
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
+    /// etcd's Range at the newest revision a reader may see, `visible`.
+    pub fn range(&self, request: &RangeRequest, visible: i64) -> Result<RangeResponse> {
+        let txn = self.db.begin_read()?;
+        let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
+        let compact = read_compact_revision(&txn)?;
+        range_in(&view, request, visible, compact)
+    }
+
+    /// Events of revisions `from..=to` in `span` (watch catch-up). `to` must be visible.
+    pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
+        let txn = self.db.begin_read()?;
+        let compact = read_compact_revision(&txn)?;
+        if from < compact {
+            return Err(Error::Compacted { compact_revision: compact });
+        }
+        let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
+        view.events(span, from, to, prev_kv)
+    }
+
+    /// Applies a batch of validated requests in one redb transaction, committed without
+    /// fsync. Records get indexes from `applied_index + 1`. Events are built only when
+    /// `want_events` (someone is watching). A request-level error leaves no trace; a storage
+    /// error fails the whole batch and nothing of it is committed.
+    pub fn apply_batch(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
+        let txn = self.begin()?;
+        let mut applied = Vec::with_capacity(requests.len());
+        let position = {
+            let mut writer = self.writer(&txn)?;
+            for request in requests {
+                applied.push(writer.apply(request, want_events)?);
+            }
+            writer.finish()?
+        };
+        txn.commit()?;
+        self.publish_applied(position);
+        Ok(applied)
+    }
+
+    /// Re-applies records read back from the WAL after a crash (indexes must follow
+    /// `applied_index` densely; the revision of each txn must be the next one).
+    pub fn replay(&self, records: &[Record]) -> Result<()> {
+        for chunk in records.chunks(1024) {
+            let txn = self.begin()?;
+            let position = {
+                let mut writer = self.writer(&txn)?;
+                for record in chunk {
+                    writer.replay(record)?;
+                }
+                writer.finish()?
+            };
+            txn.commit()?;
+            self.publish_applied(position);
+        }
+        Ok(())
+    }
+
+    fn begin(&self) -> Result<WriteTransaction> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None).map_err(|error| Error::storage("set durability", error))?;
+        Ok(txn)
+    }
+
+    fn writer<'t>(&self, txn: &'t WriteTransaction) -> Result<Writer<'t>> {
+        let position = Position {
+            revision: self.applied_revision(),
+            index: self.applied_index(),
+            compact_revision: self.compact_revision(),
+        };
+        Writer::new(txn, position)
+    }
+
+    fn publish_applied(&self, position: Position) {
+        assert!(position.revision >= self.applied_revision(), "revisions never go back");
+        assert!(position.index >= self.applied_index(), "log indexes never go back");
+        assert!(position.compact_revision >= self.compact_revision(), "compaction never goes back");
+        self.applied_revision.store(position.revision, Ordering::SeqCst);
+        self.applied_index.store(position.index, Ordering::SeqCst);
+        self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
+    }
+
+    /// Makes every commit so far durable (one fsync of the store file).
+    pub fn sync_durable(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn read_compact_revision(txn: &redb::ReadTransaction) -> Result<i64> {
+    let meta = txn.open_table(META)?;
+    let stored = meta.get(META_COMPACT_REVISION)?.ok_or_else(|| Error::Corrupt("store meta lacks compact_revision".into()))?;
+    Ok(stored.value() as i64)
+}
+
+/// Range at `visible` over any view (a read transaction, or the writer inside a txn).
+pub(super) fn range_in<L, I, R>(view: &View<L, I, R>, request: &RangeRequest, visible: i64, compact: i64) -> Result<RangeResponse>
+where
+    L: super::view::LatestTable,
+    I: super::view::IndexTable,
+    R: super::view::RevTable,
+{
+    let revision = if request.revision <= 0 { visible } else { request.revision };
+    if revision > visible {
+        return Err(Error::FutureRevision);
+    }
+    if revision < compact {
+        return Err(Error::Compacted { compact_revision: compact });
+    }
+    let span = KeySpan::new(&request.key, &request.range_end);
+    let scan = view.scan(&span, revision, range::fetch_limit(request), request.count_only, request.keys_only)?;
+    let (kvs, more) = range::finish(request, scan.kvs);
+    Ok(RangeResponse { header: Some(ResponseHeader { revision: visible, ..Default::default() }), kvs, more, count: scan.count })
+}
+
+impl WriteResponse {
+    pub fn header_revision(&self) -> i64 {
+        let header = match self {
+            WriteResponse::Put(response) => &response.header,
+            WriteResponse::DeleteRange(response) => &response.header,
+            WriteResponse::Txn(response) => &response.header,
+            WriteResponse::Compact(response) => &response.header,
+        };
+        header.as_ref().map_or(0, |header| header.revision)
+    }
+}

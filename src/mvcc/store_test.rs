@@ -1,0 +1,271 @@
+//! The store against a plain model: every revision's full state kept in a BTreeMap.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use t4_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use t4_proto::etcdserverpb::request_op::Request;
+use t4_proto::etcdserverpb::{
+    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use t4_proto::mvccpb::KeyValue;
+
+use super::{Store, WriteRequest, WriteResponse};
+use crate::env::{SimDisk, StorageFence};
+use crate::error::Error;
+
+type State = BTreeMap<Vec<u8>, KeyValue>;
+
+/// A sequential model of etcd's MVCC: the state at every revision.
+struct Model {
+    states: Vec<State>,
+    compact: i64,
+}
+
+impl Model {
+    fn new() -> Self {
+        // Index 0 is unused; revision 1 is the empty store.
+        Self { states: vec![State::new(), State::new()], compact: -1 }
+    }
+
+    fn revision(&self) -> i64 {
+        self.states.len() as i64 - 1
+    }
+
+    fn current(&self) -> &State {
+        self.states.last().unwrap()
+    }
+
+    fn commit(&mut self, next: State) {
+        self.states.push(next);
+    }
+
+    fn put(state: &mut State, key: &[u8], value: &[u8], revision: i64) {
+        let previous = state.get(key);
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision: previous.map_or(revision, |kv| kv.create_revision),
+            mod_revision: revision,
+            version: previous.map_or(1, |kv| kv.version + 1),
+            value: value.to_vec(),
+            lease: 0,
+        };
+        state.insert(key.to_vec(), kv);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8),
+    DeleteRange(u8, u8),
+    /// If key's version equals v then put else delete.
+    CasPut(u8, i64, u8),
+    Compact(u8),
+    Get(u8, u8),
+    Scan(u8, u8, u8, u8),
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("k{:02}", k % 12).into_bytes()
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        1 => any::<u8>().prop_map(Op::Delete),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::DeleteRange(a, b)),
+        2 => (any::<u8>(), 0i64..4, any::<u8>()).prop_map(|(k, v, x)| Op::CasPut(k, v, x)),
+        1 => any::<u8>().prop_map(Op::Compact),
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(k, r)| Op::Get(k, r)),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(a, b, r, l)| Op::Scan(a, b, r, l)),
+    ]
+}
+
+fn apply(store: &Store, request: WriteRequest) -> Result<WriteResponse, Error> {
+    let mut applied = store.apply_batch(&[request], false).expect("no storage failure");
+    applied.pop().unwrap().response
+}
+
+fn run(ops: Vec<Op>) {
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    let mut model = Model::new();
+    for op in ops {
+        step(&store, &mut model, op);
+        assert_eq!(store.applied_revision(), model.revision(), "revisions must match the model");
+    }
+}
+
+fn step(store: &Store, model: &mut Model, op: Op) {
+    let revision = model.revision();
+    match op {
+        Op::Put(k, v) => {
+            let response = apply(store, WriteRequest::Put(PutRequest { key: key(k), value: vec![v], ..Default::default() })).unwrap();
+            let mut next = model.current().clone();
+            Model::put(&mut next, &key(k), &[v], revision + 1);
+            model.commit(next);
+            assert_eq!(response.header_revision(), revision + 1);
+        }
+        Op::Delete(k) => delete(store, model, key(k), Vec::new()),
+        Op::DeleteRange(a, b) => delete(store, model, key(a), key(b)),
+        Op::CasPut(k, version, x) => cas(store, model, k, version, x),
+        Op::Compact(r) => {
+            let target = 1 + r as i64 % revision.max(1);
+            let response = apply(store, WriteRequest::Compact(CompactionRequest { revision: target, physical: true }));
+            if target <= model.compact {
+                assert!(matches!(response, Err(Error::Compacted { .. })), "{response:?}");
+            } else {
+                response.unwrap();
+                model.compact = target;
+            }
+        }
+        Op::Get(k, r) => check_range(store, model, RangeRequest { key: key(k), revision: r as i64 % (revision + 2), ..Default::default() }),
+        Op::Scan(a, b, r, limit) => {
+            let request = RangeRequest {
+                key: key(a),
+                range_end: if b % 5 == 0 { vec![0] } else { key(b) },
+                revision: r as i64 % (revision + 2),
+                limit: (limit % 4) as i64,
+                ..Default::default()
+            };
+            check_range(store, model, request);
+        }
+    }
+}
+
+fn delete(store: &Store, model: &mut Model, from: Vec<u8>, to: Vec<u8>) {
+    let revision = model.revision();
+    let span = super::KeySpan::new(&from, &to);
+    let request = DeleteRangeRequest { key: from, range_end: to, prev_kv: true };
+    let response = match apply(store, WriteRequest::DeleteRange(request)).unwrap() {
+        WriteResponse::DeleteRange(response) => response,
+        other => panic!("{other:?}"),
+    };
+    let mut next = model.current().clone();
+    let victims: Vec<KeyValue> = next.values().filter(|kv| span.contains(&kv.key)).cloned().collect();
+    assert_eq!(response.prev_kvs, victims, "prev_kvs of a delete");
+    if victims.is_empty() {
+        assert_eq!(response.header.unwrap().revision, revision, "an empty delete spends no revision");
+        return;
+    }
+    for kv in &victims {
+        next.remove(&kv.key);
+    }
+    model.commit(next);
+}
+
+fn cas(store: &Store, model: &mut Model, k: u8, version: i64, x: u8) {
+    let revision = model.revision();
+    let compare = Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Version as i32,
+        key: key(k),
+        target_union: Some(TargetUnion::Version(version)),
+        range_end: Vec::new(),
+    };
+    let put = RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(k), value: vec![x], ..Default::default() })) };
+    let read = RequestOp { request: Some(Request::RequestRange(RangeRequest { key: key(k), ..Default::default() })) };
+    let request = TxnRequest { compare: vec![compare], success: vec![put, read.clone()], failure: vec![read] };
+    let response = match apply(store, WriteRequest::Txn(request)).unwrap() {
+        WriteResponse::Txn(response) => response,
+        other => panic!("{other:?}"),
+    };
+    let current_version = model.current().get(&key(k)).map_or(0, |kv| kv.version);
+    assert_eq!(response.succeeded, current_version == version, "compare outcome");
+    if response.succeeded {
+        let mut next = model.current().clone();
+        Model::put(&mut next, &key(k), &[x], revision + 1);
+        model.commit(next);
+    }
+    // The txn's read sees its own put.
+    let Some(t4_proto::etcdserverpb::response_op::Response::ResponseRange(range)) = &response.responses.last().unwrap().response else {
+        panic!("last response is a range");
+    };
+    assert_eq!(range.kvs.first(), model.current().get(&key(k)), "read inside txn");
+    assert_eq!(response.header.unwrap().revision, model.revision());
+}
+
+fn check_range(store: &Store, model: &Model, request: RangeRequest) {
+    let revision = model.revision();
+    let at = if request.revision <= 0 { revision } else { request.revision };
+    let response = store.range(&request, revision);
+    if at > revision {
+        assert_eq!(response.unwrap_err(), Error::FutureRevision);
+        return;
+    }
+    if at < model.compact {
+        assert!(matches!(response, Err(Error::Compacted { .. })), "{response:?}");
+        return;
+    }
+    let response = response.unwrap();
+    let span = super::KeySpan::new(&request.key, &request.range_end);
+    let expected: Vec<KeyValue> = model.states[at as usize].values().filter(|kv| span.contains(&kv.key)).cloned().collect();
+    assert_eq!(response.count, expected.len() as i64, "count at {at}");
+    let shown = if request.limit > 0 { expected.len().min(request.limit as usize) } else { expected.len() };
+    assert_eq!(response.kvs, expected[..shown], "kvs at {at} for {request:?}");
+    assert_eq!(response.more, shown < expected.len());
+    assert_eq!(response.header.unwrap().revision, revision);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op_strategy(), 1..120)) {
+        run(ops);
+    }
+}
+
+#[test]
+fn revision_one_is_the_empty_store() {
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    assert_eq!(store.applied_revision(), 1);
+    let response = store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }, 1).unwrap();
+    assert_eq!(response.count, 0);
+    assert_eq!(response.header.unwrap().revision, 1);
+}
+
+#[test]
+fn sort_and_filters_follow_etcd() {
+    use t4_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("a", "4")] {
+        apply(&store, WriteRequest::Put(PutRequest { key: k.into(), value: v.into(), ..Default::default() })).unwrap();
+    }
+    let all = |extra: RangeRequest| RangeRequest { key: b"a".to_vec(), range_end: b"z".to_vec(), ..extra };
+    let by_value = store
+        .range(&all(RangeRequest { sort_target: SortTarget::Value as i32, sort_order: SortOrder::Descend as i32, ..Default::default() }), 5)
+        .unwrap();
+    let keys: Vec<_> = by_value.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, [b"a".to_vec(), b"c".to_vec(), b"b".to_vec()]);
+    let recent = store.range(&all(RangeRequest { min_mod_revision: 4, ..Default::default() }), 5).unwrap();
+    assert_eq!(recent.kvs.len(), 2, "a@5 and c@4");
+    assert_eq!(recent.count, 3, "count ignores the revision filters, as etcd's does");
+    let limited = store.range(&all(RangeRequest { limit: 1, sort_target: SortTarget::Mod as i32, ..Default::default() }), 5).unwrap();
+    assert_eq!(limited.kvs[0].key, b"b".to_vec(), "sort by mod, ascending by default");
+    assert!(limited.more);
+}
+
+#[test]
+fn txn_rules() {
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    let put = |k: &str| RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })) };
+    let limits = super::Limits { request_bytes_max: 1 << 20, txn_ops_max: 3 };
+    let duplicate = WriteRequest::Txn(TxnRequest { success: vec![put("a"), put("a")], ..Default::default() });
+    assert_eq!(super::validate_write(&duplicate, limits), Err(Error::DuplicateKey));
+    let too_many = WriteRequest::Txn(TxnRequest { success: vec![put("a"), put("b"), put("c"), put("d")], ..Default::default() });
+    assert_eq!(super::validate_write(&too_many, limits), Err(Error::TooManyOps));
+    let delete_all = RequestOp { request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: false })) };
+    let put_in_deleted = WriteRequest::Txn(TxnRequest { success: vec![delete_all, put("b")], ..Default::default() });
+    assert_eq!(super::validate_write(&put_in_deleted, limits), Err(Error::DuplicateKey));
+    let nested = RequestOp { request: Some(Request::RequestTxn(TxnRequest { success: vec![put("x")], failure: vec![put("x")], ..Default::default() })) };
+    let exclusive_branches = WriteRequest::Txn(TxnRequest { success: vec![nested], ..Default::default() });
+    assert_eq!(super::validate_write(&exclusive_branches, limits), Ok(()), "a key in both branches of a nested txn is fine");
+    // ignore_value on a missing key fails whole and spends nothing.
+    let ignore = WriteRequest::Put(PutRequest { key: b"missing".to_vec(), ignore_value: true, ..Default::default() });
+    assert_eq!(apply(&store, ignore), Err(Error::KeyNotFound));
+    assert_eq!(store.applied_revision(), 1);
+}

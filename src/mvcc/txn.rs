@@ -1,0 +1,531 @@
+//! Writer: executes write requests inside one redb write transaction, etcd's way.
+//!
+//! A request runs in three steps, as in etcd's applier: (1) a txn evaluates every compare,
+//! nested ones included, against the state before it, fixing the path it will take;
+//! (2) the ops on that path are checked against that state (revisions, ignore_value,
+//! leases), so a request either fails whole, with no trace, or (3) runs whole. Reads inside
+//! a txn see the txn's own earlier writes. A txn that changes anything takes exactly the next
+//! revision; every change it makes is one WAL [`Change`], in op order.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use t4_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use t4_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use t4_proto::etcdserverpb::request_op::Request;
+use t4_proto::etcdserverpb::response_op::Response;
+use t4_proto::etcdserverpb::{
+    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use t4_proto::mvccpb::{Event, KeyValue};
+
+use crate::error::{Error, Result};
+use crate::wal::{Change, ChangeKind, Record, RecordBody};
+
+use super::codec::StoredKv;
+use super::intervals::check_duplicate_keys;
+use super::range::KeySpan;
+use super::store::{range_in, Applied, RevisionEvents, WriteRequest, WriteResponse};
+use super::store::{META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION};
+use super::view::{event_of, View, KV_INDEX, KV_LATEST, KV_REV, META};
+
+/// Where the store stands: last revision, last applied WAL index, compaction point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub revision: i64,
+    pub index: u64,
+    pub compact_revision: i64,
+}
+
+type WriteView<'t> = View<
+    Table<'t, &'static [u8], &'static [u8]>,
+    Table<'t, (&'static [u8], u64), u32>,
+    Table<'t, (u64, u32), &'static [u8]>,
+>;
+
+pub struct Writer<'t> {
+    view: WriteView<'t>,
+    meta: Table<'t, &'static str, u64>,
+    position: Position,
+}
+
+/// The changes of the request being executed.
+struct Exec {
+    /// Revision before the request.
+    base: i64,
+    changes: Vec<Change>,
+    events: Option<Vec<Event>>,
+}
+
+impl Exec {
+    /// The revision every write of this request takes.
+    fn write_revision(&self) -> i64 {
+        self.base + 1
+    }
+
+    /// The revision a read inside the request sees (its own writes included).
+    fn read_revision(&self) -> i64 {
+        self.base + i64::from(!self.changes.is_empty())
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader { revision: self.read_revision(), ..Default::default() })
+    }
+}
+
+impl<'t> Writer<'t> {
+    pub fn new(txn: &'t WriteTransaction, position: Position) -> Result<Self> {
+        let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
+        Ok(Self { view, meta: txn.open_table(META)?, position })
+    }
+
+    /// Records where the store now stands; returns it.
+    pub fn finish(mut self) -> Result<Position> {
+        self.meta.insert(META_APPLIED_INDEX, self.position.index)?;
+        self.meta.insert(META_REVISION, self.position.revision as u64)?;
+        self.meta.insert(META_COMPACT_REVISION, self.position.compact_revision as u64)?;
+        Ok(self.position)
+    }
+
+    /// Runs one validated request. Request errors come back inside `Applied`; storage
+    /// errors come back as `Err` and poison the batch.
+    pub fn apply(&mut self, request: &WriteRequest, want_events: bool) -> Result<Applied> {
+        let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new) };
+        let outcome = match request {
+            WriteRequest::Put(put) => self.check_put(put).and_then(|()| self.put(&mut exec, put).map(WriteResponse::Put)),
+            WriteRequest::DeleteRange(delete) => self.delete_range(&mut exec, delete).map(WriteResponse::DeleteRange),
+            WriteRequest::Txn(txn) => self.txn_checked(&mut exec, txn).map(WriteResponse::Txn),
+            WriteRequest::Compact(compact) => return self.compact(compact),
+        };
+        let response = match outcome {
+            Err(error) if is_fatal(&error) => return Err(error),
+            Err(error) => {
+                assert!(exec.changes.is_empty(), "a failed request must leave no change");
+                return Ok(Applied { response: Err(error), record: None, events: None });
+            }
+            Ok(response) => response,
+        };
+        let revision = exec.write_revision();
+        let Exec { changes, events, .. } = exec;
+        if changes.is_empty() {
+            return Ok(Applied { response: Ok(response), record: None, events: None });
+        }
+        self.position.revision = revision;
+        self.position.index += 1;
+        let record = Record { index: self.position.index, body: RecordBody::Txn { revision, changes } };
+        let events = events.map(|events| RevisionEvents { revision, events });
+        Ok(Applied { response: Ok(response), record: Some(record), events })
+    }
+
+    /// Re-applies a record from the WAL; it must be the next one.
+    pub fn replay(&mut self, record: &Record) -> Result<()> {
+        if record.index != self.position.index + 1 {
+            return Err(Error::Corrupt(format!("wal record {} after store index {}", record.index, self.position.index)));
+        }
+        match &record.body {
+            RecordBody::Txn { revision, changes } => {
+                if *revision != self.position.revision + 1 {
+                    return Err(Error::Corrupt(format!(
+                        "wal record {} has revision {revision} after store revision {}",
+                        record.index, self.position.revision
+                    )));
+                }
+                let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None };
+                for change in changes {
+                    self.replay_change(&mut exec, change)?;
+                }
+                self.position.revision = *revision;
+            }
+            RecordBody::Compact { revision } => {
+                if *revision > self.position.revision {
+                    return Err(Error::Corrupt(format!("wal compacts to {revision}, past revision {}", self.position.revision)));
+                }
+                if *revision > self.position.compact_revision {
+                    self.compact_through(*revision)?;
+                }
+            }
+        }
+        self.position.index = record.index;
+        Ok(())
+    }
+
+    fn replay_change(&mut self, exec: &mut Exec, change: &Change) -> Result<()> {
+        match &change.kind {
+            ChangeKind::Put { value, lease } => {
+                self.write_put(exec, &change.key, value.clone(), *lease)?;
+            }
+            ChangeKind::Delete => {
+                let previous = self.view.latest(&change.key)?.filter(|entry| !entry.tombstone).ok_or_else(|| {
+                    Error::Corrupt(format!("wal deletes {:?}, which does not exist", String::from_utf8_lossy(&change.key)))
+                })?;
+                self.write_delete(exec, previous)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- checks (step 2) ----
+
+    fn check_put(&self, put: &PutRequest) -> Result<()> {
+        if (put.ignore_value || put.ignore_lease) && self.live(&put.key)?.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        if put.lease != 0 {
+            // No lease exists until the lessor is built (README): every lease id is unknown.
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, range: &RangeRequest) -> Result<()> {
+        if range.revision > self.position.revision {
+            return Err(Error::FutureRevision);
+        }
+        if range.revision > 0 && range.revision < self.position.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.position.compact_revision });
+        }
+        Ok(())
+    }
+
+    fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>) -> Result<()> {
+        for op in ops {
+            match &op.request {
+                Some(Request::RequestRange(range)) => self.check_range(range)?,
+                Some(Request::RequestPut(put)) => self.check_put(put)?,
+                Some(Request::RequestDeleteRange(_)) | None => {}
+                Some(Request::RequestTxn(txn)) => {
+                    let succeeded = *path.next().expect("a path entry for every nested txn");
+                    self.check_ops(if succeeded { &txn.success } else { &txn.failure }, path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- compares (step 1) ----
+
+    /// Pre-order list of which branch every txn on the taken path takes.
+    fn path_of(&self, txn: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut succeeded = true;
+        for compare in &txn.compare {
+            if !self.compare(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        for op in if succeeded { &txn.success } else { &txn.failure } {
+            if let Some(Request::RequestTxn(nested)) = &op.request {
+                self.path_of(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compare(&self, compare: &Compare) -> Result<bool> {
+        let span = KeySpan::new(&compare.key, &compare.range_end);
+        let scan = self.view.scan(&span, i64::MAX, None, false, false)?;
+        if scan.kvs.is_empty() {
+            if compare.target == CompareTarget::Value as i32 {
+                // A missing key has no value to compare: always false.
+                return Ok(false);
+            }
+            return Ok(compare_kv(compare, &KeyValue::default()));
+        }
+        Ok(scan.kvs.iter().all(|kv| compare_kv(compare, kv)))
+    }
+
+    // ---- execution (step 3) ----
+
+    fn txn_checked(&mut self, exec: &mut Exec, txn: &TxnRequest) -> Result<TxnResponse> {
+        let mut path = Vec::new();
+        self.path_of(txn, &mut path)?;
+        let mut checking = path.iter();
+        let succeeded = *checking.next().expect("the top-level txn has a path entry");
+        self.check_ops(if succeeded { &txn.success } else { &txn.failure }, &mut checking)?;
+        let mut taken = path.into_iter();
+        self.txn(exec, txn, &mut taken)
+    }
+
+    fn txn(&mut self, exec: &mut Exec, txn: &TxnRequest, path: &mut std::vec::IntoIter<bool>) -> Result<TxnResponse> {
+        let succeeded = path.next().expect("a path entry for every txn");
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(range)) => {
+                    Response::ResponseRange(range_in(&self.view, range, exec.read_revision(), self.position.compact_revision)?)
+                }
+                Some(Request::RequestPut(put)) => Response::ResponsePut(self.put(exec, put)?),
+                Some(Request::RequestDeleteRange(delete)) => Response::ResponseDeleteRange(self.delete_range(exec, delete)?),
+                Some(Request::RequestTxn(nested)) => Response::ResponseTxn(self.txn(exec, nested, path)?),
+                None => continue,
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { header: exec.header(), succeeded, responses })
+    }
+
+    fn put(&mut self, exec: &mut Exec, put: &PutRequest) -> Result<PutResponse> {
+        let previous = self.live(&put.key)?;
+        let value = match (&previous, put.ignore_value) {
+            (Some(previous), true) => previous.value.clone(),
+            _ => put.value.clone(),
+        };
+        let lease = match (&previous, put.ignore_lease) {
+            (Some(previous), true) => previous.lease,
+            _ => put.lease,
+        };
+        let previous = self.write_put(exec, &put.key, value, lease)?;
+        let prev_kv = if put.prev_kv { previous.map(|previous| previous.to_key_value(false)) } else { None };
+        Ok(PutResponse { header: exec.header(), prev_kv })
+    }
+
+    fn delete_range(&mut self, exec: &mut Exec, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let span = KeySpan::new(&delete.key, &delete.range_end);
+        let victims = self.view.scan(&span, i64::MAX, None, false, false)?.kvs;
+        let mut prev_kvs = Vec::new();
+        for kv in &victims {
+            let previous = self.live(&kv.key)?.expect("scanned just now");
+            if delete.prev_kv {
+                prev_kvs.push(previous.to_key_value(false));
+            }
+            self.write_delete(exec, previous)?;
+        }
+        Ok(DeleteRangeResponse { header: exec.header(), deleted: victims.len() as i64, prev_kvs })
+    }
+
+    fn compact(&mut self, request: &CompactionRequest) -> Result<Applied> {
+        let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
+        let refuse = |error| Ok(Applied { response: Err(error), record: None, events: None });
+        if request.revision <= self.position.compact_revision {
+            return refuse(Error::Compacted { compact_revision: self.position.compact_revision });
+        }
+        if request.revision > self.position.revision {
+            return refuse(Error::FutureRevision);
+        }
+        self.compact_through(request.revision)?;
+        self.position.index += 1;
+        let record = Record { index: self.position.index, body: RecordBody::Compact { revision: request.revision } };
+        Ok(Applied { response: Ok(WriteResponse::Compact(CompactionResponse { header })), record: Some(record), events: None })
+    }
+
+    fn live(&self, key: &[u8]) -> Result<Option<StoredKv>> {
+        Ok(self.view.latest(key)?.filter(|entry| !entry.tombstone))
+    }
+
+    /// Writes a put at the request's revision; returns the live entry it replaced.
+    fn write_put(&mut self, exec: &mut Exec, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<StoredKv>> {
+        let previous = self.live(key)?;
+        let revision = exec.write_revision();
+        let entry = StoredKv {
+            key: key.to_vec(),
+            create_revision: previous.as_ref().map_or(revision, |previous| previous.create_revision),
+            mod_revision: revision,
+            version: previous.as_ref().map_or(1, |previous| previous.version + 1),
+            lease,
+            sub: exec.changes.len() as u32,
+            tombstone: false,
+            value,
+        };
+        self.write_entry(&entry)?;
+        if let Some(events) = exec.events.as_mut() {
+            events.push(event_of(&entry, previous.as_ref()));
+        }
+        exec.changes.push(Change { key: entry.key, kind: ChangeKind::Put { value: entry.value, lease } });
+        Ok(previous)
+    }
+
+    fn write_delete(&mut self, exec: &mut Exec, previous: StoredKv) -> Result<()> {
+        let entry = StoredKv {
+            key: previous.key.clone(),
+            create_revision: 0,
+            mod_revision: exec.write_revision(),
+            version: 0,
+            lease: 0,
+            sub: exec.changes.len() as u32,
+            tombstone: true,
+            value: Vec::new(),
+        };
+        self.write_entry(&entry)?;
+        if let Some(events) = exec.events.as_mut() {
+            events.push(event_of(&entry, Some(&previous)));
+        }
+        exec.changes.push(Change { key: entry.key, kind: ChangeKind::Delete });
+        Ok(())
+    }
+
+    fn write_entry(&mut self, entry: &StoredKv) -> Result<()> {
+        let encoded = entry.encode();
+        let revision = entry.mod_revision as u64;
+        self.view.revs.insert((revision, entry.sub), encoded.as_slice())?;
+        self.view.index.insert((entry.key.as_slice(), revision), entry.sub)?;
+        self.view.latest.insert(entry.key.as_slice(), encoded.as_slice())?;
+        Ok(())
+    }
+
+    /// Drops history no read at or above `revision` can see: for each key every entry
+    /// older than its newest one at or below `revision`, and that one too when it is a
+    /// tombstone older than `revision` (a tombstone at `revision` stays, so a watch from
+    /// `revision` still sees the delete).
+    fn compact_through(&mut self, revision: i64) -> Result<()> {
+        assert!(revision > self.position.compact_revision && revision <= self.position.revision);
+        let mut keys = Vec::new();
+        for item in self.view.latest.iter()? {
+            let (key, _) = item?;
+            keys.push(key.value().to_vec());
+        }
+        for key in keys {
+            self.compact_key(&key, revision)?;
+        }
+        self.position.compact_revision = revision;
+        Ok(())
+    }
+
+    fn compact_key(&mut self, key: &[u8], revision: i64) -> Result<()> {
+        let mut entries: Vec<(u64, u32)> = Vec::new();
+        for item in self.view.index.range::<(&[u8], u64)>((key, 0)..=(key, revision as u64))? {
+            let (guard, sub) = item?;
+            entries.push((guard.value().1, sub.value()));
+        }
+        let Some(&(newest_revision, newest_sub)) = entries.last() else { return Ok(()) };
+        let newest = self.view.revs.get((newest_revision, newest_sub))?.map(|bytes| StoredKv::decode(bytes.value())).transpose()?;
+        let drop_newest = newest.as_ref().is_some_and(|entry| entry.tombstone) && (newest_revision as i64) < revision;
+        let drop_count = if drop_newest { entries.len() } else { entries.len() - 1 };
+        for &(entry_revision, sub) in &entries[..drop_count] {
+            self.view.index.remove((key, entry_revision))?;
+            self.view.revs.remove((entry_revision, sub))?;
+        }
+        if drop_newest {
+            let latest_is_that_tombstone = self.view.latest(key)?.is_some_and(|entry| entry.mod_revision as u64 == newest_revision);
+            if latest_is_that_tombstone {
+                self.view.latest.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_fatal(error: &Error) -> bool {
+    matches!(error.kind(), crate::ErrorKind::StorageFailure | crate::ErrorKind::Corrupt)
+}
+
+/// etcd's comparison of one key-value against a compare; a target union of the wrong kind
+/// compares against zero (or the empty value).
+fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
+    let union = compare.target_union.as_ref();
+    let ordering: Ordering = match target {
+        CompareTarget::Value => {
+            let value = match union {
+                Some(TargetUnion::Value(value)) => value.as_slice(),
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(value)
+        }
+        CompareTarget::Version => kv.version.cmp(&int_target(union, |u| matches!(u, TargetUnion::Version(_)))),
+        CompareTarget::Create => kv.create_revision.cmp(&int_target(union, |u| matches!(u, TargetUnion::CreateRevision(_)))),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int_target(union, |u| matches!(u, TargetUnion::ModRevision(_)))),
+        CompareTarget::Lease => kv.lease.cmp(&int_target(union, |u| matches!(u, TargetUnion::Lease(_)))),
+    };
+    match CompareResult::try_from(compare.result) {
+        Ok(CompareResult::Equal) => ordering == Ordering::Equal,
+        Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
+        Ok(CompareResult::Greater) => ordering == Ordering::Greater,
+        Ok(CompareResult::Less) => ordering == Ordering::Less,
+        Err(_) => true,
+    }
+}
+
+fn int_target(union: Option<&TargetUnion>, is_kind: impl Fn(&TargetUnion) -> bool) -> i64 {
+    match union {
+        Some(union) if is_kind(union) => match union {
+            TargetUnion::Version(value)
+            | TargetUnion::CreateRevision(value)
+            | TargetUnion::ModRevision(value)
+            | TargetUnion::Lease(value) => *value,
+            TargetUnion::Value(_) => 0,
+        },
+        _ => 0,
+    }
+}
+
+// ---- stateless validation, before a request reaches the writer ----
+
+/// Limits a request is validated against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_bytes_max: usize,
+    pub txn_ops_max: usize,
+}
+
+/// etcd's request checks that need no state: sizes, empty keys, op counts, duplicates.
+pub fn validate_write(request: &WriteRequest, limits: Limits) -> Result<()> {
+    use prost::Message;
+    let encoded_len = match request {
+        WriteRequest::Put(put) => put.encoded_len(),
+        WriteRequest::DeleteRange(delete) => delete.encoded_len(),
+        WriteRequest::Txn(txn) => txn.encoded_len(),
+        WriteRequest::Compact(compact) => compact.encoded_len(),
+    };
+    if encoded_len > limits.request_bytes_max {
+        return Err(Error::RequestTooLarge);
+    }
+    match request {
+        WriteRequest::Put(put) => check_put_request(put),
+        WriteRequest::DeleteRange(delete) => non_empty(&delete.key),
+        WriteRequest::Txn(txn) => {
+            check_txn_request(txn, limits.txn_ops_max)?;
+            check_duplicate_keys(&txn.success)?;
+            check_duplicate_keys(&txn.failure)
+        }
+        WriteRequest::Compact(_) => Ok(()),
+    }
+}
+
+/// The stateless checks of a Range (also used by the read path).
+pub fn validate_range(range: &RangeRequest) -> Result<()> {
+    non_empty(&range.key)?;
+    if SortOrder::try_from(range.sort_order).is_err() || SortTarget::try_from(range.sort_target).is_err() {
+        return Err(Error::InvalidSortOption);
+    }
+    Ok(())
+}
+
+fn non_empty(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    Ok(())
+}
+
+fn check_put_request(put: &PutRequest) -> Result<()> {
+    non_empty(&put.key)?;
+    if put.ignore_value && !put.value.is_empty() {
+        return Err(Error::ValueProvided);
+    }
+    if put.ignore_lease && put.lease != 0 {
+        return Err(Error::LeaseProvided);
+    }
+    Ok(())
+}
+
+fn check_txn_request(txn: &TxnRequest, ops_max: usize) -> Result<()> {
+    let ops = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
+    if ops > ops_max {
+        return Err(Error::TooManyOps);
+    }
+    for compare in &txn.compare {
+        non_empty(&compare.key)?;
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(Request::RequestRange(range)) => validate_range(range)?,
+            Some(Request::RequestPut(put)) => check_put_request(put)?,
+            Some(Request::RequestDeleteRange(delete)) => non_empty(&delete.key)?,
+            Some(Request::RequestTxn(nested)) => check_txn_request(nested, ops_max - ops)?,
+            None => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! View: reads over the store's tables, shared by read transactions and the writer.
+
+use redb::{ReadableTable, TableDefinition};
+use t4_proto::mvccpb::event::EventType;
+use t4_proto::mvccpb::Event;
+
+use crate::error::Result;
+
+use super::codec::{peek_revision, StoredKv};
+use super::range::{KeySpan, RangeScan};
+use super::store::RevisionEvents;
+
+pub const KV_REV: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("kv_rev");
+pub const KV_INDEX: TableDefinition<(&[u8], u64), u32> = TableDefinition::new("kv_index");
+pub const KV_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_latest");
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub trait LatestTable: ReadableTable<&'static [u8], &'static [u8]> {}
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> LatestTable for T {}
+pub trait IndexTable: ReadableTable<(&'static [u8], u64), u32> {}
+impl<T: ReadableTable<(&'static [u8], u64), u32>> IndexTable for T {}
+pub trait RevTable: ReadableTable<(u64, u32), &'static [u8]> {}
+impl<T: ReadableTable<(u64, u32), &'static [u8]>> RevTable for T {}
+
+pub struct View<L, I, R> {
+    pub latest: L,
+    pub index: I,
+    pub revs: R,
+}
+
+impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
+    /// The newest entry of `key` (possibly a tombstone).
+    pub fn latest(&self, key: &[u8]) -> Result<Option<StoredKv>> {
+        match self.latest.get(key)? {
+            Some(bytes) => Ok(Some(StoredKv::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The live entry of `key` at `revision`, or None if absent (or deleted) then.
+    pub fn live_at(&self, key: &[u8], revision: i64) -> Result<Option<StoredKv>> {
+        let Some(bytes) = self.latest.get(key)? else { return Ok(None) };
+        let (mod_revision, _) = peek_revision(bytes.value())?;
+        let entry =
+            if mod_revision <= revision { Some(StoredKv::decode(bytes.value())?) } else { self.history_at(key, revision)? };
+        Ok(entry.filter(|entry| !entry.tombstone))
+    }
+
+    /// The entry of `key` with the highest revision at or below `revision`.
+    pub fn history_at(&self, key: &[u8], revision: i64) -> Result<Option<StoredKv>> {
+        if revision < 1 {
+            return Ok(None);
+        }
+        let mut range = self.index.range::<(&[u8], u64)>((key, 0)..=(key, revision as u64))?;
+        let Some(found) = range.next_back() else { return Ok(None) };
+        let (guard_key, sub) = found?;
+        let (_, entry_revision) = guard_key.value();
+        self.entry(entry_revision, sub.value())
+    }
+
+    fn entry(&self, revision: u64, sub: u32) -> Result<Option<StoredKv>> {
+        match self.revs.get((revision, sub))? {
+            Some(bytes) => Ok(Some(StoredKv::decode(bytes.value())?)),
+            None => Err(crate::Error::Corrupt(format!("index names revision {revision}.{sub}, which is missing"))),
+        }
+    }
+
+    /// Live entries in `span` at `revision`, ascending by key. Counts every live key;
+    /// collects at most `fetch_max` entries (none when `count_only`).
+    pub fn scan(&self, span: &KeySpan, revision: i64, fetch_max: Option<usize>, count_only: bool, keys_only: bool) -> Result<RangeScan> {
+        let mut scan = RangeScan { kvs: Vec::new(), count: 0 };
+        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<()> {
+            let (mod_revision, tombstone) = peek_revision(bytes)?;
+            let want = !count_only && fetch_max.is_none_or(|max| scan.kvs.len() < max);
+            if mod_revision <= revision {
+                if !tombstone {
+                    scan.count += 1;
+                    if want {
+                        scan.kvs.push(StoredKv::decode(bytes)?.to_key_value(keys_only));
+                    }
+                }
+            } else if let Some(entry) = self.history_at(key, revision)?.filter(|entry| !entry.tombstone) {
+                scan.count += 1;
+                if want {
+                    scan.kvs.push(entry.to_key_value(keys_only));
+                }
+            }
+            Ok(())
+        };
+        match span {
+            _ if span.is_empty() => {}
+            KeySpan::Single(key) => {
+                if let Some(bytes) = self.latest.get(key.as_slice())? {
+                    visit(key, bytes.value())?;
+                }
+            }
+            KeySpan::Range { start, end } => {
+                let range = match end {
+                    Some(end) => self.latest.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                    None => self.latest.range::<&[u8]>(start.as_slice()..)?,
+                };
+                for item in range {
+                    let (key, bytes) = item?;
+                    visit(key.value(), bytes.value())?;
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Events of revisions `from..=to` touching `span`, in log order, grouped by revision.
+    /// Revisions without a matching event are left out.
+    pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
+        let mut out: Vec<RevisionEvents> = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for item in self.revs.range::<(u64, u32)>((from as u64, 0)..=(to as u64, u32::MAX))? {
+            let (_, bytes) = item?;
+            let entry = StoredKv::decode(bytes.value())?;
+            if !span.contains(&entry.key) {
+                continue;
+            }
+            let previous = if prev_kv { self.live_at(&entry.key, entry.mod_revision - 1)? } else { None };
+            let event = event_of(&entry, previous.as_ref());
+            match out.last_mut() {
+                Some(last) if last.revision == entry.mod_revision => last.events.push(event),
+                _ => out.push(RevisionEvents { revision: entry.mod_revision, events: vec![event] }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The watch event for a change, as etcd shapes it.
+pub fn event_of(entry: &StoredKv, previous: Option<&StoredKv>) -> Event {
+    let (kind, kv) = if entry.tombstone {
+        (EventType::Delete, entry.to_delete_event_kv())
+    } else {
+        (EventType::Put, entry.to_key_value(false))
+    };
+    Event { r#type: kind as i32, kv: Some(kv), prev_kv: previous.map(|previous| previous.to_key_value(false)) }
+}

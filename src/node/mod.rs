@@ -1,0 +1,221 @@
+//! Node: the embedded API (`t4::Node`), one store with etcd's semantics.
+//!
+//! ```no_run
+//! # async fn demo() -> t4::Result<()> {
+//! let node = t4::Node::open(t4::Config::new("/var/lib/myapp/t4")).await?;
+//! let revision = node.put("/config/timeout", "30s").await?;
+//! let kv = node.get("/config/timeout").await?.expect("just written");
+//! assert_eq!(kv.mod_revision, revision);
+//! node.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Writes go through one writer task and a syncer task (see `pipeline.rs`): a write is
+//! acknowledged only after its WAL batch is fsynced. Reads see the *visible* revision: the
+//! newest one whose batch is durable, never one that a crash could take back.
+
+mod pipeline;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use t4_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use t4_proto::mvccpb::KeyValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::env::{Env, StorageFence};
+use crate::error::{Error, Result};
+use crate::mvcc::{self, Limits, Store, WriteRequest, WriteResponse};
+use crate::watch::{WatchHub, WatchOptions, WatchStream};
+
+pub use pipeline::NodeStats;
+
+/// An open t4 node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("revision", &self.current_revision()).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    config: Config,
+    env: Env,
+    store: Arc<Store>,
+    hub: Arc<WatchHub>,
+    /// The newest revision whose WAL batch is durable: what reads see.
+    visible: AtomicI64,
+    fence: StorageFence,
+    failure: Mutex<Option<Error>>,
+    jobs: Mutex<Option<mpsc::Sender<pipeline::Job>>>,
+    stopped: Mutex<Option<oneshot::Receiver<Result<()>>>>,
+    stats: pipeline::Counters,
+    _dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
+}
+
+impl Node {
+    /// Opens the node in `config.data_dir` on the real clock and disk.
+    pub async fn open(config: Config) -> Result<Self> {
+        let env = Env::real(config.data_dir.clone());
+        Self::open_with_env(config, env).await
+    }
+
+    /// Opens the node on the given seams (the simulator's, or a test's).
+    pub async fn open_with_env(config: Config, env: Env) -> Result<Self> {
+        let disk = env.disk.clone();
+        let opened = crate::env::blocking(move || pipeline::recover(disk)).await?;
+        let pipeline::Opened { store, wal, fence, dir_lock } = opened;
+        let visible = store.applied_revision();
+        let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));
+        let (jobs_tx, jobs_rx) = mpsc::channel(config.write_queue_max);
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            config,
+            env,
+            store,
+            hub,
+            visible: AtomicI64::new(visible),
+            fence,
+            failure: Mutex::new(None),
+            jobs: Mutex::new(Some(jobs_tx)),
+            stopped: Mutex::new(Some(stopped_rx)),
+            stats: pipeline::Counters::default(),
+            _dir_lock: dir_lock,
+        });
+        pipeline::start(shared.clone(), wal, jobs_rx, stopped_tx);
+        tracing::info!(revision = visible, "t4 node open");
+        Ok(Self { shared })
+    }
+
+    /// The newest revision reads see (every write at or below it is durable).
+    pub fn current_revision(&self) -> i64 {
+        self.shared.visible.load(Ordering::SeqCst)
+    }
+
+    /// The revision below which history has been compacted (-1: never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.shared.store.compact_revision()
+    }
+
+    /// Writes `value` at `key`; returns the revision of the write.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<i64> {
+        let request = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+        Ok(header_revision(&self.put_request(request).await?.header))
+    }
+
+    /// The live key-value at `key`, if any.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<KeyValue>> {
+        let response = self.range(RangeRequest { key: key.into(), ..Default::default() }).await?;
+        Ok(response.kvs.into_iter().next())
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool> {
+        let response = self.delete_range(DeleteRangeRequest { key: key.into(), ..Default::default() }).await?;
+        Ok(response.deleted > 0)
+    }
+
+    /// etcd's Range (every field of RangeRequest is honoured).
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        mvcc::validate_range(&request)?;
+        if prost::Message::encoded_len(&request) > self.shared.config.request_bytes_max {
+            return Err(Error::RequestTooLarge);
+        }
+        let shared = self.shared.clone();
+        crate::env::blocking(move || {
+            let visible = shared.visible.load(Ordering::SeqCst);
+            shared.store.range(&request, visible)
+        })
+        .await
+    }
+
+    pub async fn put_request(&self, request: PutRequest) -> Result<PutResponse> {
+        match self.write(WriteRequest::Put(request)).await? {
+            WriteResponse::Put(response) => Ok(response),
+            other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        match self.write(WriteRequest::DeleteRange(request)).await? {
+            WriteResponse::DeleteRange(response) => Ok(response),
+            other => unreachable!("delete answered with {other:?}"),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        match self.write(WriteRequest::Txn(request)).await? {
+            WriteResponse::Txn(response) => Ok(response),
+            other => unreachable!("txn answered with {other:?}"),
+        }
+    }
+
+    /// Compacts history below `revision` (spends no revision).
+    pub async fn compact(&self, revision: i64) -> Result<CompactionResponse> {
+        match self.write(WriteRequest::Compact(CompactionRequest { revision, physical: true })).await? {
+            WriteResponse::Compact(response) => Ok(response),
+            other => unreachable!("compact answered with {other:?}"),
+        }
+    }
+
+    /// Watches a key span from `options.start_revision` (0 = from now on).
+    pub fn watch(&self, options: WatchOptions) -> Result<WatchStream> {
+        self.check_open()?;
+        WatchStream::new(self.shared.hub.clone(), self.shared.store.clone(), options)
+    }
+
+    /// Counters for metrics and benchmarks.
+    pub fn stats(&self) -> NodeStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Bytes the store file occupies.
+    pub async fn store_size_bytes(&self) -> Result<u64> {
+        let store = self.shared.store.clone();
+        crate::env::blocking(move || store.size_bytes()).await
+    }
+
+    /// Stops accepting writes, lets queued ones finish, makes the store durable and drops
+    /// WAL segments it no longer needs. Every clone of this node is closed.
+    pub async fn close(&self) -> Result<()> {
+        self.shared.jobs.lock().expect("jobs lock").take();
+        let stopped = self.shared.stopped.lock().expect("stopped lock").take();
+        match stopped {
+            Some(stopped) => stopped.await.unwrap_or(Err(Error::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
+            return Err(failure);
+        }
+        if self.shared.jobs.lock().expect("jobs lock").is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Validates, queues for the writer and waits for the durable answer.
+    async fn write(&self, request: WriteRequest) -> Result<WriteResponse> {
+        let limits = Limits { request_bytes_max: self.shared.config.request_bytes_max, txn_ops_max: self.shared.config.txn_ops_max };
+        mvcc::validate_write(&request, limits)?;
+        self.check_open()?;
+        let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(pipeline::Job { request, reply }).await.map_err(|_| Error::Closed)?;
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+fn header_revision(header: &Option<t4_proto::etcdserverpb::ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |header| header.revision)
+}

@@ -1,0 +1,332 @@
+//! The write pipeline: recovery at open, then a writer task and a syncer task.
+//!
+//! ```text
+//!  callers --Job--> writer: apply batch N+1 to redb (no fsync), encode its WAL batch
+//!                      |  (bounded channel: at most one batch waits for the syncer)
+//!                      v
+//!                   syncer: write + fdatasync batch N, then publish revision, then reply
+//! ```
+//! The writer fills batch N+1 while the syncer waits on the disk for batch N: one fsync
+//! covers every write that queued meanwhile (group commit). Readers only see revisions the
+//! syncer has published, so nothing a crash can undo is ever read or acknowledged.
+//!
+//! Fault model: a failed WAL write or fsync, or any store error, stops the node: the
+//! failure is recorded, the store's fence is raised (redb writes nothing more, so its file
+//! keeps its last durable commit), every waiting and later write gets `StorageFailure`.
+//! Reopening recovers from the WAL. The store is made durable (one redb fsync) only when
+//! the WAL holds every record applied to it, then WAL segments below it are removed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::env::{Disk, StorageFence};
+use crate::error::{Error, Result};
+use crate::mvcc::{Applied, RevisionEvents, Store, WriteRequest, WriteResponse};
+use crate::wal::{self, encode_batch, Record, WalWriter};
+
+use super::Shared;
+
+/// Batches that may wait for the syncer while it works on one (pipeline depth).
+const SYNC_QUEUE_MAX: usize = 1;
+
+pub struct Job {
+    pub request: WriteRequest,
+    pub reply: oneshot::Sender<Result<WriteResponse>>,
+}
+
+type Reply = (oneshot::Sender<Result<WriteResponse>>, Result<WriteResponse>);
+
+enum SyncJob {
+    Batch {
+        /// Encoded WAL batch with its first index and record count (None: nothing changed).
+        wal: Option<(Vec<u8>, u64, u64)>,
+        revision: i64,
+        events: Option<Vec<RevisionEvents>>,
+        replies: Vec<Reply>,
+    },
+    /// The store is durable through this index: older segments can go.
+    DropThrough(u64),
+}
+
+pub struct Opened {
+    pub store: Arc<Store>,
+    pub wal: WalWriter,
+    pub fence: StorageFence,
+    pub dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    batches: AtomicU64,
+    records: AtomicU64,
+    wal_syncs: AtomicU64,
+    wal_sync_micros: AtomicU64,
+    store_syncs: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStats {
+    pub batches: u64,
+    pub records: u64,
+    pub wal_syncs: u64,
+    pub wal_sync_micros: u64,
+    pub store_syncs: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> NodeStats {
+        NodeStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            wal_syncs: self.wal_syncs.load(Ordering::Relaxed),
+            wal_sync_micros: self.wal_sync_micros.load(Ordering::Relaxed),
+            store_syncs: self.store_syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Opens the store, replays the WAL above what the store holds durably, and returns a
+/// writer positioned after the last valid record. Blocking.
+pub fn recover(disk: Arc<dyn Disk>) -> Result<Opened> {
+    let dir_lock = disk.lock_exclusive().map_err(|error| Error::storage("lock data dir", error))?;
+    let fence = StorageFence::default();
+    let store = Arc::new(Store::open(disk.as_ref(), fence.clone())?);
+    let applied = store.applied_index();
+    let recovered = wal::recover(&disk, applied)?;
+    if recovered.torn_bytes > 0 {
+        tracing::warn!(bytes = recovered.torn_bytes, "wal: cut a torn tail left by a crash");
+    }
+    if recovered.end_index > 0 && recovered.end_index <= applied {
+        return Err(Error::Corrupt(format!(
+            "wal ends at index {} but the store holds through {applied}: the log lost durable records",
+            recovered.end_index - 1
+        )));
+    }
+    store.replay(&recovered.records)?;
+    if !recovered.records.is_empty() {
+        store.sync_durable()?;
+        tracing::info!(records = recovered.records.len(), revision = store.applied_revision(), "wal: replayed");
+    }
+    let next_index = store.applied_index() + 1;
+    let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, u64::MAX)?;
+    Ok(Opened { store, wal, fence, dir_lock })
+}
+
+pub fn start(shared: Arc<Shared>, mut wal: WalWriter, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
+    wal.set_segment_bytes_max(shared.config.wal_segment_bytes_max);
+    let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
+    let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
+    let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, sync_rx, synced_tx));
+    tokio::spawn(async move {
+        let result = writer_loop(shared.clone(), jobs, sync_tx, synced_rx).await;
+        let _ = syncer.await;
+        let _ = stopped.send(result);
+    });
+}
+
+impl Shared {
+    fn failed(&self) -> Option<Error> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+
+    /// Stops the node from acknowledging anything more.
+    fn fail(&self, error: Error) -> Error {
+        self.fence.raise();
+        let mut failure = self.failure.lock().expect("failure lock");
+        if failure.is_none() {
+            tracing::error!(%error, "t4: storage failed; this node stops acknowledging writes until reopened");
+            *failure = Some(Error::StorageFailure(error.to_string()));
+        }
+        failure.clone().expect("just set")
+    }
+}
+
+async fn writer_loop(
+    shared: Arc<Shared>,
+    mut jobs: mpsc::Receiver<Job>,
+    sync_tx: mpsc::Sender<SyncJob>,
+    mut synced: watch::Receiver<u64>,
+) -> Result<()> {
+    let mut records_since_durable = 0u64;
+    let mut durable_at = shared.env.clock.monotonic();
+    while let Some(first) = jobs.recv().await {
+        let batch = gather(&shared, first, &mut jobs);
+        let records = apply_and_queue(&shared, batch, &sync_tx).await;
+        records_since_durable += records;
+        let due = shared.env.clock.monotonic().saturating_sub(durable_at) >= shared.config.store_sync_interval;
+        if records_since_durable > 0 && (records_since_durable >= shared.config.store_sync_records || due) {
+            make_store_durable(&shared, &sync_tx, &mut synced).await?;
+            records_since_durable = 0;
+            durable_at = shared.env.clock.monotonic();
+        }
+    }
+    if shared.failed().is_none() && records_since_durable > 0 {
+        make_store_durable(&shared, &sync_tx, &mut synced).await?;
+    }
+    drop(sync_tx);
+    match shared.failed() {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
+
+/// Takes `first` and whatever else is queued, within the batch bounds.
+fn gather(shared: &Shared, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut bytes = request_bytes(&first.request);
+    let mut batch = vec![first];
+    while batch.len() < shared.config.batch_requests_max && bytes < shared.config.batch_bytes_max {
+        match jobs.try_recv() {
+            Ok(job) => {
+                bytes += request_bytes(&job.request);
+                batch.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+fn request_bytes(request: &WriteRequest) -> usize {
+    use prost::Message;
+    match request {
+        WriteRequest::Put(put) => put.encoded_len(),
+        WriteRequest::DeleteRange(delete) => delete.encoded_len(),
+        WriteRequest::Txn(txn) => txn.encoded_len(),
+        WriteRequest::Compact(compact) => compact.encoded_len(),
+    }
+}
+
+/// Applies one batch to the store and hands its WAL bytes to the syncer. Returns the
+/// number of WAL records it produced.
+async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::Sender<SyncJob>) -> u64 {
+    let (requests, replies): (Vec<WriteRequest>, Vec<_>) = batch.into_iter().map(|job| (job.request, job.reply)).unzip();
+    if let Some(failure) = shared.failed() {
+        for reply in replies {
+            let _ = reply.send(Err(failure.clone()));
+        }
+        return 0;
+    }
+    let want_events = shared.hub.has_watchers();
+    let store = shared.store.clone();
+    let applied = crate::env::blocking(move || store.apply_batch(&requests, want_events)).await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(error) => {
+            let failure = shared.fail(error);
+            for reply in replies {
+                let _ = reply.send(Err(failure.clone()));
+            }
+            return 0;
+        }
+    };
+    let job = sync_job(shared, applied, replies, want_events);
+    let records = match &job {
+        SyncJob::Batch { wal: Some((_, _, count)), .. } => *count,
+        _ => 0,
+    };
+    shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+    shared.stats.records.fetch_add(records, Ordering::Relaxed);
+    if sync_tx.send(job).await.is_err() {
+        shared.fail(Error::StorageFailure("wal syncer stopped".into()));
+    }
+    records
+}
+
+fn sync_job(shared: &Shared, applied: Vec<Applied>, senders: Vec<oneshot::Sender<Result<WriteResponse>>>, want_events: bool) -> SyncJob {
+    let mut records: Vec<Record> = Vec::new();
+    let mut events = want_events.then(Vec::new);
+    let mut replies = Vec::with_capacity(senders.len());
+    for (outcome, sender) in applied.into_iter().zip(senders) {
+        records.extend(outcome.record);
+        if let (Some(all), Some(revision)) = (events.as_mut(), outcome.events) {
+            all.push(revision);
+        }
+        replies.push((sender, outcome.response));
+    }
+    let wal = (!records.is_empty()).then(|| {
+        let first = records[0].index;
+        (encode_batch(&records), first, records.len() as u64)
+    });
+    SyncJob::Batch { wal, revision: shared.store.applied_revision(), events, replies }
+}
+
+/// Waits until the WAL holds every record the store applied, then makes the store durable
+/// and lets the syncer drop the segments below.
+async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob>, synced: &mut watch::Receiver<u64>) -> Result<()> {
+    let target = shared.store.applied_index();
+    let caught_up = synced.wait_for(|index| *index >= target).await.is_ok();
+    if !caught_up || shared.failed().is_some() {
+        return Err(shared.failed().unwrap_or(Error::Closed));
+    }
+    let store = shared.store.clone();
+    if let Err(error) = crate::env::blocking(move || store.sync_durable()).await {
+        return Err(shared.fail(error));
+    }
+    shared.stats.store_syncs.fetch_add(1, Ordering::Relaxed);
+    let _ = sync_tx.send(SyncJob::DropThrough(target)).await;
+    Ok(())
+}
+
+async fn syncer_loop(shared: Arc<Shared>, wal: WalWriter, mut jobs: mpsc::Receiver<SyncJob>, synced: watch::Sender<u64>) {
+    let mut wal = Some(wal);
+    while let Some(job) = jobs.recv().await {
+        match job {
+            SyncJob::Batch { wal: batch, revision, events, replies } => {
+                let outcome = persist(&shared, &mut wal, batch, &synced).await;
+                if outcome.is_ok() {
+                    shared.visible.store(revision, Ordering::SeqCst);
+                    shared.hub.publish(revision, events);
+                }
+                for (sender, response) in replies {
+                    let answer = match &outcome {
+                        Ok(()) => response,
+                        Err(failure) => Err(failure.clone()),
+                    };
+                    let _ = sender.send(answer);
+                }
+            }
+            SyncJob::DropThrough(index) => {
+                let Some(mut writer) = wal.take() else { continue };
+                let (writer, removed) = crate::env::blocking(move || {
+                    let removed = writer.remove_through(index);
+                    (writer, removed)
+                })
+                .await;
+                wal = Some(writer);
+                if let Err(error) = removed {
+                    tracing::warn!(%error, "wal: could not remove old segments; will retry at the next store sync");
+                }
+            }
+        }
+    }
+}
+
+/// Appends and fsyncs one batch; on failure the node stops.
+async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Option<(Vec<u8>, u64, u64)>, synced: &watch::Sender<u64>) -> Result<()> {
+    if let Some(failure) = shared.failed() {
+        return Err(failure);
+    }
+    let Some((bytes, first, count)) = batch else { return Ok(()) };
+    let Some(mut writer) = wal.take() else { return Err(shared.fail(Error::StorageFailure("wal writer lost".into()))) };
+    let started = shared.env.clock.monotonic();
+    let (writer, result) = crate::env::blocking(move || {
+        let result = writer.append(&bytes, first, count);
+        (writer, result)
+    })
+    .await;
+    *wal = Some(writer);
+    let elapsed: Duration = shared.env.clock.monotonic().saturating_sub(started);
+    shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+    shared.stats.wal_sync_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            synced.send_replace(first + count - 1);
+            Ok(())
+        }
+        Err(error) => Err(shared.fail(error)),
+    }
+}

@@ -1,0 +1,143 @@
+//! WalWriter: appends batches to the current segment, one write and one fdatasync each.
+//!
+//! Fault model: a failed write or sync leaves the segment's tail unknown (Linux may have
+//! dropped the dirty pages). The writer does not retry: it reports the error and the node
+//! stops acknowledging writes (a fail-stop, as PostgreSQL learned to do after fsyncgate).
+//! Recovery later truncates whatever partial batch is left at the tail.
+
+use std::sync::Arc;
+
+use crate::env::{Disk, DiskFile};
+use crate::error::{Error, Result};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"T4WALSEG";
+pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+pub const WAL_DIR: &str = "wal";
+
+/// `wal/<first index, 20 digits>.wal`: names sort in log order.
+pub fn segment_name(first_index: u64) -> String {
+    format!("{WAL_DIR}/{first_index:020}.wal")
+}
+
+pub fn encode_segment_header(first_index: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&first_index.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..24]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The first index a segment header names, after checking magic, version and checksum.
+pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, String> {
+    if bytes.len() < SEGMENT_HEADER_BYTES {
+        return Err("segment shorter than its header".into());
+    }
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..24]) != crc {
+        return Err("segment header checksum mismatch".into());
+    }
+    if &bytes[..8] != SEGMENT_MAGIC {
+        return Err("bad segment magic".into());
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SEGMENT_VERSION {
+        return Err(format!("unknown segment version {version}"));
+    }
+    Ok(u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")))
+}
+
+pub struct WalWriter {
+    disk: Arc<dyn Disk>,
+    /// First indexes of the segments on disk, ascending; the last is being appended to.
+    segments: Vec<u64>,
+    file: Box<dyn DiskFile>,
+    offset: u64,
+    next_index: u64,
+    segment_bytes_max: u64,
+}
+
+impl std::fmt::Debug for WalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalWriter").field("segments", &self.segments).field("next_index", &self.next_index).finish()
+    }
+}
+
+fn io_error(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |error| Error::storage(context, error)
+}
+
+impl WalWriter {
+    /// Continues after recovery: `segments` as recovery left them (torn tail already cut),
+    /// the valid length of the last one, and the next index to write.
+    pub fn open(disk: Arc<dyn Disk>, segments: Vec<u64>, last_len: u64, next_index: u64, segment_bytes_max: u64) -> Result<Self> {
+        if !disk.exists(WAL_DIR).map_err(io_error("stat wal dir"))? {
+            disk.create_dir_all(WAL_DIR).map_err(io_error("create wal dir"))?;
+            disk.sync_dir("").map_err(io_error("sync data dir"))?;
+        }
+        match segments.last() {
+            Some(&first) => {
+                let file = disk.open(&segment_name(first), false).map_err(io_error("open wal segment"))?;
+                Ok(Self { disk, segments, file, offset: last_len, next_index, segment_bytes_max })
+            }
+            None => {
+                let file = create_segment(disk.as_ref(), next_index)?;
+                let segments = vec![next_index];
+                let offset = SEGMENT_HEADER_BYTES as u64;
+                Ok(Self { disk, segments, file, offset, next_index, segment_bytes_max })
+            }
+        }
+    }
+
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    pub fn set_segment_bytes_max(&mut self, segment_bytes_max: u64) {
+        assert!(segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
+        self.segment_bytes_max = segment_bytes_max;
+    }
+
+    /// Appends one encoded batch holding `count` records from `first_index`, durably.
+    pub fn append(&mut self, batch: &[u8], first_index: u64, count: u64) -> Result<()> {
+        assert_eq!(first_index, self.next_index, "wal appends must be dense");
+        assert!(count > 0 && !batch.is_empty());
+        if self.offset >= self.segment_bytes_max {
+            self.file = create_segment(self.disk.as_ref(), first_index)?;
+            self.segments.push(first_index);
+            self.offset = SEGMENT_HEADER_BYTES as u64;
+        }
+        self.file.write_at(self.offset, batch).map_err(io_error("wal write"))?;
+        self.file.sync_data().map_err(io_error("wal fdatasync"))?;
+        self.offset += batch.len() as u64;
+        self.next_index = first_index + count;
+        Ok(())
+    }
+
+    /// Removes segments whose records all have indexes at or below `index` (the store holds
+    /// them durably). The segment being appended to is never removed.
+    pub fn remove_through(&mut self, index: u64) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1] <= index + 1 {
+            self.disk.remove(&segment_name(self.segments[0])).map_err(io_error("remove wal segment"))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.disk.sync_dir(WAL_DIR).map_err(io_error("sync wal dir"))?;
+        }
+        Ok(removed)
+    }
+}
+
+fn create_segment(disk: &dyn Disk, first_index: u64) -> Result<Box<dyn DiskFile>> {
+    let name = segment_name(first_index);
+    let file = disk.open(&name, true).map_err(io_error("create wal segment"))?;
+    file.set_len(0).map_err(io_error("truncate new wal segment"))?;
+    file.write_at(0, &encode_segment_header(first_index)).map_err(io_error("write wal segment header"))?;
+    file.sync_data().map_err(io_error("sync wal segment header"))?;
+    disk.sync_dir(WAL_DIR).map_err(io_error("sync wal dir"))?;
+    Ok(file)
+}

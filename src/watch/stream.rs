@@ -1,0 +1,135 @@
+//! WatchStream: one watcher's cursor over the committed log.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use t4_proto::mvccpb::event::EventType;
+use t4_proto::mvccpb::Event;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::mvcc::{KeySpan, RevisionEvents, Store};
+
+use super::hub::WatchHub;
+
+/// Revisions read from the store in one step when catching up.
+const CATCHUP_REVISIONS_MAX: i64 = 1000;
+
+/// What to watch, etcd's WatchCreateRequest minus the transport's fields.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// First revision to deliver; 0 = the next one to be committed.
+    pub start_revision: i64,
+    pub prev_kv: bool,
+    pub filter_puts: bool,
+    pub filter_deletes: bool,
+}
+
+pub struct WatchStream {
+    hub: Arc<WatchHub>,
+    store: Arc<Store>,
+    visible: watch::Receiver<i64>,
+    span: KeySpan,
+    options: WatchOptions,
+    /// Next revision to look at.
+    cursor: i64,
+    ready: VecDeque<RevisionEvents>,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream").field("span", &self.span).field("cursor", &self.cursor).finish()
+    }
+}
+
+impl WatchStream {
+    pub(crate) fn new(hub: Arc<WatchHub>, store: Arc<Store>, options: WatchOptions) -> Result<Self> {
+        if options.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let visible = hub.subscribe();
+        let current = *visible.borrow();
+        let cursor = if options.start_revision > 0 { options.start_revision } else { current + 1 };
+        hub.add_watcher();
+        let span = KeySpan::new(&options.key, &options.range_end);
+        Ok(Self { hub, store, visible, span, options, cursor, ready: VecDeque::new() })
+    }
+
+    /// The next revision this watcher has not yet delivered: everything below it that
+    /// matched has been returned (what a progress notification reports, minus one).
+    pub fn next_revision(&self) -> i64 {
+        self.ready.front().map_or(self.cursor, |ready| ready.revision)
+    }
+
+    /// The next revision's matching events. `None` once the node has closed.
+    /// `Err(Compacted)` when the history it needs was compacted; the watch is then over.
+    pub async fn next(&mut self) -> Option<Result<RevisionEvents>> {
+        loop {
+            if let Some(ready) = self.ready.pop_front() {
+                return Some(Ok(ready));
+            }
+            let visible = *self.visible.borrow_and_update();
+            if self.cursor > visible {
+                if self.visible.changed().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+            let upto = visible.min(self.cursor + CATCHUP_REVISIONS_MAX - 1);
+            if let Err(error) = self.fill(upto).await {
+                return Some(Err(error));
+            }
+            self.cursor = upto + 1;
+        }
+    }
+
+    /// Like [`WatchStream::next`] but returns at once with what is ready (or None).
+    pub fn try_next(&mut self) -> Option<RevisionEvents> {
+        self.ready.pop_front()
+    }
+
+    async fn fill(&mut self, upto: i64) -> Result<()> {
+        if let Some(shared) = self.hub.read(self.cursor, upto) {
+            for revision in &shared {
+                self.take(revision.revision, revision.events.iter());
+            }
+            return Ok(());
+        }
+        let (store, span, from, prev_kv) = (self.store.clone(), self.span.clone(), self.cursor, self.options.prev_kv);
+        let revisions = crate::env::blocking(move || store.events(&span, from, upto, prev_kv)).await?;
+        for revision in &revisions {
+            self.take(revision.revision, revision.events.iter());
+        }
+        Ok(())
+    }
+
+    /// Queues the events of one revision this watcher wants, whole.
+    fn take<'a>(&mut self, revision: i64, events: impl Iterator<Item = &'a Event>) {
+        let events: Vec<Event> = events.filter(|event| self.wants(event)).map(|event| self.shape(event)).collect();
+        if !events.is_empty() {
+            self.ready.push_back(RevisionEvents { revision, events });
+        }
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        let key = event.kv.as_ref().map_or(&[][..], |kv| kv.key.as_slice());
+        let is_put = event.r#type == EventType::Put as i32;
+        self.span.contains(key) && !(is_put && self.options.filter_puts) && !(!is_put && self.options.filter_deletes)
+    }
+
+    fn shape(&self, event: &Event) -> Event {
+        Event {
+            r#type: event.r#type,
+            kv: event.kv.clone(),
+            prev_kv: if self.options.prev_kv { event.prev_kv.clone() } else { None },
+        }
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.hub.remove_watcher();
+    }
+}
