@@ -45,6 +45,10 @@ impl std::fmt::Debug for Env {
     }
 }
 
+/// Virtual time one blocking disk step takes in the simulator.
+#[cfg(madsim)]
+const SIM_DISK_LATENCY_MICROS: u64 = 50;
+
 /// Runs blocking file I/O off the async workers. Under the simulator the disk is memory and
 /// this runs inline on the simulated task, keeping the schedule deterministic.
 pub async fn blocking<F, R>(work: F) -> R
@@ -61,6 +65,9 @@ where
     }
     #[cfg(madsim)]
     {
+        // Disk work takes (virtual) time, so other tasks run meanwhile and a crash can
+        // land before it starts.
+        tokio::time::sleep(std::time::Duration::from_micros(SIM_DISK_LATENCY_MICROS)).await;
         work()
     }
 }

@@ -36,6 +36,10 @@ pub struct SimDiskFaults {
     pub sync_failures: u32,
     /// Total bytes the disk can hold (None = unlimited); writes beyond fail with ENOSPC.
     pub capacity_bytes: Option<u64>,
+    /// Power fails during the sync after this many more syncs (0 = the next one): the
+    /// disk crashes in the given mode and that sync reports an error. Models a crash
+    /// between a write and its fsync ("mid-commit").
+    pub crash_on_sync: Option<(u32, CrashMode)>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,32 +131,7 @@ impl SimDisk {
 
     /// Power loss. Every handle opened before it fails from now on.
     pub fn crash(&self, mode: CrashMode) {
-        let mut state = self.lock();
-        state.incarnation += 1;
-        if mode == CrashMode::Wipe {
-            state.files.clear();
-            state.removed.clear();
-            state.dirs.clear();
-            return;
-        }
-        let removed = std::mem::take(&mut state.removed);
-        for (path, file) in removed {
-            if file.entry_durable {
-                state.files.insert(path, file);
-            }
-        }
-        state.files.retain(|_, file| file.entry_durable);
-        let mut random = match mode {
-            CrashMode::Torn { seed } => Some(seed),
-            _ => None,
-        };
-        for file in state.files.values_mut() {
-            let pending = std::mem::take(&mut file.pending);
-            if let Some(random) = random.as_mut() {
-                tear(&mut file.durable, pending, random);
-            }
-            file.current = file.durable.clone();
-        }
+        crash_state(&mut self.lock(), mode);
     }
 
     /// Flips one bit of a file's durable bytes (out of contract: must be detected).
@@ -182,6 +161,35 @@ impl SimDisk {
 
     fn used_bytes(state: &State) -> u64 {
         state.files.values().map(|file| file.current.len() as u64).sum()
+    }
+}
+
+/// Power loss applied to the disk's state (see [`SimDisk::crash`]).
+fn crash_state(state: &mut State, mode: CrashMode) {
+    state.incarnation += 1;
+    if mode == CrashMode::Wipe {
+        state.files.clear();
+        state.removed.clear();
+        state.dirs.clear();
+        return;
+    }
+    let removed = std::mem::take(&mut state.removed);
+    for (path, file) in removed {
+        if file.entry_durable {
+            state.files.insert(path, file);
+        }
+    }
+    state.files.retain(|_, file| file.entry_durable);
+    let mut random = match mode {
+        CrashMode::Torn { seed } => Some(seed),
+        _ => None,
+    };
+    for file in state.files.values_mut() {
+        let pending = std::mem::take(&mut file.pending);
+        if let Some(random) = random.as_mut() {
+            tear(&mut file.durable, pending, random);
+        }
+        file.current = file.durable.clone();
     }
 }
 
@@ -345,6 +353,15 @@ impl DiskFile for SimFileHandle {
     fn sync_data(&self) -> io::Result<()> {
         self.with_file(|state, path| {
             state.syncs += 1;
+            match state.faults.crash_on_sync {
+                Some((0, mode)) => {
+                    state.faults.crash_on_sync = None;
+                    crash_state(state, mode);
+                    return Err(io::Error::other("sim disk: power failed during fsync"));
+                }
+                Some((countdown, mode)) => state.faults.crash_on_sync = Some((countdown - 1, mode)),
+                None => {}
+            }
             let fail = state.faults.sync_failures > 0;
             if fail {
                 state.faults.sync_failures -= 1;

@@ -172,6 +172,14 @@ impl Node {
         WatchStream::new(self.shared.hub.clone(), self.shared.store.clone(), options)
     }
 
+    /// Ok while the node serves; the failure that stopped it otherwise (a health check).
+    pub fn health(&self) -> Result<()> {
+        match self.shared.failure.lock().expect("failure lock").clone() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+
     /// Counters for metrics and benchmarks.
     pub fn stats(&self) -> NodeStats {
         self.shared.stats.snapshot()

@@ -1,0 +1,239 @@
+//! Checkers: the revision-replay oracle for strict serializability of a single node.
+//!
+//! The committed log (read back from the recovered node from revision 1) is replayed on a
+//! sequential model, giving the state at every revision. The history is then judged:
+//! - the log is dense (every revision from 2 to the last changed something) and holds no
+//!   value no client wrote, and no value twice;
+//! - every acknowledged write is in the log at the revision it was told, with its content;
+//! - every acknowledged read equals the model at its revision; every txn's branch matches
+//!   its compare against the model;
+//! - real time: an op never observes or writes a revision below one some op had observed or
+//!   written before it was invoked, and a write lands strictly above all of them;
+//! - writes with unknown outcome may appear in the log or not, but only after they began.
+//!
+//! Every rule has a self-test on a hand-made bad history (`checker_test.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use t4::mvcc::RevisionEvents;
+use t4::proto::mvccpb::event::EventType;
+
+use crate::history::{Op, OpKind, Outcome};
+
+/// Key -> (value, mod_revision).
+pub type State = BTreeMap<String, (String, i64)>;
+
+/// A change in the committed log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogChange {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+/// The committed log: changes per revision, revision 2 first.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    pub revisions: Vec<(i64, Vec<LogChange>)>,
+}
+
+impl Log {
+    pub fn from_events(events: &[RevisionEvents]) -> Self {
+        let revisions = events
+            .iter()
+            .map(|revision| {
+                let changes = revision
+                    .events
+                    .iter()
+                    .map(|event| {
+                        let kv = event.kv.clone().unwrap_or_default();
+                        let key = String::from_utf8_lossy(&kv.key).into_owned();
+                        if event.r#type == EventType::Delete as i32 {
+                            LogChange::Delete { key }
+                        } else {
+                            LogChange::Put { key, value: String::from_utf8_lossy(&kv.value).into_owned() }
+                        }
+                    })
+                    .collect();
+                (revision.revision, changes)
+            })
+            .collect();
+        Self { revisions }
+    }
+}
+
+/// Judges `history` against the committed `log` and the recovered node's `final_state` at
+/// `final_revision`. Returns every violation found.
+pub fn check(history: &[Op], log: &Log, final_revision: i64, final_state: &State) -> Vec<String> {
+    let mut violations = Vec::new();
+    let states = replay(log, final_revision, &mut violations);
+    if let Some(last) = states.last() {
+        if last != final_state {
+            violations.push(format!("recovered state differs from the replayed log at revision {final_revision}"));
+        }
+    }
+    let placed = place_values(history, log, &mut violations);
+    for op in history {
+        check_op(op, &states, &placed, &mut violations);
+    }
+    check_real_time(history, &placed, &mut violations);
+    violations
+}
+
+/// State at every revision: index r is the state at revision r (index 0 unused).
+fn replay(log: &Log, final_revision: i64, violations: &mut Vec<String>) -> Vec<State> {
+    let mut states = vec![State::new(), State::new()];
+    for (expected, (revision, changes)) in (2..).zip(&log.revisions) {
+        if *revision != expected {
+            violations.push(format!("log is not dense: revision {revision} where {expected} was due"));
+            return states;
+        }
+        if changes.is_empty() {
+            violations.push(format!("revision {revision} changed nothing"));
+        }
+        let mut next = states.last().expect("non-empty").clone();
+        for change in changes {
+            match change {
+                LogChange::Put { key, value } => {
+                    next.insert(key.clone(), (value.clone(), *revision));
+                }
+                LogChange::Delete { key } => {
+                    if next.remove(key).is_none() {
+                        violations.push(format!("revision {revision} deletes {key}, which did not exist"));
+                    }
+                }
+            }
+        }
+        states.push(next);
+    }
+    if states.len() as i64 - 1 != final_revision.max(1) {
+        violations.push(format!("log ends at revision {} but the node is at {final_revision}", states.len() - 1));
+    }
+    states
+}
+
+/// Where each written value landed in the log; flags phantoms and duplicates.
+fn place_values(history: &[Op], log: &Log, violations: &mut Vec<String>) -> BTreeMap<String, i64> {
+    let written: BTreeSet<&str> = history
+        .iter()
+        .filter_map(|op| match &op.kind {
+            OpKind::Put { value, .. } | OpKind::Cas { value, .. } => Some(value.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut placed = BTreeMap::new();
+    for (revision, changes) in &log.revisions {
+        for change in changes {
+            if let LogChange::Put { value, .. } = change {
+                if !written.contains(value.as_str()) {
+                    violations.push(format!("revision {revision} holds {value:?}, which no client wrote"));
+                }
+                if placed.insert(value.clone(), *revision).is_some() {
+                    violations.push(format!("{value:?} was applied twice (again at revision {revision})"));
+                }
+            }
+        }
+    }
+    placed
+}
+
+fn state_at(states: &[State], revision: i64) -> Option<&State> {
+    usize::try_from(revision).ok().and_then(|index| states.get(index)).filter(|_| revision >= 1)
+}
+
+fn mod_of(state: &State, key: &str) -> i64 {
+    state.get(key).map_or(0, |(_, mod_revision)| *mod_revision)
+}
+
+fn check_op(op: &Op, states: &[State], placed: &BTreeMap<String, i64>, violations: &mut Vec<String>) {
+    let describe = || format!("client {} {:?} -> {:?}", op.client, op.kind, op.outcome);
+    let revision = match &op.outcome {
+        Outcome::Refused(_) => {
+            if let OpKind::Put { value, .. } | OpKind::Cas { value, .. } = &op.kind {
+                if placed.contains_key(value) {
+                    violations.push(format!("refused write took effect: {}", describe()));
+                }
+            }
+            return;
+        }
+        Outcome::Unknown(_) => return,
+        Outcome::Wrote { revision, .. } | Outcome::Read { revision, .. } => *revision,
+    };
+    let Some(state) = state_at(states, revision) else {
+        violations.push(format!("revision {revision} is beyond the committed log: {}", describe()));
+        return;
+    };
+    let before = state_at(states, revision - 1);
+    match (&op.kind, &op.outcome) {
+        (OpKind::Put { value, .. }, Outcome::Wrote { .. }) => {
+            if placed.get(value) != Some(&revision) {
+                violations.push(format!("acknowledged write lost or misplaced (log has it at {:?}): {}", placed.get(value), describe()));
+            }
+        }
+        (OpKind::Cas { key, expected, value }, Outcome::Wrote { succeeded, .. }) => {
+            let compared = if *succeeded { before } else { Some(state) };
+            let matched = compared.is_some_and(|compared| mod_of(compared, key) == *expected);
+            if matched != *succeeded {
+                violations.push(format!("txn took the wrong branch: {}", describe()));
+            }
+            let landed = placed.get(value).copied();
+            if *succeeded && landed != Some(revision) || !*succeeded && landed.is_some() {
+                violations.push(format!("txn effect does not match its answer (log: {landed:?}): {}", describe()));
+            }
+        }
+        (OpKind::Delete { key }, Outcome::Wrote { deleted, .. }) => {
+            let existed_before = before.is_some_and(|before| before.contains_key(key));
+            let ok = if *deleted > 0 { existed_before && !state.contains_key(key) } else { !state.contains_key(key) };
+            if !ok {
+                violations.push(format!("delete does not match the log: {}", describe()));
+            }
+        }
+        (OpKind::Get { key }, Outcome::Read { found, .. }) => {
+            let expected = state.get(key).cloned();
+            if &expected != found {
+                violations.push(format!("read saw {found:?} but the log has {expected:?} at {revision}: {}", describe()));
+            }
+        }
+        _ => violations.push(format!("outcome does not fit the op: {}", describe())),
+    }
+}
+
+/// Real-time order: nothing an op observes or writes may lie below what was observed or
+/// written before the op began; a write lands strictly above it.
+fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &mut Vec<String>) {
+    let mut done: Vec<(u128, i64)> = history.iter().filter_map(|op| op.revision().map(|revision| (op.complete_ns, revision))).collect();
+    done.sort_unstable();
+    let mut prefix_max = Vec::with_capacity(done.len());
+    let mut highest = 0;
+    for (_, revision) in &done {
+        highest = highest.max(*revision);
+        prefix_max.push(highest);
+    }
+    let floor = |invoke_ns: u128| {
+        let before = done.partition_point(|(complete_ns, _)| *complete_ns < invoke_ns);
+        if before == 0 { 0 } else { prefix_max[before - 1] }
+    };
+    for op in history {
+        let floor = floor(op.invoke_ns);
+        let landed = match (&op.kind, &op.outcome) {
+            (OpKind::Put { value, .. } | OpKind::Cas { value, .. }, Outcome::Unknown(_)) => placed.get(value).copied(),
+            _ => None,
+        };
+        if let Some(landed) = landed {
+            if landed <= floor {
+                violations.push(format!("a write with unknown outcome landed at {landed}, before it began (floor {floor}): client {} {:?}", op.client, op.kind));
+            }
+        }
+        let Some(revision) = op.revision() else { continue };
+        let too_low = if op.changed() { revision <= floor } else { revision < floor };
+        if too_low {
+            violations.push(format!(
+                "real-time order broken: revision {revision} after {floor} was already seen: client {} {:?} -> {:?}",
+                op.client, op.kind, op.outcome
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "checker_test.rs"]
+mod checker_test;

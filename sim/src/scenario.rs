@@ -1,0 +1,442 @@
+//! Scenarios: one seeded world per run, its nemesis, and the final verification.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::{Handle, Runtime};
+use madsim::time::{sleep, timeout, Instant};
+use t4::env::{CrashMode, Env, SimClock, SimDisk, SimDiskFaults};
+use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use t4::proto::etcdserverpb::request_op::Request;
+use t4::proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use t4::watch::WatchOptions;
+use t4::{Config, ErrorKind, Node};
+
+use crate::checker::{self, Log, State};
+use crate::history::{Op, OpKind, Outcome};
+use crate::trace::TraceHash;
+
+/// Keys the workload contends on (few, so histories collide).
+const KEYS: usize = 6;
+const CLIENTS: usize = 4;
+/// Virtual time the workload runs per seed.
+const WORKLOAD_DURATION: Duration = Duration::from_secs(3);
+/// An op with no answer after this is recorded as unknown.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// No faults.
+    Smoke,
+    /// Kill the node and lose every unsynced write.
+    CrashLoseUnsynced,
+    /// Kill the node and tear unsynced writes (whole, none, or a prefix, in any order).
+    CrashTorn,
+    /// Power fails inside an fsync (after the write, before it is durable).
+    CrashMidCommit,
+    /// An fsync fails with EIO: the node must stop acknowledging, then recover on restart.
+    FsyncEio,
+    /// A random mix of all of the above per fault.
+    Swarm,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] =
+        [Scenario::Smoke, Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio, Scenario::Swarm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Smoke => "smoke",
+            Scenario::CrashLoseUnsynced => "crash_lose_unsynced",
+            Scenario::CrashTorn => "crash_torn",
+            Scenario::CrashMidCommit => "crash_mid_commit",
+            Scenario::FsyncEio => "fsync_eio",
+            Scenario::Swarm => "swarm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scenario| scenario.name() == name)
+    }
+}
+
+/// What one seed did and what the checkers found.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub ops: usize,
+    pub acknowledged_writes: usize,
+    pub faults: usize,
+    pub final_revision: i64,
+    pub violations: Vec<String>,
+}
+
+impl SeedReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The command that replays this seed.
+    pub fn reproduce_command(&self) -> String {
+        format!(
+            "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo run -p t4-sim --bin simrun -- --scenario {} --reproduce {}",
+            self.scenario.name(),
+            self.seed
+        )
+    }
+}
+
+/// Runs one seed of `scenario` in a fresh simulated world.
+pub fn run_seed(scenario: Scenario, seed: u64) -> SeedReport {
+    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.set_time_limit(Duration::from_secs(120));
+    runtime.block_on(World::new(scenario, seed).run())
+}
+
+/// The shared state of one run.
+struct World {
+    scenario: Scenario,
+    seed: u64,
+    disk: SimDisk,
+    /// The node clients talk to (None while it is down).
+    node: Arc<Mutex<Option<Node>>>,
+    /// Bumped whenever the node process dies: answers from an older generation are lost.
+    generation: Arc<AtomicU64>,
+    open_failures: Arc<Mutex<Vec<String>>>,
+    history: Arc<Mutex<Vec<Op>>>,
+    trace: Arc<Mutex<TraceHash>>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl World {
+    fn new(scenario: Scenario, seed: u64) -> Self {
+        Self {
+            scenario,
+            seed,
+            disk: SimDisk::new(),
+            node: Arc::new(Mutex::new(None)),
+            generation: Arc::new(AtomicU64::new(0)),
+            open_failures: Arc::new(Mutex::new(Vec::new())),
+            history: Arc::new(Mutex::new(Vec::new())),
+            trace: Arc::new(Mutex::new(TraceHash::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+        }
+    }
+
+    fn fold(&self, event: &str) {
+        let at = self.started.elapsed().as_nanos();
+        self.trace.lock().unwrap().fold(&format!("{at} {event}"));
+    }
+
+    async fn run(self) -> SeedReport {
+        let handle = Handle::current();
+        let server = self.start_server(&handle);
+        let clients: Vec<_> = (0..CLIENTS).map(|client| self.start_client(&handle, client)).collect();
+        let faults = self.nemesis(&handle, server.id()).await;
+        self.stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            let _ = client.await;
+        }
+        self.fold("--- heal");
+        self.disk.set_faults(SimDiskFaults::default());
+        self.restart(&handle, server.id(), None);
+        self.verify(faults).await
+    }
+
+    fn start_server(&self, handle: &Handle) -> madsim::runtime::NodeHandle {
+        let (disk, slot, failures) = (self.disk.clone(), self.node.clone(), self.open_failures.clone());
+        handle
+            .create_node()
+            .name("t4")
+            .init(move || {
+                let (disk, slot, failures) = (disk.clone(), slot.clone(), failures.clone());
+                async move {
+                    let env = Env { clock: Arc::new(SimClock::new(0, 0)), disk: Arc::new(disk) };
+                    match Node::open_with_env(sim_config(), env).await {
+                        Ok(node) => *slot.lock().unwrap() = Some(node),
+                        Err(error) => failures.lock().unwrap().push(format!("node failed to open after a legal fault: {error}")),
+                    }
+                    std::future::pending::<()>().await;
+                }
+            })
+            .build()
+    }
+
+    fn restart(&self, handle: &Handle, server: madsim::task::NodeId, crash: Option<CrashMode>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.node.lock().unwrap() = None;
+        handle.kill(server);
+        if let Some(mode) = crash {
+            self.disk.crash(mode);
+        }
+        self.fold(&format!("restart crash={crash:?}"));
+        handle.restart(server);
+    }
+
+    /// Injects faults until the workload time is up; returns how many.
+    async fn nemesis(&self, handle: &Handle, server: madsim::task::NodeId) -> usize {
+        let mut faults = 0;
+        let end = Instant::now() + WORKLOAD_DURATION;
+        while Instant::now() < end {
+            sleep(Duration::from_millis(thread_rng().gen_range(30..300))).await;
+            let fault = match self.scenario {
+                Scenario::Smoke => continue,
+                Scenario::Swarm => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio]
+                    [thread_rng().gen_range(0..4)],
+                other => other,
+            };
+            faults += 1;
+            self.inject(handle, server, fault).await;
+        }
+        faults
+    }
+
+    async fn inject(&self, handle: &Handle, server: madsim::task::NodeId, fault: Scenario) {
+        let torn = CrashMode::Torn { seed: thread_rng().gen() };
+        match fault {
+            Scenario::CrashLoseUnsynced => self.restart(handle, server, Some(CrashMode::LoseUnsynced)),
+            Scenario::CrashTorn => self.restart(handle, server, Some(torn)),
+            Scenario::CrashMidCommit => {
+                let after = thread_rng().gen_range(0..4);
+                self.fold(&format!("crash on sync #{after}"));
+                self.disk.set_faults(SimDiskFaults { crash_on_sync: Some((after, torn)), ..Default::default() });
+                self.await_failure().await;
+                self.disk.set_faults(SimDiskFaults::default());
+                // The disk already lost power; the process dies with it.
+                self.restart(handle, server, None);
+            }
+            Scenario::FsyncEio => {
+                self.fold("fsync eio");
+                self.disk.set_faults(SimDiskFaults { sync_failures: 1, ..Default::default() });
+                self.await_failure().await;
+                self.disk.set_faults(SimDiskFaults::default());
+                self.restart(handle, server, None);
+            }
+            Scenario::Smoke | Scenario::Swarm => unreachable!("expanded by the nemesis"),
+        }
+    }
+
+    /// Waits (bounded) for the node to report a storage failure after an injected fault.
+    async fn await_failure(&self) {
+        for _ in 0..200 {
+            let node = self.node.lock().unwrap().clone();
+            if node.is_some_and(|node| node.health().is_err()) {
+                self.fold("node reported failure");
+                return;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn start_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
+        let context = ClientContext {
+            client,
+            node: self.node.clone(),
+            generation: self.generation.clone(),
+            history: self.history.clone(),
+            trace: self.trace.clone(),
+            stop: self.stop.clone(),
+            started: self.started,
+        };
+        handle.create_node().name(format!("client-{client}")).build().spawn(context.run())
+    }
+
+    /// Final checks: the node recovers, a write completes, and the history is judged
+    /// against the committed log.
+    async fn verify(&self, faults: usize) -> SeedReport {
+        let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
+        let node = match self.await_node().await {
+            Some(node) => node,
+            None => {
+                violations.push("liveness: no node came up within 10s after healing".into());
+                return self.report(faults, 0, violations);
+            }
+        };
+        let invoke_ns = self.started.elapsed().as_nanos();
+        match timeout(Duration::from_secs(5), node.put("liveness", "after-healing")).await {
+            Ok(Ok(revision)) => self.history.lock().unwrap().push(Op {
+                client: CLIENTS,
+                kind: OpKind::Put { key: "liveness".into(), value: "after-healing".into() },
+                invoke_ns,
+                complete_ns: self.started.elapsed().as_nanos(),
+                outcome: Outcome::Wrote { revision, succeeded: true, deleted: 0 },
+            }),
+            other => violations.push(format!("liveness: a write after healing did not complete: {other:?}")),
+        }
+        let history = self.history.lock().unwrap().clone();
+        let (log, final_revision, final_state) = match read_back(&node).await {
+            Ok(read) => read,
+            Err(error) => {
+                violations.push(format!("could not read the committed log back: {error}"));
+                return self.report(faults, 0, violations);
+            }
+        };
+        violations.extend(checker::check(&history, &log, final_revision, &final_state));
+        self.fold(&format!("final revision {final_revision}"));
+        self.report(faults, final_revision, violations)
+    }
+
+    async fn await_node(&self) -> Option<Node> {
+        for _ in 0..1000 {
+            if let Some(node) = self.node.lock().unwrap().clone() {
+                return Some(node);
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    fn report(&self, faults: usize, final_revision: i64, violations: Vec<String>) -> SeedReport {
+        let history = self.history.lock().unwrap();
+        SeedReport {
+            scenario: self.scenario,
+            seed: self.seed,
+            trace_hash: self.trace.lock().unwrap().value(),
+            ops: history.len(),
+            acknowledged_writes: history.iter().filter(|op| op.changed()).count(),
+            faults,
+            final_revision,
+            violations,
+        }
+    }
+}
+
+fn sim_config() -> Config {
+    let mut config = Config::new("/sim");
+    // Small bounds so rotation, store syncs and segment removal happen within a seed.
+    config.wal_segment_bytes_max = 16 * 1024;
+    config.store_sync_records = 200;
+    config.batch_requests_max = 64;
+    config
+}
+
+/// The committed log (a watch from revision 1), the final revision and the final state.
+async fn read_back(node: &Node) -> t4::Result<(Log, i64, State)> {
+    let final_revision = node.current_revision();
+    let mut events: Vec<t4::mvcc::RevisionEvents> = Vec::new();
+    if final_revision > 1 {
+        let mut watch = node.watch(WatchOptions { key: vec![0], range_end: vec![0], start_revision: 1, ..Default::default() })?;
+        while events.last().map_or(1, |last| last.revision) < final_revision {
+            match watch.next().await {
+                Some(Ok(revision)) => events.push(revision),
+                Some(Err(error)) => return Err(error),
+                None => return Err(t4::Error::Closed),
+            }
+        }
+    }
+    let everything = node.range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).await?;
+    let state = everything
+        .kvs
+        .into_iter()
+        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)))
+        .collect();
+    Ok((Log::from_events(&events), final_revision, state))
+}
+
+struct ClientContext {
+    client: usize,
+    node: Arc<Mutex<Option<Node>>>,
+    generation: Arc<AtomicU64>,
+    history: Arc<Mutex<Vec<Op>>>,
+    trace: Arc<Mutex<TraceHash>>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl ClientContext {
+    async fn run(self) {
+        let mut sequence = 0u64;
+        let mut last_seen = [0i64; KEYS];
+        while !self.stop.load(Ordering::SeqCst) {
+            sleep(Duration::from_micros(thread_rng().gen_range(0..2000))).await;
+            let Some(node) = self.node.lock().unwrap().clone() else { continue };
+            sequence += 1;
+            let key_index = thread_rng().gen_range(0..KEYS);
+            let key = format!("k{key_index}");
+            let value = format!("c{}.{sequence}", self.client);
+            let kind = match thread_rng().gen_range(0..10) {
+                0..=3 => OpKind::Put { key, value },
+                4..=6 => OpKind::Get { key },
+                7..=8 => OpKind::Cas { key, expected: last_seen[key_index], value },
+                _ => OpKind::Delete { key },
+            };
+            let op = self.perform(&node, kind).await;
+            if let Outcome::Read { found, .. } = &op.outcome {
+                last_seen[key_index] = found.as_ref().map_or(0, |(_, mod_revision)| *mod_revision);
+            }
+            self.trace.lock().unwrap().fold(&format!("{} {} {:?} {:?}", op.complete_ns, op.client, op.kind, op.outcome));
+            self.history.lock().unwrap().push(op);
+        }
+    }
+
+    async fn perform(&self, node: &Node, kind: OpKind) -> Op {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let invoke_ns = self.started.elapsed().as_nanos();
+        let outcome = match timeout(OP_TIMEOUT, execute(node, &kind)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Unknown("timed out".into()),
+        };
+        let complete_ns = self.started.elapsed().as_nanos();
+        // A reply from a process that died meanwhile never reaches the client.
+        let outcome = if self.generation.load(Ordering::SeqCst) != generation {
+            match outcome {
+                Outcome::Refused(reason) => Outcome::Refused(reason),
+                _ => Outcome::Unknown("node restarted during the op".into()),
+            }
+        } else {
+            outcome
+        };
+        Op { client: self.client, kind, invoke_ns, complete_ns, outcome }
+    }
+}
+
+fn classify(error: t4::Error) -> Outcome {
+    match error.kind() {
+        ErrorKind::StorageFailure | ErrorKind::Closed | ErrorKind::Corrupt => Outcome::Unknown(error.to_string()),
+        _ => Outcome::Refused(error.to_string()),
+    }
+}
+
+async fn execute(node: &Node, kind: &OpKind) -> Outcome {
+    let revision_of = |header: &Option<t4::proto::etcdserverpb::ResponseHeader>| header.as_ref().map_or(0, |header| header.revision);
+    match kind {
+        OpKind::Put { key, value } => {
+            match node.put_request(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() }).await {
+                Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: 0 },
+                Err(error) => classify(error),
+            }
+        }
+        OpKind::Get { key } => match node.range(RangeRequest { key: key.clone().into(), ..Default::default() }).await {
+            Ok(response) => Outcome::Read {
+                revision: revision_of(&response.header),
+                found: response.kvs.first().map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)),
+            },
+            Err(error) => classify(error),
+        },
+        OpKind::Cas { key, expected, value } => {
+            let compare = Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Mod as i32,
+                key: key.clone().into(),
+                target_union: Some(TargetUnion::ModRevision(*expected)),
+                range_end: Vec::new(),
+            };
+            let put = PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() };
+            let request = TxnRequest { compare: vec![compare], success: vec![RequestOp { request: Some(Request::RequestPut(put)) }], failure: vec![] };
+            match node.txn(request).await {
+                Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: response.succeeded, deleted: 0 },
+                Err(error) => classify(error),
+            }
+        }
+        OpKind::Delete { key } => match node.delete_range(DeleteRangeRequest { key: key.clone().into(), ..Default::default() }).await {
+            Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: response.deleted },
+            Err(error) => classify(error),
+        },
+    }
+}
