@@ -8,6 +8,7 @@
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod fuzzing;
 pub mod mvcc;
 pub mod node;
 pub mod object;

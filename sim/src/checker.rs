@@ -210,7 +210,11 @@ fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &
     }
     let floor = |invoke_ns: u128| {
         let before = done.partition_point(|(complete_ns, _)| *complete_ns < invoke_ns);
-        if before == 0 { 0 } else { prefix_max[before - 1] }
+        if before == 0 {
+            0
+        } else {
+            prefix_max[before - 1]
+        }
     };
     for op in history {
         let floor = floor(op.invoke_ns);
@@ -220,7 +224,10 @@ fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &
         };
         if let Some(landed) = landed {
             if landed <= floor {
-                violations.push(format!("a write with unknown outcome landed at {landed}, before it began (floor {floor}): client {} {:?}", op.client, op.kind));
+                violations.push(format!(
+                    "a write with unknown outcome landed at {landed}, before it began (floor {floor}): client {} {:?}",
+                    op.client, op.kind
+                ));
             }
         }
         let Some(revision) = op.revision() else { continue };

@@ -4,11 +4,22 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Put a value unique in the whole run.
-    Put { key: String, value: String },
-    Get { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+    },
     /// Txn: if the key's mod_revision equals `expected` then put `value`.
-    Cas { key: String, expected: i64, value: String },
-    Delete { key: String },
+    Cas {
+        key: String,
+        expected: i64,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// What the client was told.

@@ -428,7 +428,11 @@ async fn execute(node: &Node, kind: &OpKind) -> Outcome {
                 range_end: Vec::new(),
             };
             let put = PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() };
-            let request = TxnRequest { compare: vec![compare], success: vec![RequestOp { request: Some(Request::RequestPut(put)) }], failure: vec![] };
+            let request = TxnRequest {
+                compare: vec![compare],
+                success: vec![RequestOp { request: Some(Request::RequestPut(put)) }],
+                failure: vec![],
+            };
             match node.txn(request).await {
                 Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: response.succeeded, deleted: 0 },
                 Err(error) => classify(error),

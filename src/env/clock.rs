@@ -27,6 +27,7 @@ pub struct RealClock {
 }
 
 impl RealClock {
+    #[allow(clippy::disallowed_methods, reason = "this is the real clock behind the seam")]
     pub fn new() -> Self {
         Self { origin: Instant::now() }
     }
@@ -43,6 +44,7 @@ impl Clock for RealClock {
         self.origin.elapsed()
     }
 
+    #[allow(clippy::disallowed_methods, reason = "this is the real clock behind the seam")]
     fn wall_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_millis() as u64).unwrap_or(0)
     }
@@ -68,6 +70,7 @@ struct SimClockState {
 }
 
 impl SimClock {
+    #[allow(clippy::disallowed_methods, reason = "virtual time is the simulated clock's source")]
     pub fn new(drift_ppm: i64, wall_offset_ms: i64) -> Self {
         assert!(drift_ppm.abs() < 1_000_000, "drift must stay below 100%");
         Self { origin: Instant::now(), state: Mutex::new(SimClockState { drift_ppm, wall_offset_ms }) }

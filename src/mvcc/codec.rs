@@ -92,6 +92,15 @@ impl StoredKv {
     }
 }
 
+/// `(mod_revision, tombstone)` of an encoded entry without copying key or value.
+pub fn peek_revision(bytes: &[u8]) -> Result<(i64, bool)> {
+    if bytes.len() < HEADER_BYTES || bytes[0] != ENTRY_FORMAT {
+        return Err(Error::Corrupt("store entry: bad header".into()));
+    }
+    let mod_revision = i64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
+    Ok((mod_revision, bytes[1] & FLAG_TOMBSTONE != 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,13 +123,4 @@ mod tests {
         bad[0] = 2;
         assert!(StoredKv::decode(&bad).is_err());
     }
-}
-
-/// `(mod_revision, tombstone)` of an encoded entry without copying key or value.
-pub fn peek_revision(bytes: &[u8]) -> Result<(i64, bool)> {
-    if bytes.len() < HEADER_BYTES || bytes[0] != ENTRY_FORMAT {
-        return Err(Error::Corrupt("store entry: bad header".into()));
-    }
-    let mod_revision = i64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
-    Ok((mod_revision, bytes[1] & FLAG_TOMBSTONE != 0))
 }

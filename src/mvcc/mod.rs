@@ -18,8 +18,8 @@ mod codec;
 mod intervals;
 mod range;
 mod store;
-mod view;
 mod txn;
+mod view;
 
 #[cfg(test)]
 mod store_test;

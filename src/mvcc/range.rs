@@ -28,9 +28,7 @@ impl KeySpan {
     pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeySpan::Single(single) => single.as_slice() == key,
-            KeySpan::Range { start, end } => {
-                key >= start.as_slice() && end.as_ref().is_none_or(|end| key < end.as_slice())
-            }
+            KeySpan::Range { start, end } => key >= start.as_slice() && end.as_ref().is_none_or(|end| key < end.as_slice()),
         }
     }
 

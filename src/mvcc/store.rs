@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use t4_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use t4_proto::mvccpb::Event;
 
@@ -201,11 +201,8 @@ impl Store {
     }
 
     fn writer<'t>(&self, txn: &'t WriteTransaction) -> Result<Writer<'t>> {
-        let position = Position {
-            revision: self.applied_revision(),
-            index: self.applied_index(),
-            compact_revision: self.compact_revision(),
-        };
+        let position =
+            Position { revision: self.applied_revision(), index: self.applied_index(), compact_revision: self.compact_revision() };
         Writer::new(txn, position)
     }
 

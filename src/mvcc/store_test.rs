@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use t4_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4_proto::etcdserverpb::request_op::Request;
-use t4_proto::etcdserverpb::{
-    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use t4_proto::etcdserverpb::{CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use t4_proto::mvccpb::KeyValue;
 
 use super::{Store, WriteRequest, WriteResponse};
@@ -258,10 +256,14 @@ fn txn_rules() {
     assert_eq!(super::validate_write(&duplicate, limits), Err(Error::DuplicateKey));
     let too_many = WriteRequest::Txn(TxnRequest { success: vec![put("a"), put("b"), put("c"), put("d")], ..Default::default() });
     assert_eq!(super::validate_write(&too_many, limits), Err(Error::TooManyOps));
-    let delete_all = RequestOp { request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: false })) };
+    let delete_all = RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: false })),
+    };
     let put_in_deleted = WriteRequest::Txn(TxnRequest { success: vec![delete_all, put("b")], ..Default::default() });
     assert_eq!(super::validate_write(&put_in_deleted, limits), Err(Error::DuplicateKey));
-    let nested = RequestOp { request: Some(Request::RequestTxn(TxnRequest { success: vec![put("x")], failure: vec![put("x")], ..Default::default() })) };
+    let nested = RequestOp {
+        request: Some(Request::RequestTxn(TxnRequest { success: vec![put("x")], failure: vec![put("x")], ..Default::default() })),
+    };
     let exclusive_branches = WriteRequest::Txn(TxnRequest { success: vec![nested], ..Default::default() });
     assert_eq!(super::validate_write(&exclusive_branches, limits), Ok(()), "a key in both branches of a nested txn is fine");
     // ignore_value on a missing key fails whole and spends nothing.

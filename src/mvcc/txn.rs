@@ -13,8 +13,8 @@ use t4_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use t4_proto::etcdserverpb::request_op::Request;
 use t4_proto::etcdserverpb::response_op::Response;
 use t4_proto::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use t4_proto::mvccpb::{Event, KeyValue};
 
@@ -36,11 +36,8 @@ pub struct Position {
     pub compact_revision: i64,
 }
 
-type WriteView<'t> = View<
-    Table<'t, &'static [u8], &'static [u8]>,
-    Table<'t, (&'static [u8], u64), u32>,
-    Table<'t, (u64, u32), &'static [u8]>,
->;
+type WriteView<'t> =
+    View<Table<'t, &'static [u8], &'static [u8]>, Table<'t, (&'static [u8], u64), u32>, Table<'t, (u64, u32), &'static [u8]>>;
 
 pub struct Writer<'t> {
     view: WriteView<'t>,

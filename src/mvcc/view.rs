@@ -41,8 +41,7 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
     pub fn live_at(&self, key: &[u8], revision: i64) -> Result<Option<StoredKv>> {
         let Some(bytes) = self.latest.get(key)? else { return Ok(None) };
         let (mod_revision, _) = peek_revision(bytes.value())?;
-        let entry =
-            if mod_revision <= revision { Some(StoredKv::decode(bytes.value())?) } else { self.history_at(key, revision)? };
+        let entry = if mod_revision <= revision { Some(StoredKv::decode(bytes.value())?) } else { self.history_at(key, revision)? };
         Ok(entry.filter(|entry| !entry.tombstone))
     }
 
@@ -134,10 +133,7 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
 
 /// The watch event for a change, as etcd shapes it.
 pub fn event_of(entry: &StoredKv, previous: Option<&StoredKv>) -> Event {
-    let (kind, kv) = if entry.tombstone {
-        (EventType::Delete, entry.to_delete_event_kv())
-    } else {
-        (EventType::Put, entry.to_key_value(false))
-    };
+    let (kind, kv) =
+        if entry.tombstone { (EventType::Delete, entry.to_delete_event_kv()) } else { (EventType::Put, entry.to_key_value(false)) };
     Event { r#type: kind as i32, kv: Some(kv), prev_kv: previous.map(|previous| previous.to_key_value(false)) }
 }

@@ -306,7 +306,12 @@ async fn syncer_loop(shared: Arc<Shared>, wal: WalWriter, mut jobs: mpsc::Receiv
 }
 
 /// Appends and fsyncs one batch; on failure the node stops.
-async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Option<(Vec<u8>, u64, u64)>, synced: &watch::Sender<u64>) -> Result<()> {
+async fn persist(
+    shared: &Arc<Shared>,
+    wal: &mut Option<WalWriter>,
+    batch: Option<(Vec<u8>, u64, u64)>,
+    synced: &watch::Sender<u64>,
+) -> Result<()> {
     if let Some(failure) = shared.failed() {
         return Err(failure);
     }

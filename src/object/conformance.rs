@@ -30,7 +30,8 @@ async fn compare_and_swap(store: &dyn ObjectStore, prefix: &str) {
     let missing = store.put(&key, Bytes::from_static(b"x"), Condition::IfMatch("\"nope\"".into())).await;
     assert!(matches!(missing, Err(ObjectError::NotFound(_))), "If-Match on a missing key must be 404: {missing:?}");
     let first = store.put(&key, Bytes::from_static(b"a"), Condition::Always).await.expect("put");
-    let second = store.put(&key, Bytes::from_static(b"b"), Condition::IfMatch(first.etag.clone())).await.expect("cas with the current etag");
+    let second =
+        store.put(&key, Bytes::from_static(b"b"), Condition::IfMatch(first.etag.clone())).await.expect("cas with the current etag");
     assert_ne!(first.etag, second.etag, "every write must get a new etag");
     let stale = store.put(&key, Bytes::from_static(b"c"), Condition::IfMatch(first.etag)).await;
     assert!(matches!(stale, Err(ObjectError::PreconditionFailed(_))), "If-Match with a stale etag must be 412: {stale:?}");

@@ -148,8 +148,8 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(Vec<Record>, usize), BatchDefect> {
     }
     let first_index = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let count = u32_at(16) as usize;
-    if first_index == 0 || count == 0 {
-        return Err(BatchDefect::Invalid("empty batch or index 0".into()));
+    if first_index == 0 || count == 0 || first_index.checked_add(count as u64).is_none() {
+        return Err(BatchDefect::Invalid("empty batch, index 0, or indexes past u64".into()));
     }
     let mut reader = Reader { bytes: payload, at: 0 };
     let mut records = Vec::with_capacity(count.min(payload.len()));

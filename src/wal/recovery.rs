@@ -158,8 +158,8 @@ fn valid_batch_after(bytes: &[u8], from: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::env::{CrashMode, SimDisk};
-    use crate::wal::{encode_batch, ChangeKind, RecordBody, WalWriter};
     use crate::wal::Change;
+    use crate::wal::{encode_batch, ChangeKind, RecordBody, WalWriter};
 
     fn txn(index: u64) -> Record {
         let change = Change { key: format!("k{index}").into_bytes(), kind: ChangeKind::Put { value: vec![7; 40], lease: 0 } };

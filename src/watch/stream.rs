@@ -116,15 +116,12 @@ impl WatchStream {
     fn wants(&self, event: &Event) -> bool {
         let key = event.kv.as_ref().map_or(&[][..], |kv| kv.key.as_slice());
         let is_put = event.r#type == EventType::Put as i32;
-        self.span.contains(key) && !(is_put && self.options.filter_puts) && !(!is_put && self.options.filter_deletes)
+        let filtered = if is_put { self.options.filter_puts } else { self.options.filter_deletes };
+        self.span.contains(key) && !filtered
     }
 
     fn shape(&self, event: &Event) -> Event {
-        Event {
-            r#type: event.r#type,
-            kv: event.kv.clone(),
-            prev_kv: if self.options.prev_kv { event.prev_kv.clone() } else { None },
-        }
+        Event { r#type: event.r#type, kv: event.kv.clone(), prev_kv: if self.options.prev_kv { event.prev_kv.clone() } else { None } }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the root package, built as one binary.
 
+mod fuzz_corpus;
 mod node_api;
 mod node_recovery;
 mod node_watch;

@@ -83,7 +83,9 @@ async fn bad_input_gets_etcd_errors_and_changes_nothing() {
     let bad_sort = node.range(RangeRequest { key: b"a".to_vec(), sort_target: 17, ..Default::default() }).await;
     assert_eq!(bad_sort.unwrap_err(), Error::InvalidSortOption);
     let ops: Vec<RequestOp> = (0..129)
-        .map(|index| RequestOp { request: Some(Request::RequestPut(PutRequest { key: format!("k{index}").into_bytes(), ..Default::default() })) })
+        .map(|index| RequestOp {
+            request: Some(Request::RequestPut(PutRequest { key: format!("k{index}").into_bytes(), ..Default::default() })),
+        })
         .collect();
     assert_eq!(node.txn(TxnRequest { success: ops, ..Default::default() }).await.unwrap_err(), Error::TooManyOps);
     let leased = node.put_request(PutRequest { key: b"k".to_vec(), lease: 5, ..Default::default() }).await;

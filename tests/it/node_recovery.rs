@@ -102,7 +102,12 @@ async fn store_syncs_drop_old_segments_and_recovery_still_works() {
     let node = t4::Node::open_with_env(config, env).await.unwrap();
     assert_eq!(node.current_revision(), 501);
     let all = node
-        .range(t4::proto::etcdserverpb::RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), count_only: true, ..Default::default() })
+        .range(t4::proto::etcdserverpb::RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(all.count, 500);

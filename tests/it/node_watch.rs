@@ -50,7 +50,9 @@ async fn a_multi_key_txn_is_one_revision_never_split() {
     let node = dir_node(&dir).await;
     let mut watch = node.watch(prefix("/t/")).unwrap();
     let ops = (0..5)
-        .map(|index| RequestOp { request: Some(Request::RequestPut(PutRequest { key: format!("/t/{index}").into_bytes(), ..Default::default() })) })
+        .map(|index| RequestOp {
+            request: Some(Request::RequestPut(PutRequest { key: format!("/t/{index}").into_bytes(), ..Default::default() })),
+        })
         .collect();
     node.txn(TxnRequest { success: ops, ..Default::default() }).await.unwrap();
     let revision = watch.next().await.unwrap().unwrap();

@@ -6,6 +6,7 @@
 //! simrun --regressions sim/regressions.txt
 //! ```
 //! Exits non-zero on the first failing seed, printing the command that replays it.
+#![allow(clippy::disallowed_methods, reason = "the runner measures its own real time budget")]
 
 #[cfg(madsim)]
 fn main() {
@@ -34,7 +35,8 @@ mod runner {
     }
 
     fn parse(args: Vec<String>) -> Result<Args, String> {
-        let mut parsed = Args { scenarios: Scenario::ALL.to_vec(), seeds: 10, base_seed: 1, time_budget_secs: None, reproduce: None, regressions: None };
+        let mut parsed =
+            Args { scenarios: Scenario::ALL.to_vec(), seeds: 10, base_seed: 1, time_budget_secs: None, reproduce: None, regressions: None };
         let mut iter = args.into_iter();
         while let Some(flag) = iter.next() {
             let mut value = || iter.next().ok_or(format!("{flag} needs a value"));

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test command (README.md). Installs what the tests need, then runs, in order:
+# formatting and lint checks, every test of the workspace, the simulator's tests, and a
+# fixed budget of simulator seeds (plus every seed in sim/regressions.txt).
+#
+#   scripts/test.sh                 # everything (what CI runs)
+#   T4_SIM_SEEDS=20 scripts/test.sh # fewer seeds per scenario
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIM_SEEDS="${T4_SIM_SEEDS:-100}"
+step() { printf '\n=== %s\n' "$*"; }
+
+step "install test dependencies"
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+etcd --version | head -1
+etcdctl version | head -1
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests (workspace)"
+cargo nextest run --workspace --no-fail-fast
+
+step "simulator build, self-tests and determinism"
+export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim
+cargo clippy -p t4-sim --all-targets -- -D warnings
+cargo nextest run -p t4-sim --no-fail-fast
+
+step "simulator seeds: regressions, then ${SIM_SEEDS} seeds per scenario"
+cargo build -q -p t4-sim --bin simrun
+target/sim/debug/simrun --regressions sim/regressions.txt
+base_seed=$(( 16#$(git rev-parse HEAD 2>/dev/null | cut -c1-12 || echo 1) ))
+target/sim/debug/simrun --scenario all --seeds "$SIM_SEEDS" --base-seed "$base_seed"
