@@ -5,13 +5,22 @@
 //! seams, `wal` the log, `mvcc` the revisioned store, `watch` the event hub, and `node`
 //! ties them into the embedded API.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
+#[path = "core/mod.rs"]
+pub mod core;
 pub mod env;
 pub mod error;
+#[cfg(feature = "server")]
+pub mod etcd;
 pub mod fuzzing;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod object;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod wal;
 pub mod watch;
 

@@ -146,6 +146,22 @@ impl Store {
         range_in(&view, request, visible, compact)
     }
 
+    /// CRC32C over every entry of `kv_rev` at or below `revision`, in log order.
+    pub fn hash_through(&self, revision: i64) -> Result<u32> {
+        let txn = self.db.begin_read()?;
+        let compact = read_compact_revision(&txn)?;
+        if revision < compact {
+            return Err(Error::Compacted { compact_revision: compact });
+        }
+        let revs = txn.open_table(KV_REV)?;
+        let mut hash = 0u32;
+        for item in revs.range::<(u64, u32)>((0, 0)..=(revision as u64, u32::MAX))? {
+            let (_, bytes) = item?;
+            hash = crc32c::crc32c_append(hash, bytes.value());
+        }
+        Ok(hash)
+    }
+
     /// Events of revisions `from..=to` in `span` (watch catch-up). `to` must be visible.
     pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
         let txn = self.db.begin_read()?;

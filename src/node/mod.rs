@@ -172,6 +172,29 @@ impl Node {
         WatchStream::new(self.shared.hub.clone(), self.shared.store.clone(), options)
     }
 
+    /// The last WAL record the store has applied (reported as etcd's raft index).
+    pub fn applied_index(&self) -> u64 {
+        self.shared.store.applied_index()
+    }
+
+    /// Watchers open on this node.
+    pub fn watcher_count(&self) -> usize {
+        self.shared.hub.watcher_count()
+    }
+
+    /// A CRC32C over every stored change at or below `revision` (0 = current), and the
+    /// revision it covers. Equal stores give equal hashes.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64)> {
+        let visible = self.current_revision();
+        let revision = if revision <= 0 { visible } else { revision };
+        if revision > visible {
+            return Err(Error::FutureRevision);
+        }
+        let store = self.shared.store.clone();
+        let hash = crate::env::blocking(move || store.hash_through(revision)).await?;
+        Ok((hash, revision))
+    }
+
     /// Ok while the node serves; the failure that stopped it otherwise (a health check).
     pub fn health(&self) -> Result<()> {
         match self.shared.failure.lock().expect("failure lock").clone() {

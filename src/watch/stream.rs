@@ -1,6 +1,7 @@
 //! WatchStream: one watcher's cursor over the committed log.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use t4_proto::mvccpb::event::EventType;
@@ -36,6 +37,10 @@ pub struct WatchStream {
     /// Next revision to look at.
     cursor: i64,
     ready: VecDeque<RevisionEvents>,
+    /// Every matching event below this revision has been handed out by `next` and the
+    /// caller has come back for more (so it has dealt with them). Shared so a transport can
+    /// tell, while `next` is pending, whether a progress notification would be truthful.
+    delivered: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for WatchStream {
@@ -54,7 +59,8 @@ impl WatchStream {
         let cursor = if options.start_revision > 0 { options.start_revision } else { current + 1 };
         hub.add_watcher();
         let span = KeySpan::new(&options.key, &options.range_end);
-        Ok(Self { hub, store, visible, span, options, cursor, ready: VecDeque::new() })
+        let delivered = Arc::new(AtomicI64::new(cursor));
+        Ok(Self { hub, store, visible, span, options, cursor, ready: VecDeque::new(), delivered })
     }
 
     /// The next revision this watcher has not yet delivered: everything below it that
@@ -63,10 +69,17 @@ impl WatchStream {
         self.ready.front().map_or(self.cursor, |ready| ready.revision)
     }
 
+    /// A shared view of [`WatchStream::next_revision`] as of the last call to `next`,
+    /// kept current while `next` waits.
+    pub fn delivered(&self) -> Arc<AtomicI64> {
+        self.delivered.clone()
+    }
+
     /// The next revision's matching events. `None` once the node has closed.
     /// `Err(Compacted)` when the history it needs was compacted; the watch is then over.
     pub async fn next(&mut self) -> Option<Result<RevisionEvents>> {
         loop {
+            self.delivered.store(self.next_revision(), Ordering::SeqCst);
             if let Some(ready) = self.ready.pop_front() {
                 return Some(Ok(ready));
             }

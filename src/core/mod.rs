@@ -1,0 +1,174 @@
+//! EtcdCore: etcd's semantics over the prost request and response types, transport-free.
+//!
+//! The gRPC adapter (`src/etcd/`) is a thin shell over this: it decodes, calls a method
+//! here, and maps the error through one table. Everything an etcd client can observe
+//! beyond the store itself lives here: response headers (cluster and member id, raft term),
+//! member and status reporting, hashing.
+
+use t4_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse,
+    HashKvRequest, HashKvResponse, Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    StatusResponse, TxnRequest, TxnResponse,
+};
+
+use crate::error::Result;
+use crate::node::Node;
+
+/// The etcd API version t4 speaks, reported by Status (with t4's own version as build
+/// metadata, which semver parsers ignore).
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// How this member presents itself.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    pub name: String,
+    pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+}
+
+impl MemberInfo {
+    /// Stable ids derived from the member's name (etcd derives them from its URLs and
+    /// cluster token; any stable, distinct number serves the clients).
+    pub fn member_id(&self) -> u64 {
+        stable_id(&format!("t4-member/{}", self.name))
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        stable_id("t4-cluster/default")
+    }
+}
+
+fn stable_id(text: &str) -> u64 {
+    // FNV-1a: stable across builds and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// The raft term reported to clients: single-node t4 has one term. Clustering replaces it
+/// with the leadership term from the bucket.
+const SINGLE_NODE_TERM: u64 = 1;
+
+#[derive(Debug, Clone)]
+pub struct EtcdCore {
+    node: Node,
+    member: MemberInfo,
+}
+
+impl EtcdCore {
+    pub fn new(node: Node, member: MemberInfo) -> Self {
+        Self { node, member }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn member(&self) -> &MemberInfo {
+        &self.member
+    }
+
+    /// A header for `revision`, with this member's identity.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.member.cluster_id(),
+            member_id: self.member.member_id(),
+            revision,
+            raft_term: SINGLE_NODE_TERM,
+        })
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or_else(|| self.node.current_revision(), |header| header.revision);
+        *header = self.header(revision);
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        let mut response = self.node.range(request).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse> {
+        let mut response = self.node.put_request(request).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let mut response = self.node.delete_range(request).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    /// Only the outer header carries member identity; nested headers carry a revision, as
+    /// etcd's do.
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        let mut response = self.node.txn(request).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse> {
+        let mut response = self.node.compact(request.revision).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse> {
+        let db_size = self.node.store_size_bytes().await? as i64;
+        let index = self.node.applied_index();
+        let errors = match self.node.health() {
+            Ok(()) => Vec::new(),
+            Err(error) => vec![error.to_string()],
+        };
+        Ok(StatusResponse {
+            header: self.header(self.node.current_revision()),
+            version: format!("{ETCD_API_VERSION}+t4.{}", env!("CARGO_PKG_VERSION")),
+            db_size,
+            leader: self.member.member_id(),
+            raft_index: index,
+            raft_term: SINGLE_NODE_TERM,
+            raft_applied_index: index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner: false,
+        })
+    }
+
+    pub fn member_list(&self) -> MemberListResponse {
+        let member = Member {
+            id: self.member.member_id(),
+            name: self.member.name.clone(),
+            peer_ur_ls: self.member.peer_urls.clone(),
+            client_ur_ls: self.member.client_urls.clone(),
+            is_learner: false,
+        };
+        MemberListResponse { header: self.header(self.node.current_revision()), members: vec![member] }
+    }
+
+    /// A hash of every key's history at or below `revision` (0 = current), for comparing
+    /// members; not comparable with etcd's own hash.
+    pub async fn hash_kv(&self, request: HashKvRequest) -> Result<HashKvResponse> {
+        let (hash, revision) = self.node.hash_kv(request.revision).await?;
+        Ok(HashKvResponse {
+            header: self.header(self.node.current_revision()),
+            hash,
+            compact_revision: self.node.compact_revision().max(0),
+            hash_revision: revision,
+        })
+    }
+
+    /// redb reuses freed pages itself; there is nothing to defragment offline.
+    pub fn defragment(&self) -> DefragmentResponse {
+        DefragmentResponse { header: self.header(self.node.current_revision()) }
+    }
+
+    /// t4 raises no alarms yet (no space quota): GET lists none, the rest are accepted.
+    pub fn alarm(&self, _request: AlarmRequest) -> AlarmResponse {
+        AlarmResponse { header: self.header(self.node.current_revision()), alarms: Vec::new() }
+    }
+}

@@ -1,0 +1,77 @@
+//! The one table of errors an etcd client can see: every [`Error`] to a gRPC code and
+//! etcd's exact message (etcd's `api/v3rpc/rpctypes`). Pinned by an insta snapshot.
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+/// (gRPC code, message) for an error, as etcd sends it.
+pub fn code_and_message(error: &Error) -> (Code, String) {
+    let code = match error {
+        Error::EmptyKey
+        | Error::RequestTooLarge
+        | Error::TooManyOps
+        | Error::DuplicateKey
+        | Error::KeyNotFound
+        | Error::ValueProvided
+        | Error::LeaseProvided
+        | Error::InvalidSortOption
+        | Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::Compacted { .. } | Error::FutureRevision => Code::OutOfRange,
+        Error::LeaseNotFound => Code::NotFound,
+        Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
+        Error::Corrupt(_) => Code::DataLoss,
+    };
+    let message = match error {
+        // etcd's own words for a stopping server.
+        Error::Closed => "etcdserver: server stopped".to_string(),
+        other => other.to_string(),
+    };
+    (code, message)
+}
+
+pub fn status(error: Error) -> Status {
+    let (code, message) = code_and_message(&error);
+    Status::new(code, message)
+}
+
+/// The answer for an RPC t4 does not serve (yet).
+pub fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("t4: {what} is not implemented"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_table() {
+        let errors = [
+            Error::EmptyKey,
+            Error::RequestTooLarge,
+            Error::TooManyOps,
+            Error::DuplicateKey,
+            Error::Compacted { compact_revision: 5 },
+            Error::FutureRevision,
+            Error::KeyNotFound,
+            Error::ValueProvided,
+            Error::LeaseProvided,
+            Error::LeaseNotFound,
+            Error::InvalidSortOption,
+            Error::InvalidArgument("example".into()),
+            Error::Closed,
+            Error::StorageFailure("wal fdatasync: EIO".into()),
+            Error::Corrupt("wal 00000000000000000001.wal: checksum".into()),
+        ];
+        let table: Vec<String> = errors
+            .iter()
+            .map(|error| {
+                let (code, message) = code_and_message(error);
+                let debug = format!("{error:?}");
+                let variant = debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
+                format!("{variant:<18} {:<16} {message}", format!("{code:?}"))
+            })
+            .collect();
+        insta::assert_snapshot!(table.join("\n"));
+    }
+}

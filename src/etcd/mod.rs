@@ -1,0 +1,57 @@
+//! The etcd v3 gRPC server: a thin tonic adapter over [`EtcdCore`](crate::core::EtcdCore).
+//!
+//! Each service method decodes nothing itself (tonic and prost do), calls the core, and
+//! maps errors through [`errors`], the one table of etcd's codes and messages.
+
+pub mod errors;
+mod kv;
+mod maintenance;
+mod unimplemented;
+mod watch;
+
+use std::sync::Arc;
+
+use t4_proto::etcdserverpb::auth_server::AuthServer;
+use t4_proto::etcdserverpb::cluster_server::ClusterServer;
+use t4_proto::etcdserverpb::kv_server::KvServer;
+use t4_proto::etcdserverpb::lease_server::LeaseServer;
+use t4_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use t4_proto::etcdserverpb::watch_server::WatchServer;
+
+use crate::core::EtcdCore;
+use crate::metrics::Metrics;
+
+pub use watch::WatchConfig;
+
+/// gRPC bytes allowed on top of the largest request (etcd's margin).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Every etcd service, sharing one core.
+#[derive(Clone)]
+pub struct Service {
+    core: EtcdCore,
+    metrics: Arc<Metrics>,
+    watch: WatchConfig,
+}
+
+impl Service {
+    pub fn new(core: EtcdCore, metrics: Arc<Metrics>, watch: WatchConfig) -> Self {
+        Self { core, metrics, watch }
+    }
+
+    /// Adds every etcd service (and gRPC health) to a tonic router.
+    pub fn add_to(self, builder: &mut tonic::transport::Server, request_bytes_max: usize) -> tonic::transport::server::Router {
+        let limit = request_bytes_max + GRPC_OVERHEAD_BYTES;
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        // "" is the whole server; it serves from the moment the router exists.
+        drop(health_reporter);
+        builder
+            .add_service(health)
+            .add_service(KvServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(WatchServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(AuthServer::new(self).max_decoding_message_size(limit))
+    }
+}

@@ -1,0 +1,294 @@
+//! The Watch service: one bidirectional stream carrying many watches.
+//!
+//! Each watch gets a pump task that pulls revisions from its [`WatchStream`] and sends
+//! responses into the stream's bounded outbound queue; a slow client slows only its own
+//! pumps (the node's writers never wait for watchers). A progress notification for revision
+//! R is sent only once every watch it covers has handed out all its events up to R, so a
+//! client never hears "nothing below R is missing" while something is.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message;
+use t4_proto::etcdserverpb::watch_create_request::FilterType;
+use t4_proto::etcdserverpb::watch_request::RequestUnion;
+use t4_proto::etcdserverpb::watch_server::Watch;
+use t4_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use t4_proto::mvccpb::Event;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::EtcdCore;
+use crate::error::Error;
+use crate::watch::{WatchOptions, WatchStream};
+
+use super::Service;
+
+/// Responses queued for one client stream before pumps wait for it.
+const WATCH_RESPONSES_QUEUED_MAX: usize = 256;
+/// Events merged into one response (more revisions wait for the next one).
+const WATCH_EVENTS_PER_RESPONSE_MAX: usize = 1000;
+/// Watches on one stream.
+const WATCHES_PER_STREAM_MAX: usize = 10_000;
+/// How long a RequestProgress waits for lagging watches before giving up on that request.
+const PROGRESS_WAIT_MAX: Duration = Duration::from_secs(5);
+const PROGRESS_POLL: Duration = Duration::from_millis(2);
+
+/// The response id of a progress notification that answers RequestProgress (etcd's).
+const PROGRESS_WATCH_ID: i64 = -1;
+
+/// Watch settings of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// Interval of progress notifications for watches that asked for them (etcd: 10 min).
+    pub progress_notify_interval: Duration,
+    /// Above this a response is split when the watch asked for fragments.
+    pub fragment_bytes_max: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self { progress_notify_interval: Duration::from_secs(600), fragment_bytes_max: 1536 * 1024 }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl Watch for Service {
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let (outbound, responses) = mpsc::channel(WATCH_RESPONSES_QUEUED_MAX);
+        let session = Session { core: self.core.clone(), config: self.watch, outbound, watches: BTreeMap::new(), next_id: 0 };
+        tokio::spawn(session.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}
+
+struct WatchEntry {
+    pump: JoinHandle<()>,
+    delivered: Arc<AtomicI64>,
+}
+
+struct Session {
+    core: EtcdCore,
+    config: WatchConfig,
+    outbound: Outbound,
+    watches: BTreeMap<i64, WatchEntry>,
+    next_id: i64,
+}
+
+impl Session {
+    async fn run(mut self, mut incoming: Streaming<WatchRequest>) {
+        while let Some(request) = incoming.next().await {
+            let Ok(request) = request else { break };
+            self.watches.retain(|_, entry| !entry.pump.is_finished());
+            let sent = match request.request_union {
+                Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+                Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
+                Some(RequestUnion::ProgressRequest(_)) => {
+                    self.request_progress();
+                    true
+                }
+                None => true,
+            };
+            if !sent {
+                break;
+            }
+        }
+        for entry in self.watches.values() {
+            entry.pump.abort();
+        }
+    }
+
+    fn response(&self, watch_id: i64) -> WatchResponse {
+        WatchResponse { header: self.core.header(self.core.node().current_revision()), watch_id, ..Default::default() }
+    }
+
+    async fn send(&self, response: WatchResponse) -> bool {
+        self.outbound.send(Ok(response)).await.is_ok()
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> bool {
+        let watch_id = if create.watch_id != 0 { create.watch_id } else { self.allocate_id() };
+        let refusal = if self.watches.contains_key(&watch_id) {
+            Some("mvcc: duplicate watch ID provided on the WatchStream".to_string())
+        } else if self.watches.len() >= WATCHES_PER_STREAM_MAX {
+            Some(format!("t4: at most {WATCHES_PER_STREAM_MAX} watches per stream"))
+        } else {
+            None
+        };
+        let options = WatchOptions {
+            key: if create.key.is_empty() { vec![0] } else { create.key.clone() },
+            range_end: create.range_end.clone(),
+            start_revision: create.start_revision,
+            prev_kv: create.prev_kv,
+            filter_puts: create.filters.contains(&(FilterType::Noput as i32)),
+            filter_deletes: create.filters.contains(&(FilterType::Nodelete as i32)),
+        };
+        let stream = match refusal {
+            Some(reason) => Err(reason),
+            None => self.core.node().watch(options).map_err(|error| error.to_string()),
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(reason) => {
+                let response = WatchResponse { created: true, canceled: true, cancel_reason: reason, ..self.response(-1) };
+                return self.send(response).await;
+            }
+        };
+        // The created response goes out before any event of this watch can.
+        if !self.send(WatchResponse { created: true, ..self.response(watch_id) }).await {
+            return false;
+        }
+        let delivered = stream.delivered();
+        let pump = Pump { core: self.core.clone(), config: self.config, outbound: self.outbound.clone(), watch_id, create };
+        let pump = tokio::spawn(pump.run(stream));
+        self.watches.insert(watch_id, WatchEntry { pump, delivered });
+        true
+    }
+
+    fn allocate_id(&mut self) -> i64 {
+        while self.watches.contains_key(&self.next_id) {
+            self.next_id += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    async fn cancel(&mut self, watch_id: i64) -> bool {
+        let Some(entry) = self.watches.remove(&watch_id) else { return true };
+        entry.pump.abort();
+        let _ = entry.pump.await;
+        self.send(WatchResponse { canceled: true, ..self.response(watch_id) }).await
+    }
+
+    /// Answers RequestProgress once every watch on the stream has caught up to the
+    /// revision current now.
+    fn request_progress(&self) {
+        let revision = self.core.node().current_revision();
+        let cursors: Vec<Arc<AtomicI64>> = self.watches.values().map(|entry| entry.delivered.clone()).collect();
+        let (core, outbound) = (self.core.clone(), self.outbound.clone());
+        tokio::spawn(async move {
+            let mut waited = Duration::ZERO;
+            while cursors.iter().any(|cursor| cursor.load(Ordering::SeqCst) <= revision) {
+                if waited >= PROGRESS_WAIT_MAX {
+                    return;
+                }
+                tokio::time::sleep(PROGRESS_POLL).await;
+                waited += PROGRESS_POLL;
+            }
+            let response = WatchResponse { header: core.header(revision), watch_id: PROGRESS_WATCH_ID, ..Default::default() };
+            let _ = outbound.send(Ok(response)).await;
+        });
+    }
+}
+
+/// Moves one watch's events to the client.
+struct Pump {
+    core: EtcdCore,
+    config: WatchConfig,
+    outbound: Outbound,
+    watch_id: i64,
+    create: WatchCreateRequest,
+}
+
+impl Pump {
+    async fn run(self, mut stream: WatchStream) {
+        let mut progress = tokio::time::interval(self.config.progress_notify_interval);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                item = stream.next() => {
+                    let keep_going = match item {
+                        Some(Ok(first)) => {
+                            let mut events = first.events;
+                            while events.len() < WATCH_EVENTS_PER_RESPONSE_MAX {
+                                let Some(more) = stream.try_next() else { break };
+                                events.extend(more.events);
+                            }
+                            self.send_events(events).await
+                        }
+                        Some(Err(error)) => {
+                            self.send_cancel(error).await;
+                            false
+                        }
+                        None => false,
+                    };
+                    if !keep_going {
+                        return;
+                    }
+                }
+                _ = progress.tick(), if self.create.progress_notify => {
+                    let revision = self.core.node().current_revision();
+                    if stream.next_revision() > revision && !self.send(self.response(revision, Vec::new(), false)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn response(&self, revision: i64, events: Vec<Event>, fragment: bool) -> WatchResponse {
+        WatchResponse { header: self.core.header(revision), watch_id: self.watch_id, events, fragment, ..Default::default() }
+    }
+
+    async fn send(&self, response: WatchResponse) -> bool {
+        self.outbound.send(Ok(response)).await.is_ok()
+    }
+
+    async fn send_events(&self, events: Vec<Event>) -> bool {
+        let revision = self.core.node().current_revision();
+        let whole = self.response(revision, events, false);
+        if !self.create.fragment || whole.encoded_len() <= self.config.fragment_bytes_max {
+            return self.send(whole).await;
+        }
+        let fragments = split(whole.events, self.config.fragment_bytes_max);
+        let count = fragments.len();
+        for (index, events) in fragments.into_iter().enumerate() {
+            if !self.send(self.response(revision, events, index + 1 < count)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send_cancel(&self, error: Error) {
+        let compact_revision = match &error {
+            Error::Compacted { compact_revision } => *compact_revision,
+            _ => 0,
+        };
+        let response = WatchResponse {
+            canceled: true,
+            compact_revision,
+            cancel_reason: error.to_string(),
+            ..self.response(self.core.node().current_revision(), Vec::new(), false)
+        };
+        let _ = self.send(response).await;
+    }
+}
+
+/// Cuts events into runs whose encoded size stays under `bytes_max` (an event larger than
+/// that goes alone).
+fn split(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
+    let mut fragments = vec![Vec::new()];
+    let mut size = 0;
+    for event in events {
+        let event_size = event.encoded_len() + 8;
+        let current = fragments.last_mut().expect("non-empty");
+        if !current.is_empty() && size + event_size > bytes_max {
+            fragments.push(Vec::new());
+            size = 0;
+        }
+        size += event_size;
+        fragments.last_mut().expect("non-empty").push(event);
+    }
+    fragments
+}

@@ -1,0 +1,195 @@
+//! Metrics: request counts and latency histograms, rendered as Prometheus text, and the
+//! small HTTP endpoint that serves them with `/healthz` and `/readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::env::Clock;
+
+/// Latency bucket bounds, in seconds (Prometheus `le`).
+const LATENCY_BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// The RPC methods that are counted.
+pub const METHODS: [&str; 5] = ["range", "put", "delete_range", "txn", "compact"];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        use std::fmt::Write;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Server-side request metrics.
+pub struct Metrics {
+    clock: Arc<dyn Clock>,
+    methods: BTreeMap<&'static str, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Records a request's latency when dropped.
+pub struct Timer<'a> {
+    histogram: Option<&'a Histogram>,
+    clock: &'a dyn Clock,
+    started: Duration,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        if let Some(histogram) = self.histogram {
+            histogram.observe(self.clock.monotonic().saturating_sub(self.started));
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, methods: METHODS.iter().map(|method| (*method, Histogram::default())).collect() }
+    }
+
+    pub fn time(&self, method: &'static str) -> Timer<'_> {
+        Timer { histogram: self.methods.get(method), clock: self.clock.as_ref(), started: self.clock.monotonic() }
+    }
+
+    /// Prometheus text for the request metrics and the node's gauges.
+    pub fn render(&self, node: &NodeGauges) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        out.push_str("# HELP t4_request_duration_seconds Latency of etcd requests by method.\n");
+        out.push_str("# TYPE t4_request_duration_seconds histogram\n");
+        for (method, histogram) in &self.methods {
+            histogram.render("t4_request_duration_seconds", &format!("method=\"{method}\""), &mut out);
+        }
+        let gauges: [(&str, &str, &str, f64); 9] = [
+            ("t4_revision", "gauge", "Current (visible) revision.", node.revision as f64),
+            ("t4_compact_revision", "gauge", "Revision history is compacted below.", node.compact_revision as f64),
+            ("t4_db_size_bytes", "gauge", "Bytes the store file occupies.", node.db_size_bytes as f64),
+            ("t4_watchers", "gauge", "Open watchers.", node.watchers as f64),
+            ("t4_wal_batches_total", "counter", "Group-commit batches applied.", node.stats.batches as f64),
+            ("t4_wal_records_total", "counter", "WAL records written.", node.stats.records as f64),
+            ("t4_wal_fsyncs_total", "counter", "WAL fdatasync calls.", node.stats.wal_syncs as f64),
+            (
+                "t4_wal_fsync_seconds_total",
+                "counter",
+                "Time spent writing and syncing WAL batches.",
+                node.stats.wal_sync_micros as f64 / 1e6,
+            ),
+            ("t4_store_syncs_total", "counter", "Durable store commits.", node.stats.store_syncs as f64),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let _ = writeln!(out, "# HELP t4_healthy 1 while the node serves.\n# TYPE t4_healthy gauge\nt4_healthy {}", u8::from(node.healthy));
+        out
+    }
+}
+
+/// A snapshot of the node for rendering.
+#[derive(Debug, Clone, Default)]
+pub struct NodeGauges {
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub db_size_bytes: u64,
+    pub watchers: usize,
+    pub healthy: bool,
+    pub stats: crate::node::NodeStats,
+}
+
+#[cfg(feature = "server")]
+pub mod http {
+    //! A minimal HTTP/1.1 endpoint: `GET /metrics`, `/healthz`, `/readyz`. One request per
+    //! connection, bounded request size, and nothing else: it is for scrapers and probes.
+
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::{Metrics, NodeGauges};
+    use crate::node::Node;
+
+    const REQUEST_BYTES_MAX: usize = 8192;
+
+    /// Readiness: false until recovery has finished (the node exists) and while it is failed.
+    pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: Arc<tokio::sync::OnceCell<Node>>) {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let (metrics, node) = (metrics.clone(), node.clone());
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; REQUEST_BYTES_MAX];
+                let mut read = 0;
+                while read < buffer.len() {
+                    match socket.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(count) => read += count,
+                    }
+                    if buffer[..read].windows(4).any(|window| window == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let request = String::from_utf8_lossy(&buffer[..read]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (code, body) = answer(path, &metrics, node.get()).await;
+                let reply = format!(
+                    "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    }
+
+    async fn answer(path: &str, metrics: &Metrics, node: Option<&Node>) -> (&'static str, String) {
+        match (path, node) {
+            ("/healthz", Some(node)) if node.health().is_err() => ("503 Service Unavailable", "storage failed\n".into()),
+            ("/healthz", _) => ("200 OK", "ok\n".into()),
+            ("/readyz", Some(node)) if node.health().is_ok() => ("200 OK", "ready\n".into()),
+            ("/readyz", _) => ("503 Service Unavailable", "not ready\n".into()),
+            ("/metrics", node) => ("200 OK", metrics.render(&gauges(node).await)),
+            _ => ("404 Not Found", "not found\n".into()),
+        }
+    }
+
+    async fn gauges(node: Option<&Node>) -> NodeGauges {
+        let Some(node) = node else { return NodeGauges::default() };
+        NodeGauges {
+            revision: node.current_revision(),
+            compact_revision: node.compact_revision(),
+            db_size_bytes: node.store_size_bytes().await.unwrap_or(0),
+            watchers: node.watcher_count(),
+            healthy: node.health().is_ok(),
+            stats: node.stats(),
+        }
+    }
+}
