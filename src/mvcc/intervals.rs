@@ -7,18 +7,34 @@ use t4_proto::etcdserverpb::RequestOp;
 
 use crate::error::{Error, Result};
 
-use super::range::KeySpan;
 
-/// Puts and delete spans of one txn branch, after checking it.
+/// A delete's interval as etcd's duplicate check sees it: the literal `[key, range_end)`
+/// (a point when `range_end` is empty). Unlike a read, `range_end == "\0"` is not "to the
+/// end" here, so such a delete, like an inverted one, overlaps nothing.
+struct DeleteInterval {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+}
+
+impl DeleteInterval {
+    fn contains(&self, key: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            return self.key == key;
+        }
+        self.key.as_slice() <= key && key < self.range_end.as_slice()
+    }
+}
+
+/// Puts and delete intervals of one txn branch, after checking it.
 #[derive(Default)]
 struct Writes {
     puts: BTreeSet<Vec<u8>>,
-    deletes: Vec<KeySpan>,
+    deletes: Vec<DeleteInterval>,
 }
 
 impl Writes {
     fn deleted(&self, key: &[u8]) -> bool {
-        self.deletes.iter().any(|span| span.contains(key))
+        self.deletes.iter().any(|interval| interval.contains(key))
     }
 }
 
@@ -33,7 +49,7 @@ fn writes_of(ops: &[RequestOp]) -> Result<Writes> {
     let mut writes = Writes::default();
     for op in ops {
         if let Some(Request::RequestDeleteRange(delete)) = &op.request {
-            writes.deletes.push(KeySpan::new(&delete.key, &delete.range_end));
+            writes.deletes.push(DeleteInterval { key: delete.key.clone(), range_end: delete.range_end.clone() });
         }
     }
     for op in ops {

@@ -86,11 +86,12 @@ pub fn finish(request: &RangeRequest, mut kvs: Vec<KeyValue>) -> (Vec<KeyValue>,
     if target != SortTarget::Key && order == SortOrder::None {
         order = SortOrder::Ascend;
     }
-    if order != SortOrder::None {
-        kvs.sort_by(|a, b| compare_by(target, a, b));
-        if order == SortOrder::Descend {
-            kvs.reverse();
-        }
+    // Stable both ways: equal elements keep the scan's ascending key order, which is what
+    // etcd's sort gives for the result sizes where its algorithm is an insertion sort.
+    match order {
+        SortOrder::Ascend => kvs.sort_by(|a, b| compare_by(target, a, b)),
+        SortOrder::Descend => kvs.sort_by(|a, b| compare_by(target, b, a)),
+        SortOrder::None => {}
     }
     let mut more = false;
     if request.limit > 0 && kvs.len() > request.limit as usize {

@@ -261,8 +261,13 @@ where
         return Err(Error::Compacted { compact_revision: compact });
     }
     let span = KeySpan::new(&request.key, &request.range_end);
-    let scan = view.scan(&span, revision, range::fetch_limit(request), request.count_only, request.keys_only)?;
-    let (kvs, more) = range::finish(request, scan.kvs);
+    // Sorting by value needs the values; keys_only drops them after the sort, as etcd does.
+    let by_value = request.sort_target == t4_proto::etcdserverpb::range_request::SortTarget::Value as i32;
+    let scan = view.scan(&span, revision, range::fetch_limit(request), request.count_only, request.keys_only && !by_value)?;
+    let (mut kvs, more) = range::finish(request, scan.kvs);
+    if request.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
+    }
     Ok(RangeResponse { header: Some(ResponseHeader { revision: visible, ..Default::default() }), kvs, more, count: scan.count })
 }
 

@@ -254,7 +254,11 @@ impl<'t> Writer<'t> {
                 }
                 Some(Request::RequestPut(put)) => Response::ResponsePut(self.put(exec, put)?),
                 Some(Request::RequestDeleteRange(delete)) => Response::ResponseDeleteRange(self.delete_range(exec, delete)?),
-                Some(Request::RequestTxn(nested)) => Response::ResponseTxn(self.txn(exec, nested, path)?),
+                Some(Request::RequestTxn(nested)) => {
+                    // etcd leaves a nested txn's header empty (its ops' headers carry revisions).
+                    let nested = TxnResponse { header: Some(ResponseHeader::default()), ..self.txn(exec, nested, path)? };
+                    Response::ResponseTxn(nested)
+                }
                 None => continue,
             };
             responses.push(ResponseOp { response: Some(response) });
@@ -362,8 +366,8 @@ impl<'t> Writer<'t> {
 
     /// Drops history no read at or above `revision` can see: for each key every entry
     /// older than its newest one at or below `revision`, and that one too when it is a
-    /// tombstone older than `revision` (a tombstone at `revision` stays, so a watch from
-    /// `revision` still sees the delete).
+    /// tombstone. As in etcd, a delete *at* `revision` is gone too: a watch from the compact
+    /// revision does not replay it (checked against etcd by the differential test).
     fn compact_through(&mut self, revision: i64) -> Result<()> {
         assert!(revision > self.position.compact_revision && revision <= self.position.revision);
         let mut keys = Vec::new();
@@ -386,7 +390,7 @@ impl<'t> Writer<'t> {
         }
         let Some(&(newest_revision, newest_sub)) = entries.last() else { return Ok(()) };
         let newest = self.view.revs.get((newest_revision, newest_sub))?.map(|bytes| StoredKv::decode(bytes.value())).transpose()?;
-        let drop_newest = newest.as_ref().is_some_and(|entry| entry.tombstone) && (newest_revision as i64) < revision;
+        let drop_newest = newest.as_ref().is_some_and(|entry| entry.tombstone);
         let drop_count = if drop_newest { entries.len() } else { entries.len() - 1 };
         for &(entry_revision, sub) in &entries[..drop_count] {
             self.view.index.remove((key, entry_revision))?;

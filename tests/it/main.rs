@@ -4,4 +4,8 @@ mod fuzz_corpus;
 mod node_api;
 mod node_recovery;
 mod node_watch;
+mod differential;
+mod etcd_process;
+mod grpc_api;
+mod server;
 mod support;

@@ -1,0 +1,98 @@
+//! An in-process t4 server on a loopback port, for tests with real clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use t4::server::{self, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::BoxError>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server; `adjust` may change its configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, adjust).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, metrics_addr) = (listener.local_addr().unwrap(), metrics.local_addr().unwrap());
+        let mut config = ServerConfig::new(t4::Config::new(dir.path()), addr);
+        adjust(&mut config);
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(config, listener, Some(metrics), async move {
+            let _ = stop.await;
+        }));
+        let server = Self { addr, metrics_addr, shutdown: Some(shutdown), task: Some(task), dir };
+        server.wait_ready().await;
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if http_get(self.metrics_addr, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server at {} never became ready", self.addr);
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.unwrap()
+    }
+
+    /// Stops the server cleanly and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A plain HTTP GET: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+    socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: t4\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
+}
