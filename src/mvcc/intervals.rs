@@ -7,7 +7,6 @@ use t4_proto::etcdserverpb::RequestOp;
 
 use crate::error::{Error, Result};
 
-
 /// A delete's interval as etcd's duplicate check sees it: the literal `[key, range_end)`
 /// (a point when `range_end` is empty). Unlike a read, `range_end == "\0"` is not "to the
 /// end" here, so such a delete, like an inverted one, overlaps nothing.

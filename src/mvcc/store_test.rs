@@ -256,11 +256,18 @@ fn txn_rules() {
     assert_eq!(super::validate_write(&duplicate, limits), Err(Error::DuplicateKey));
     let too_many = WriteRequest::Txn(TxnRequest { success: vec![put("a"), put("b"), put("c"), put("d")], ..Default::default() });
     assert_eq!(super::validate_write(&too_many, limits), Err(Error::TooManyOps));
-    let delete_all = RequestOp {
-        request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: false })),
+    let delete = |range_end: &[u8]| RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+            key: b"a".to_vec(),
+            range_end: range_end.to_vec(),
+            prev_kv: false,
+        })),
     };
-    let put_in_deleted = WriteRequest::Txn(TxnRequest { success: vec![delete_all, put("b")], ..Default::default() });
+    let put_in_deleted = WriteRequest::Txn(TxnRequest { success: vec![delete(b"c"), put("b")], ..Default::default() });
     assert_eq!(super::validate_write(&put_in_deleted, limits), Err(Error::DuplicateKey));
+    // etcd's check reads a from-key delete ("\0") literally: it overlaps no put.
+    let put_after_from_key = WriteRequest::Txn(TxnRequest { success: vec![delete(&[0]), put("b")], ..Default::default() });
+    assert_eq!(super::validate_write(&put_after_from_key, limits), Ok(()));
     let nested = RequestOp {
         request: Some(Request::RequestTxn(TxnRequest { success: vec![put("x")], failure: vec![put("x")], ..Default::default() })),
     };

@@ -59,7 +59,11 @@ fn span(random: &mut Random) -> (Vec<u8>, Vec<u8>) {
         2 => (b"/k/".to_vec(), b"/k0".to_vec()),
         3 => {
             let (a, b) = (key(random), key(random));
-            if a <= b { (a, b) } else { (b, a) }
+            if a <= b {
+                (a, b)
+            } else {
+                (b, a)
+            }
         }
         4 => (key(random), vec![0]),
         _ => (b"/k/7".to_vec(), b"/k/2".to_vec()),
@@ -84,7 +88,12 @@ fn range(random: &mut Random, revision: i64) -> RangeRequest {
 }
 
 fn put(random: &mut Random, step: usize) -> PutRequest {
-    PutRequest { key: key(random), value: format!("v{step}-{}", random.below(3)).into_bytes(), prev_kv: random.chance(50), ..Default::default() }
+    PutRequest {
+        key: key(random),
+        value: format!("v{step}-{}", random.below(3)).into_bytes(),
+        prev_kv: random.chance(50),
+        ..Default::default()
+    }
 }
 
 fn delete(random: &mut Random) -> DeleteRangeRequest {
@@ -193,7 +202,8 @@ async fn send(client: &mut KvClient<Channel>, op: &Op) -> Answer {
 async fn history(url: String, from: i64, through: i64) -> Vec<String> {
     let mut client = WatchClient::connect(url.clone()).await.unwrap();
     let create = WatchCreateRequest { key: vec![0], range_end: vec![0], start_revision: from, prev_kv: true, ..Default::default() };
-    let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }]).chain(futures::stream::pending());
+    let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
+        .chain(futures::stream::pending());
     let mut responses = client.watch(requests).await.unwrap().into_inner();
     let mut events = Vec::new();
     let mut last = from - 1;

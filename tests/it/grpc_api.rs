@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
-    WatchOptions,
+    Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -50,7 +49,8 @@ async fn kv_range_put_delete_txn_compact() {
     let response = client.txn(txn).await.unwrap();
     assert!(response.succeeded());
     assert_eq!(response.header().unwrap().revision(), 6);
-    let failed = client.txn(Txn::new().when([Compare::version("/a/1", CompareOp::Greater, 5)]).or_else([TxnOp::get("/a/1", None)])).await.unwrap();
+    let failed =
+        client.txn(Txn::new().when([Compare::version("/a/1", CompareOp::Greater, 5)]).or_else([TxnOp::get("/a/1", None)])).await.unwrap();
     assert!(!failed.succeeded());
 
     tracing::info!("--- delete ranges with prev_kv; compact and its errors");
@@ -75,7 +75,8 @@ async fn bad_requests_get_etcd_errors_and_the_server_keeps_serving() {
     let ops: Vec<TxnOp> = (0..129).map(|index| TxnOp::put(format!("k{index}"), "v", None)).collect();
     let many = client.txn(Txn::new().and_then(ops)).await.unwrap_err().to_string();
     assert!(many.contains("etcdserver: too many operations in txn request"), "{many}");
-    let duplicate = client.txn(Txn::new().and_then([TxnOp::put("k", "1", None), TxnOp::put("k", "2", None)])).await.unwrap_err().to_string();
+    let duplicate =
+        client.txn(Txn::new().and_then([TxnOp::put("k", "1", None), TxnOp::put("k", "2", None)])).await.unwrap_err().to_string();
     assert!(duplicate.contains("etcdserver: duplicate key given in txn request"), "{duplicate}");
     let inverted = client.get("z", Some(GetOptions::new().with_range("a"))).await.unwrap();
     assert_eq!(inverted.count(), 0, "range_end below key names nothing, as in etcd");
@@ -172,8 +173,10 @@ async fn watch_fragments_large_revisions() {
         client.txn(Txn::new().and_then([op])).await.unwrap();
     }
     let mut raw = WatchClient::connect(server.url()).await.unwrap();
-    let create = WatchCreateRequest { key: b"/f/".to_vec(), range_end: b"/f0".to_vec(), start_revision: 1, fragment: true, ..Default::default() };
-    let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }]).chain(futures::stream::pending());
+    let create =
+        WatchCreateRequest { key: b"/f/".to_vec(), range_end: b"/f0".to_vec(), start_revision: 1, fragment: true, ..Default::default() };
+    let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
+        .chain(futures::stream::pending());
     let mut responses = raw.watch(requests).await.unwrap().into_inner();
     let created = responses.next().await.unwrap().unwrap();
     assert!(created.created);

@@ -1,11 +1,11 @@
 //! Integration tests of the root package, built as one binary.
 
+mod differential;
+mod etcd_process;
 mod fuzz_corpus;
+mod grpc_api;
 mod node_api;
 mod node_recovery;
 mod node_watch;
-mod differential;
-mod etcd_process;
-mod grpc_api;
 mod server;
 mod support;
