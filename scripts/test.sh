@@ -15,6 +15,7 @@ step "install test dependencies"
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)  # the etcd-client crate's build
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -26,10 +27,10 @@ etcdctl version | head -1
 
 step "format and lint"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "tests (workspace)"
-cargo nextest run --workspace --no-fail-fast
+step "tests (workspace): unit, model, integration with etcd-client and etcdctl, differential vs etcd, crash"
+cargo nextest run --workspace --all-features --no-fail-fast
 
 step "simulator build, self-tests and determinism"
 export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim

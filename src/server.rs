@@ -82,9 +82,7 @@ pub async fn serve(
 ) -> Result<(), BoxError> {
     let metrics = Arc::new(Metrics::new(Arc::new(RealClock::new())));
     let opened = Arc::new(tokio::sync::OnceCell::new());
-    if let Some(metrics_listener) = metrics_listener {
-        tokio::spawn(crate::metrics::http::serve(metrics_listener, metrics.clone(), opened.clone()));
-    }
+    let probes = metrics_listener.map(|listener| tokio::spawn(crate::metrics::http::serve(listener, metrics.clone(), opened.clone())));
     let node = Node::open(config.node.clone()).await?;
     let _ = opened.set(node.clone());
     let local = listener.local_addr()?;
@@ -103,6 +101,12 @@ pub async fn serve(
     let served = router.serve_with_incoming_shutdown(incoming, shutdown).await;
     tracing::info!("t4 shutting down: closing the node");
     let closed = node.close().await;
+    // The probe server holds a handle on the node; the data directory stays locked until
+    // every handle is gone.
+    if let Some(probes) = probes {
+        probes.abort();
+        let _ = probes.await;
+    }
     served?;
     closed?;
     Ok(())

@@ -232,3 +232,20 @@ async fn maintenance_cluster_health_metrics_and_what_is_not_built() {
     let status = auth.auth_status(t4::proto::etcdserverpb::AuthStatusRequest {}).await.unwrap().into_inner();
     assert!(!status.enabled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_then_restart_keeps_everything() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for index in 0..100 {
+        client.put(format!("/keep/{index:03}"), "v", None).await.unwrap();
+    }
+    drop(client);
+    let dir = server.stop().await;
+    tracing::info!("--- a new server on the same directory serves the same store");
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut client = server.client().await;
+    let all = client.get("/keep/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(all.count(), 100);
+    assert_eq!(client.put("/next", "v", None).await.unwrap().header().unwrap().revision(), 102);
+}

@@ -1,7 +1,9 @@
 //! Integration tests of the root package, built as one binary.
 
+mod crash_binary;
 mod differential;
 mod etcd_process;
+mod etcdctl;
 mod fuzz_corpus;
 mod grpc_api;
 mod node_api;

@@ -1,0 +1,187 @@
+//! etcdctl 3.4 against t4: the commands people type, with outputs pinned by insta after
+//! normalising what differs per run (ports, ids, timings).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use t4::core::MemberInfo;
+
+use crate::etcd_process::EtcdProcess;
+use crate::server::TestServer;
+
+/// Runs `etcdctl` (ETCDCTL_API=3) with `args`, feeding `stdin`; returns stdout and stderr.
+fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run etcdctl ({error}): scripts/test.sh installs etcd-client 3.4"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    // etcdctl logs a JSON retry line before an error; keep only its last line ("Error: ...").
+    if let Some(last) = errors.lines().rfind(|line| !line.starts_with('{')) {
+        text.push_str(last);
+        text.push('\n');
+    }
+    normalize(endpoint, &text)
+}
+
+/// Replaces what differs between servers and runs: the endpoint, member and cluster ids,
+/// the raft term, timings.
+fn normalize(endpoint: &str, text: &str) -> String {
+    let member = MemberInfo { name: "default".into(), client_urls: Vec::new(), peer_urls: Vec::new() };
+    let mut text = text.replace(endpoint, "<endpoint>");
+    for field in ["\"cluster_id\":", "\"member_id\":", "\"raft_term\":"] {
+        text = blank_numbers_after(&text, field);
+    }
+    let mut text = text
+        .replace(&member.member_id().to_string(), "<member-id>")
+        .replace(&format!("{:x}", member.member_id()), "<member-id>")
+        .replace(&member.cluster_id().to_string(), "<cluster-id>");
+    if let Some(start) = text.find("took = ") {
+        let end = text[start..].find('\n').map_or(text.len(), |offset| start + offset);
+        text.replace_range(start..end, "took = <duration>");
+    }
+    text
+}
+
+/// `"field":12345` -> `"field":<n>` wherever it occurs.
+fn blank_numbers_after(text: &str, field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(field) {
+        let (before, after) = rest.split_at(at + field.len());
+        out.push_str(before);
+        let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+        out.push_str(if digits > 0 { "<n>" } else { "" });
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One transcript: each command, then what it printed.
+struct Transcript {
+    endpoint: String,
+    text: String,
+}
+
+impl Transcript {
+    fn new(endpoint: impl Into<String>) -> Self {
+        Self { endpoint: endpoint.into(), text: String::new() }
+    }
+
+    fn run(&mut self, args: &[&str]) -> &mut Self {
+        self.run_with_stdin(args, None)
+    }
+
+    fn run_with_stdin(&mut self, args: &[&str], stdin: Option<&str>) -> &mut Self {
+        let output = etcdctl(&self.endpoint, args, stdin);
+        self.text.push_str(&format!("$ etcdctl {}\n{output}\n", args.join(" ")));
+        self
+    }
+}
+
+fn put_get_del(endpoint: &str) -> String {
+    let mut transcript = Transcript::new(endpoint);
+    transcript
+        .run(&["put", "/app/b", "two"])
+        .run(&["put", "/app/a", "one"])
+        .run(&["put", "/app/c", "three"])
+        .run(&["put", "/app/a", "uno", "--prev-kv"])
+        .run(&["put", "/zzz", "last"])
+        .run(&["get", "/app/a"])
+        .run(&["get", "/app/", "--prefix"])
+        .run(&["get", "/app/b", "--from-key"])
+        .run(&["get", "/app/a", "--rev=3"])
+        .run(&["get", "/app/", "--prefix", "--limit=2"])
+        .run(&["get", "/app/", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"])
+        .run(&["get", "/app/", "--prefix", "--sort-by=VALUE", "--order=ASCEND"])
+        .run(&["get", "/app/", "--prefix", "--keys-only"])
+        .run(&["get", "/app/", "--prefix", "--print-value-only"])
+        .run(&["get", "/app/a", "-w", "json"])
+        .run(&["get", "/app/", "--prefix", "--limit=1", "-w", "json"])
+        .run(&["del", "/app/c"])
+        .run(&["del", "/app/", "--prefix", "--prev-kv"])
+        .run(&["get", "", "--prefix"])
+        .run(&["get", "/app/a", "--rev=99"])
+        .run(&["put", "", "empty"]);
+    transcript.text
+}
+
+fn txn_and_compaction(endpoint: &str) -> String {
+    let mut transcript = Transcript::new(endpoint);
+    transcript
+        .run(&["put", "/lock", "free"])
+        .run_with_stdin(&["txn"], Some("value(\"/lock\") = \"free\"\n\nput /lock held\nput /owner me\n\nget /lock\n\n"))
+        .run_with_stdin(&["txn"], Some("value(\"/lock\") = \"free\"\n\nput /lock stolen\n\nget /lock\n\n"))
+        .run_with_stdin(&["txn", "-w", "json"], Some("mod(\"/owner\") > \"0\"\n\ndel /owner\n\n\n"))
+        .run(&["compaction", "3"])
+        .run(&["get", "/lock", "--rev=2"])
+        .run(&["get", "/lock", "--rev=3"])
+        .run(&["compaction", "2"]);
+    transcript.text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_del_with_the_flags_people_use() {
+    let server = TestServer::start().await;
+    insta::assert_snapshot!(put_get_del(&server.endpoint()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_interactive_compaction_and_history() {
+    let server = TestServer::start().await;
+    insta::assert_snapshot!(txn_and_compaction(&server.endpoint()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_transcripts_from_a_real_etcd() {
+    let etcd = EtcdProcess::start().await;
+    let server = TestServer::start().await;
+    assert_eq!(put_get_del(&etcd.endpoint), put_get_del(&server.endpoint()));
+    let etcd = EtcdProcess::start().await;
+    assert_eq!(txn_and_compaction(&etcd.endpoint), txn_and_compaction(&server_fresh().await.endpoint()));
+}
+
+async fn server_fresh() -> TestServer {
+    TestServer::start().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_replays_history_with_prev_kv() {
+    let server = TestServer::start().await;
+    for args in [["put", "/w/a", "1"], ["put", "/w/a", "2"], ["put", "/other", "x"], ["del", "/w/a", ""]] {
+        let args: Vec<&str> = args.into_iter().filter(|arg| !arg.is_empty()).collect();
+        etcdctl(&server.endpoint(), &args, None);
+    }
+    // The watch replays from revision 2 and is stopped after a second (coreutils timeout).
+    let output = Command::new("timeout")
+        .args(["1", "etcdctl", &format!("--endpoints={}", server.endpoint()), "watch", "/w/", "--prefix", "--rev=2", "--prev-kv"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    insta::assert_snapshot!(String::from_utf8_lossy(&output.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_status_health_and_member_list() {
+    let server = TestServer::start().await;
+    etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+    let mut transcript = Transcript::new(server.endpoint());
+    transcript.run(&["endpoint", "health"]).run(&["member", "list"]).run(&["member", "list", "-w", "json"]);
+    insta::assert_snapshot!(transcript.text);
+    let status = etcdctl(&server.endpoint(), &["endpoint", "status", "-w", "json"], None);
+    for expected in ["\"leader\":<member-id>", "\"raftTerm\":1", "\"raftIndex\":1", "\"version\":\"3.4.0+t4."] {
+        assert!(status.contains(expected), "{expected} missing from {status}");
+    }
+}
