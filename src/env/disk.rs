@@ -39,6 +39,10 @@ pub trait DiskFile: Send + Sync + Debug + 'static {
     /// Makes every write so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
 
+    /// Reserves space up to `len` bytes (reading as zeros) so later writes below it change
+    /// no file metadata and `fdatasync` has less to flush. Never shrinks the file.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }

@@ -105,4 +105,23 @@ impl DiskFile for OsFile {
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let current = self.len()?;
+        if len <= current {
+            return Ok(());
+        }
+        let offset = libc::off_t::try_from(current).map_err(io::Error::other)?;
+        let growth = libc::off_t::try_from(len - current).map_err(io::Error::other)?;
+        // SAFETY: the descriptor is open for the life of `self.file`; posix_fallocate only
+        // reads its arguments.
+        let status = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, growth) };
+        match status {
+            0 => Ok(()),
+            // A filesystem without fallocate: the file grows with each append instead.
+            libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
 }

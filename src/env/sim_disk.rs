@@ -350,6 +350,12 @@ impl DiskFile for SimFileHandle {
         })
     }
 
+    /// Preallocation is not modelled: appends grow the file, the conservative case for
+    /// recovery (no zero tail to tell apart from a torn one).
+    fn allocate(&self, _len: u64) -> io::Result<()> {
+        self.with_file(|_, _| Ok(()))
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.with_file(|state, path| {
             state.syncs += 1;

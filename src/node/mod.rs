@@ -71,7 +71,8 @@ impl Node {
     /// Opens the node on the given seams (the simulator's, or a test's).
     pub async fn open_with_env(config: Config, env: Env) -> Result<Self> {
         let disk = env.disk.clone();
-        let opened = crate::env::blocking(move || pipeline::recover(disk)).await?;
+        let segment_bytes_max = config.wal_segment_bytes_max;
+        let opened = crate::env::blocking(move || pipeline::recover(disk, segment_bytes_max)).await?;
         let pipeline::Opened { store, wal, fence, dir_lock } = opened;
         let visible = store.applied_revision();
         let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));

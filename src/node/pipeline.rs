@@ -91,7 +91,7 @@ impl Counters {
 
 /// Opens the store, replays the WAL above what the store holds durably, and returns a
 /// writer positioned after the last valid record. Blocking.
-pub fn recover(disk: Arc<dyn Disk>) -> Result<Opened> {
+pub fn recover(disk: Arc<dyn Disk>, segment_bytes_max: u64) -> Result<Opened> {
     let dir_lock = disk.lock_exclusive().map_err(|error| Error::storage("lock data dir", error))?;
     let fence = StorageFence::default();
     let store = Arc::new(Store::open(disk.as_ref(), fence.clone())?);
@@ -112,12 +112,11 @@ pub fn recover(disk: Arc<dyn Disk>) -> Result<Opened> {
         tracing::info!(records = recovered.records.len(), revision = store.applied_revision(), "wal: replayed");
     }
     let next_index = store.applied_index() + 1;
-    let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, u64::MAX)?;
+    let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, segment_bytes_max)?;
     Ok(Opened { store, wal, fence, dir_lock })
 }
 
-pub fn start(shared: Arc<Shared>, mut wal: WalWriter, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
-    wal.set_segment_bytes_max(shared.config.wal_segment_bytes_max);
+pub fn start(shared: Arc<Shared>, wal: WalWriter, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
     let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
     let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, sync_rx, synced_tx));
@@ -211,8 +210,9 @@ async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::
         return 0;
     }
     let want_events = shared.hub.has_watchers();
-    let store = shared.store.clone();
-    let applied = crate::env::blocking(move || store.apply_batch(&requests, want_events)).await;
+    // Inline, not on the blocking pool: a batch is a few redb page writes into the page
+    // cache (no fsync), shorter than the hop to another thread would be.
+    let applied = shared.store.apply_batch(&requests, want_events);
     let applied = match applied {
         Ok(applied) => applied,
         Err(error) => {

@@ -4,9 +4,10 @@
 //!
 //! | finding                                              | where                       | decision                      |
 //! |------------------------------------------------------|-----------------------------|-------------------------------|
-//! | segment header short or invalid, file ≤ header size  | last segment                | torn creation: remove file    |
+//! | segment header short or invalid, only zeros after it | last segment                | torn creation: remove file    |
 //! | segment header invalid otherwise                     | any                         | Corrupt                       |
 //! | segment name and header disagree                     | any                         | Corrupt                       |
+//! | only zero bytes after the last batch                 | any segment                 | preallocated space: clean end |
 //! | batch cut short by end of file                       | last segment                | torn tail: truncate           |
 //! | batch checksum or field invalid, no valid batch after| last segment                | torn tail: truncate           |
 //! | batch invalid and a valid batch follows it           | last segment                | Corrupt (damage mid-log)      |
@@ -72,9 +73,10 @@ pub fn recover(disk: &Arc<dyn Disk>, skip_through: u64) -> Result<Recovered> {
         let end = records.last().map_or(first, |record| record.index + 1);
         expected = Some(end);
         recovered.end_index = end;
-        if valid_len < bytes.len() as u64 {
+        let tail = &bytes[valid_len as usize..];
+        if !tail.iter().all(|byte| *byte == 0) {
             truncate(disk.as_ref(), &name, valid_len)?;
-            recovered.torn_bytes = bytes.len() as u64 - valid_len;
+            recovered.torn_bytes = tail.len() as u64;
         }
         recovered.records.extend(records.into_iter().filter(|record| record.index > skip_through));
         recovered.segments.push(first);
@@ -109,7 +111,8 @@ fn truncate(disk: &dyn Disk, name: &str, len: u64) -> Result<()> {
 fn scan_segment(name: &str, first: u64, bytes: &[u8], is_last: bool) -> Result<Option<(Vec<Record>, u64)>> {
     let header_first = match decode_segment_header(bytes) {
         Ok(header_first) => header_first,
-        Err(_) if is_last && bytes.len() <= SEGMENT_HEADER_BYTES => return Ok(None),
+        // Created (and preallocated) but its header never fully landed: nothing was written.
+        Err(_) if is_last && bytes.iter().skip(SEGMENT_HEADER_BYTES).all(|byte| *byte == 0) => return Ok(None),
         Err(what) => return Err(corrupt(name, what)),
     };
     if header_first != first {
@@ -128,6 +131,10 @@ fn scan_segment(name: &str, first: u64, bytes: &[u8], is_last: bool) -> Result<O
                 offset += len;
             }
             Err(defect) => {
+                if bytes[offset..].iter().all(|byte| *byte == 0) {
+                    // Preallocated, never written: the log ends here, nothing was torn.
+                    return Ok(Some((records, offset as u64)));
+                }
                 if !is_last {
                     return Err(corrupt(name, format!("{defect:?} at offset {offset} in a sealed segment")));
                 }
@@ -219,6 +226,27 @@ mod tests {
         let last_byte = sim.file_len(&segment_name(1)).unwrap() - 1;
         sim.flip_bit(&segment_name(1), last_byte, 0).unwrap();
         assert_eq!(recover(&disk, 0).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn preallocated_zeros_end_the_log_cleanly_and_a_torn_batch_before_them_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(crate::env::OsDisk::new(dir.path().to_path_buf()));
+        let writer = write_log(&disk, 10, 1 << 20);
+        drop(writer);
+        let file = disk.open(&segment_name(1), false).unwrap();
+        assert_eq!(file.len().unwrap(), 1 << 20, "segments are preallocated");
+        let clean = recover(&disk, 0).unwrap();
+        assert_eq!((clean.records.len(), clean.torn_bytes), (10, 0), "zeros after the last batch are not a torn tail");
+        tracing::info!("--- half a batch lands in the preallocated space");
+        let batch = encode_batch(&[txn(11)]);
+        file.write_at(clean.last_len, &batch[..batch.len() / 2]).unwrap();
+        let torn = recover(&disk, 0).unwrap();
+        assert_eq!(torn.records.len(), 10);
+        assert!(torn.torn_bytes > 0);
+        let reopened = WalWriter::open(disk.clone(), torn.segments, torn.last_len, 11, 1 << 20).unwrap();
+        drop(reopened);
+        assert_eq!(recover(&disk, 0).unwrap().torn_bytes, 0, "the cut tail is gone for good");
     }
 
     #[test]

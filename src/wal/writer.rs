@@ -71,7 +71,8 @@ fn io_error(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 
 impl WalWriter {
     /// Continues after recovery: `segments` as recovery left them (torn tail already cut),
-    /// the valid length of the last one, and the next index to write.
+    /// the valid length of the last one, and the next index to write. Segments are
+    /// preallocated to `segment_bytes_max` so appends change no file metadata.
     pub fn open(disk: Arc<dyn Disk>, segments: Vec<u64>, last_len: u64, next_index: u64, segment_bytes_max: u64) -> Result<Self> {
         if !disk.exists(WAL_DIR).map_err(io_error("stat wal dir"))? {
             disk.create_dir_all(WAL_DIR).map_err(io_error("create wal dir"))?;
@@ -80,10 +81,11 @@ impl WalWriter {
         match segments.last() {
             Some(&first) => {
                 let file = disk.open(&segment_name(first), false).map_err(io_error("open wal segment"))?;
+                file.allocate(segment_bytes_max).map_err(io_error("preallocate wal segment"))?;
                 Ok(Self { disk, segments, file, offset: last_len, next_index, segment_bytes_max })
             }
             None => {
-                let file = create_segment(disk.as_ref(), next_index)?;
+                let file = create_segment(disk.as_ref(), next_index, segment_bytes_max)?;
                 let segments = vec![next_index];
                 let offset = SEGMENT_HEADER_BYTES as u64;
                 Ok(Self { disk, segments, file, offset, next_index, segment_bytes_max })
@@ -95,17 +97,13 @@ impl WalWriter {
         self.next_index
     }
 
-    pub fn set_segment_bytes_max(&mut self, segment_bytes_max: u64) {
-        assert!(segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
-        self.segment_bytes_max = segment_bytes_max;
-    }
 
     /// Appends one encoded batch holding `count` records from `first_index`, durably.
     pub fn append(&mut self, batch: &[u8], first_index: u64, count: u64) -> Result<()> {
         assert_eq!(first_index, self.next_index, "wal appends must be dense");
         assert!(count > 0 && !batch.is_empty());
         if self.offset >= self.segment_bytes_max {
-            self.file = create_segment(self.disk.as_ref(), first_index)?;
+            self.file = create_segment(self.disk.as_ref(), first_index, self.segment_bytes_max)?;
             self.segments.push(first_index);
             self.offset = SEGMENT_HEADER_BYTES as u64;
         }
@@ -132,10 +130,11 @@ impl WalWriter {
     }
 }
 
-fn create_segment(disk: &dyn Disk, first_index: u64) -> Result<Box<dyn DiskFile>> {
+fn create_segment(disk: &dyn Disk, first_index: u64, segment_bytes_max: u64) -> Result<Box<dyn DiskFile>> {
     let name = segment_name(first_index);
     let file = disk.open(&name, true).map_err(io_error("create wal segment"))?;
     file.set_len(0).map_err(io_error("truncate new wal segment"))?;
+    file.allocate(segment_bytes_max).map_err(io_error("preallocate wal segment"))?;
     file.write_at(0, &encode_segment_header(first_index)).map_err(io_error("write wal segment header"))?;
     file.sync_data().map_err(io_error("sync wal segment header"))?;
     disk.sync_dir(WAL_DIR).map_err(io_error("sync wal dir"))?;
