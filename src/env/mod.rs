@@ -45,6 +45,19 @@ impl std::fmt::Debug for Env {
     }
 }
 
+/// Runs a short disk step (one WAL append and its fdatasync) on the calling task. Measured
+/// faster than a hop to the blocking pool, whose two thread switches per batch cost more
+/// than the worker time the step holds (docs/benchmarks.md). In the simulator it takes
+/// virtual time like [`blocking`].
+pub async fn inline_io<F, R>(work: F) -> R
+where
+    F: FnOnce() -> R,
+{
+    #[cfg(madsim)]
+    tokio::time::sleep(std::time::Duration::from_micros(SIM_DISK_LATENCY_MICROS)).await;
+    work()
+}
+
 /// Virtual time one blocking disk step takes in the simulator.
 #[cfg(madsim)]
 const SIM_DISK_LATENCY_MICROS: u64 = 50;

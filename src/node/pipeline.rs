@@ -316,14 +316,9 @@ async fn persist(
         return Err(failure);
     }
     let Some((bytes, first, count)) = batch else { return Ok(()) };
-    let Some(mut writer) = wal.take() else { return Err(shared.fail(Error::StorageFailure("wal writer lost".into()))) };
+    let Some(writer) = wal.as_mut() else { return Err(shared.fail(Error::StorageFailure("wal writer lost".into()))) };
     let started = shared.env.clock.monotonic();
-    let (writer, result) = crate::env::blocking(move || {
-        let result = writer.append(&bytes, first, count);
-        (writer, result)
-    })
-    .await;
-    *wal = Some(writer);
+    let result = crate::env::inline_io(|| writer.append(&bytes, first, count)).await;
     let elapsed: Duration = shared.env.clock.monotonic().saturating_sub(started);
     shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
     shared.stats.wal_sync_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
