@@ -38,8 +38,8 @@ impl Config {
             batch_requests_max: 1024,
             batch_bytes_max: 4 * 1024 * 1024,
             wal_segment_bytes_max: 64 * 1024 * 1024,
-            store_sync_interval: Duration::from_secs(5),
-            store_sync_records: 100_000,
+            store_sync_interval: Duration::from_secs(2),
+            store_sync_records: 10_000,
             watch_events_buffered_max: 65_536,
         }
     }

@@ -144,27 +144,66 @@ impl Shared {
     }
 }
 
+/// When the store was last made durable and how much it has applied since.
+struct DurableSchedule {
+    records_since: u64,
+    at: Duration,
+}
+
+impl DurableSchedule {
+    /// Time left before the store is due, or None when it holds nothing undurable.
+    fn due_in(&self, shared: &Shared) -> Option<Duration> {
+        let elapsed = shared.env.clock.monotonic().saturating_sub(self.at);
+        (self.records_since > 0).then(|| shared.config.store_sync_interval.saturating_sub(elapsed))
+    }
+
+    fn is_due(&self, shared: &Shared) -> bool {
+        self.records_since >= shared.config.store_sync_records || self.due_in(shared) == Some(Duration::ZERO)
+    }
+
+    async fn make_durable(
+        &mut self,
+        shared: &Arc<Shared>,
+        sync_tx: &mpsc::Sender<SyncJob>,
+        synced: &mut watch::Receiver<u64>,
+    ) -> Result<()> {
+        make_store_durable(shared, sync_tx, synced).await?;
+        self.records_since = 0;
+        self.at = shared.env.clock.monotonic();
+        Ok(())
+    }
+}
+
 async fn writer_loop(
     shared: Arc<Shared>,
     mut jobs: mpsc::Receiver<Job>,
     sync_tx: mpsc::Sender<SyncJob>,
     mut synced: watch::Receiver<u64>,
 ) -> Result<()> {
-    let mut records_since_durable = 0u64;
-    let mut durable_at = shared.env.clock.monotonic();
-    while let Some(first) = jobs.recv().await {
+    let mut schedule = DurableSchedule { records_since: 0, at: shared.env.clock.monotonic() };
+    loop {
+        // While the store holds undurable commits, wake when they are due even if idle:
+        // replay after a crash stays bounded, and redb reads stay fast (a long run of
+        // non-durable commits slows them: docs/benchmarks.md).
+        let next = match schedule.due_in(&shared) {
+            Some(due_in) => tokio::select! {
+                job = jobs.recv() => job,
+                _ = shared.env.clock.sleep(due_in) => {
+                    schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
+                    continue;
+                }
+            },
+            None => jobs.recv().await,
+        };
+        let Some(first) = next else { break };
         let batch = gather(&shared, first, &mut jobs);
-        let records = apply_and_queue(&shared, batch, &sync_tx).await;
-        records_since_durable += records;
-        let due = shared.env.clock.monotonic().saturating_sub(durable_at) >= shared.config.store_sync_interval;
-        if records_since_durable > 0 && (records_since_durable >= shared.config.store_sync_records || due) {
-            make_store_durable(&shared, &sync_tx, &mut synced).await?;
-            records_since_durable = 0;
-            durable_at = shared.env.clock.monotonic();
+        schedule.records_since += apply_and_queue(&shared, batch, &sync_tx).await;
+        if schedule.is_due(&shared) {
+            schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
         }
     }
-    if shared.failed().is_none() && records_since_durable > 0 {
-        make_store_durable(&shared, &sync_tx, &mut synced).await?;
+    if shared.failed().is_none() && schedule.records_since > 0 {
+        schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
     }
     drop(sync_tx);
     match shared.failed() {

@@ -97,7 +97,6 @@ impl WalWriter {
         self.next_index
     }
 
-
     /// Appends one encoded batch holding `count` records from `first_index`, durably.
     pub fn append(&mut self, batch: &[u8], first_index: u64, count: u64) -> Result<()> {
         assert_eq!(first_index, self.next_index, "wal appends must be dense");
