@@ -39,7 +39,7 @@ impl Config {
             batch_bytes_max: 4 * 1024 * 1024,
             wal_segment_bytes_max: 64 * 1024 * 1024,
             store_sync_interval: Duration::from_secs(2),
-            store_sync_records: 10_000,
+            store_sync_records: 50_000,
             watch_events_buffered_max: 65_536,
         }
     }
