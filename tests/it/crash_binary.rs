@@ -108,3 +108,30 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
     assert_eq!(next, current + 1);
     assert!(acked.len() >= 2000, "{} acknowledged", acked.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_cleanly_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut t4 = T4Process::start(dir.path(), port).await;
+    let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
+    for index in 0..100 {
+        client.put(format!("/term/{index:03}"), "v", None).await.unwrap();
+    }
+    tracing::info!("--- SIGTERM: the process exits 0 on its own");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(t4.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let mut status = None;
+    for _ in 0..100 {
+        status = t4.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.is_some_and(|status| status.success()), "t4 did not exit cleanly on SIGTERM: {status:?}");
+    let t4 = T4Process::start(dir.path(), port).await;
+    let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
+    let all = client.get("/term/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(all.count(), 100);
+}
