@@ -9,6 +9,8 @@ use std::time::Duration;
 use etcd_client::{GetOptions, WatchOptions};
 use futures::StreamExt;
 
+use crate::server::await_endpoint;
+
 struct T4Process {
     child: Child,
     endpoint: String,
@@ -25,15 +27,8 @@ impl T4Process {
             .spawn()
             .unwrap();
         let process = Self { child, endpoint };
-        for _ in 0..100 {
-            if let Ok(mut client) = etcd_client::Client::connect([process.endpoint.clone()], None).await {
-                if client.status().await.is_ok() {
-                    return process;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("t4 did not come up on {}", process.endpoint);
+        assert!(await_endpoint(&process.endpoint).await, "t4 did not come up on {}", process.endpoint);
+        process
     }
 
     fn kill_9(&mut self) {

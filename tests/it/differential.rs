@@ -168,35 +168,26 @@ fn normalize_txn(response: &mut TxnResponse) {
 
 type Answer = Result<String, (tonic::Code, String)>;
 
+/// The response with identity blanked, as text, or the error's code and message.
+fn answer<T: std::fmt::Debug>(outcome: Result<tonic::Response<T>, tonic::Status>, blank: impl FnOnce(&mut T)) -> Answer {
+    match outcome {
+        Ok(response) => {
+            let mut response = response.into_inner();
+            blank(&mut response);
+            Ok(format!("{response:?}"))
+        }
+        Err(status) => Err((status.code(), status.message().to_string())),
+    }
+}
+
 async fn send(client: &mut KvClient<Channel>, op: &Op) -> Answer {
-    let outcome = match op.clone() {
-        Op::Range(request) => client.range(request).await.map(|response| {
-            let mut response = response.into_inner();
-            normalize(&mut response.header);
-            format!("{response:?}")
-        }),
-        Op::Put(request) => client.put(request).await.map(|response| {
-            let mut response = response.into_inner();
-            normalize(&mut response.header);
-            format!("{response:?}")
-        }),
-        Op::Delete(request) => client.delete_range(request).await.map(|response| {
-            let mut response = response.into_inner();
-            normalize(&mut response.header);
-            format!("{response:?}")
-        }),
-        Op::Txn(request) => client.txn(request).await.map(|response| {
-            let mut response = response.into_inner();
-            normalize_txn(&mut response);
-            format!("{response:?}")
-        }),
-        Op::Compact(request) => client.compact(request).await.map(|response| {
-            let mut response = response.into_inner();
-            normalize(&mut response.header);
-            format!("{response:?}")
-        }),
-    };
-    outcome.map_err(|status| (status.code(), status.message().to_string()))
+    match op.clone() {
+        Op::Range(request) => answer(client.range(request).await, |response| normalize(&mut response.header)),
+        Op::Put(request) => answer(client.put(request).await, |response| normalize(&mut response.header)),
+        Op::Delete(request) => answer(client.delete_range(request).await, |response| normalize(&mut response.header)),
+        Op::Txn(request) => answer(client.txn(request).await, normalize_txn),
+        Op::Compact(request) => answer(client.compact(request).await, |response| normalize(&mut response.header)),
+    }
 }
 
 async fn history(url: String, from: i64, through: i64) -> Vec<String> {

@@ -2,7 +2,8 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+
+use crate::server::await_endpoint;
 
 pub struct EtcdProcess {
     child: Child,
@@ -33,15 +34,8 @@ impl EtcdProcess {
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start etcd ({error}): scripts/test.sh installs etcd-server 3.4"));
         let process = Self { child, endpoint: format!("127.0.0.1:{client}"), _dir: dir };
-        for _ in 0..100 {
-            if let Ok(mut client) = etcd_client::Client::connect([process.endpoint.clone()], None).await {
-                if client.status().await.is_ok() {
-                    return process;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("etcd at {} did not come up", process.endpoint);
+        assert!(await_endpoint(&process.endpoint).await, "etcd at {} did not come up", process.endpoint);
+        process
     }
 
     pub fn url(&self) -> String {

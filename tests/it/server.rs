@@ -96,3 +96,16 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Some((code, body))
 }
+
+/// Waits until an etcd v3 endpoint answers Status; false after ~10 s.
+pub async fn await_endpoint(endpoint: &str) -> bool {
+    for _ in 0..200 {
+        if let Ok(mut client) = etcd_client::Client::connect([endpoint.to_string()], None).await {
+            if client.status().await.is_ok() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
