@@ -130,14 +130,6 @@ impl Store {
         self.compact_revision.load(Ordering::SeqCst)
     }
 
-    /// Bytes the store file occupies.
-    pub fn size_bytes(&self) -> Result<u64> {
-        let txn = self.db.begin_write()?;
-        let stats = txn.stats()?;
-        txn.abort()?;
-        Ok(stats.allocated_pages() * stats.page_size() as u64)
-    }
-
     /// etcd's Range at the newest revision a reader may see, `visible`.
     pub fn range(&self, request: &RangeRequest, visible: i64) -> Result<RangeResponse> {
         let txn = self.db.begin_read()?;

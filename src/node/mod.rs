@@ -209,10 +209,15 @@ impl Node {
         self.shared.stats.snapshot()
     }
 
-    /// Bytes the store file occupies.
+    /// Bytes the store file occupies. Reads the file's length: it never waits for the
+    /// writer (a redb write transaction would).
     pub async fn store_size_bytes(&self) -> Result<u64> {
-        let store = self.shared.store.clone();
-        crate::env::blocking(move || store.size_bytes()).await
+        let disk = self.shared.env.disk.clone();
+        crate::env::blocking(move || {
+            let file = disk.open(crate::mvcc::STORE_FILE, false).map_err(|error| Error::storage("open store", error))?;
+            file.len().map_err(|error| Error::storage("stat store", error))
+        })
+        .await
     }
 
     /// Stops accepting writes, lets queued ones finish, makes the store durable and drops
