@@ -6,7 +6,31 @@ use t4_proto::mvccpb::KeyValue;
 /// Encoding version of an entry; bump with a reader for the old one.
 const ENTRY_FORMAT: u8 = 1;
 const FLAG_TOMBSTONE: u8 = 1;
-const HEADER_BYTES: usize = 1 + 1 + 4 + 8 * 4 + 4;
+/// Where the CRC32C sits; it covers every other byte of the entry. redb checks its own
+/// structure but not the bytes of a value, so a flipped bit in a page would otherwise be
+/// served as data.
+const CRC_AT: usize = 1 + 1 + 4 + 8 * 4 + 4;
+const HEADER_BYTES: usize = CRC_AT + 4;
+
+fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&bytes[..CRC_AT]), &bytes[HEADER_BYTES..])
+}
+
+/// Checks length, format and checksum before any field is read.
+fn verify(bytes: &[u8]) -> Result<()> {
+    let corrupt = |what: &str| Err(Error::Corrupt(format!("store entry: {what}")));
+    if bytes.len() < HEADER_BYTES {
+        return corrupt("shorter than its header");
+    }
+    if bytes[0] != ENTRY_FORMAT {
+        return corrupt(&format!("unknown format {}", bytes[0]));
+    }
+    let stored = u32::from_le_bytes(bytes[CRC_AT..HEADER_BYTES].try_into().expect("4 bytes"));
+    if stored != checksum(bytes) {
+        return corrupt("checksum mismatch");
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKv {
@@ -23,6 +47,18 @@ pub struct StoredKv {
 }
 
 impl StoredKv {
+    /// Decodes an entry that must be the one filed at `(key, revision, sub)`; any other is
+    /// corruption (a flipped key or a misdirected write in the store file).
+    pub fn decode_expected(bytes: &[u8], key: Option<&[u8]>, revision: Option<(u64, u32)>) -> Result<Self> {
+        let entry = Self::decode(bytes)?;
+        let key_matches = key.is_none_or(|key| entry.key == key);
+        let revision_matches = revision.is_none_or(|(revision, sub)| entry.mod_revision as u64 == revision && entry.sub == sub);
+        if !key_matches || !revision_matches {
+            return Err(Error::Corrupt(format!("store entry at revision {} is filed in the wrong place", entry.mod_revision)));
+        }
+        Ok(entry)
+    }
+
     pub fn to_key_value(&self, keys_only: bool) -> KeyValue {
         debug_assert!(!self.tombstone, "a tombstone is never returned as a live key");
         KeyValue {
@@ -49,19 +85,18 @@ impl StoredKv {
             out.extend_from_slice(&number.to_le_bytes());
         }
         out.extend_from_slice(&self.sub.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&self.key);
         out.extend_from_slice(&self.value);
+        let crc = checksum(&out);
+        out[CRC_AT..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        debug_assert!(verify(&out).is_ok());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        verify(bytes)?;
         let corrupt = |what: &str| Error::Corrupt(format!("store entry: {what}"));
-        if bytes.len() < HEADER_BYTES {
-            return Err(corrupt("shorter than its header"));
-        }
-        if bytes[0] != ENTRY_FORMAT {
-            return Err(corrupt(&format!("unknown format {}", bytes[0])));
-        }
         let flags = bytes[1];
         if flags & !FLAG_TOMBSTONE != 0 {
             return Err(corrupt("unknown flags"));
@@ -92,10 +127,13 @@ impl StoredKv {
     }
 }
 
-/// `(mod_revision, tombstone)` of an encoded entry without copying key or value.
-pub fn peek_revision(bytes: &[u8]) -> Result<(i64, bool)> {
-    if bytes.len() < HEADER_BYTES || bytes[0] != ENTRY_FORMAT {
-        return Err(Error::Corrupt("store entry: bad header".into()));
+/// `(mod_revision, tombstone)` of an encoded entry filed under `key`, without copying key
+/// or value. The entry must be intact and carry that key.
+pub fn peek_revision(bytes: &[u8], key: &[u8]) -> Result<(i64, bool)> {
+    verify(bytes)?;
+    let key_len = u32::from_le_bytes(bytes[2..6].try_into().expect("4 bytes")) as usize;
+    if bytes.get(HEADER_BYTES..HEADER_BYTES + key_len) != Some(key) {
+        return Err(Error::Corrupt("store entry filed under another key".into()));
     }
     let mod_revision = i64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
     Ok((mod_revision, bytes[1] & FLAG_TOMBSTONE != 0))
@@ -122,5 +160,27 @@ mod tests {
         let mut bad = entry.encode();
         bad[0] = 2;
         assert!(StoredKv::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let entry = StoredKv {
+            key: b"key".to_vec(),
+            create_revision: 2,
+            mod_revision: 9,
+            version: 4,
+            lease: 0,
+            sub: 0,
+            tombstone: false,
+            value: b"some value".to_vec(),
+        };
+        let encoded = entry.encode();
+        for index in 0..encoded.len() * 8 {
+            let mut flipped = encoded.clone();
+            flipped[index / 8] ^= 1 << (index % 8);
+            assert!(StoredKv::decode(&flipped).is_err(), "bit {index} flipped went unnoticed");
+            assert!(peek_revision(&flipped, b"key").is_err(), "bit {index} flipped went unnoticed by peek");
+        }
+        assert!(peek_revision(&encoded, b"other").is_err(), "an entry filed under another key is corrupt");
     }
 }

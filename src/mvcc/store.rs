@@ -28,10 +28,44 @@ pub const STORE_FILE: &str = "store.redb";
 /// Version of the table layout; a reader for the previous one ships with any change.
 const STORE_FORMAT: u64 = 1;
 const META_FORMAT: &str = "format";
-pub(super) const META_APPLIED_INDEX: &str = "applied_index";
-pub(super) const META_REVISION: &str = "revision";
+const META_APPLIED_INDEX: &str = "applied_index";
+const META_REVISION: &str = "revision";
 /// Stored as the bits of an i64; -1 until the first compaction (etcd compacts at 0 too).
-pub(super) const META_COMPACT_REVISION: &str = "compact_revision";
+const META_COMPACT_REVISION: &str = "compact_revision";
+/// CRC32C over the three values above: a flipped bit in them is caught, not trusted.
+const META_CHECKSUM: &str = "position_crc";
+
+fn position_checksum(position: Position) -> u64 {
+    let mut bytes = Vec::with_capacity(24);
+    bytes.extend_from_slice(&position.index.to_le_bytes());
+    bytes.extend_from_slice(&position.revision.to_le_bytes());
+    bytes.extend_from_slice(&position.compact_revision.to_le_bytes());
+    u64::from(crc32c::crc32c(&bytes))
+}
+
+/// Records where the store stands, with its checksum, in the same transaction as the data.
+pub(super) fn write_position(meta: &mut redb::Table<'_, &'static str, u64>, position: Position) -> Result<()> {
+    meta.insert(META_APPLIED_INDEX, position.index)?;
+    meta.insert(META_REVISION, position.revision as u64)?;
+    meta.insert(META_COMPACT_REVISION, position.compact_revision as u64)?;
+    meta.insert(META_CHECKSUM, position_checksum(position))?;
+    Ok(())
+}
+
+fn read_position(meta: &impl ReadableTable<&'static str, u64>) -> Result<Position> {
+    let read = |name: &str| -> Result<u64> {
+        meta.get(name)?.map(|value| value.value()).ok_or_else(|| Error::Corrupt(format!("store meta lacks {name}")))
+    };
+    let position = Position {
+        index: read(META_APPLIED_INDEX)?,
+        revision: read(META_REVISION)? as i64,
+        compact_revision: read(META_COMPACT_REVISION)? as i64,
+    };
+    if read(META_CHECKSUM)? != position_checksum(position) {
+        return Err(Error::Corrupt("store meta checksum mismatch".into()));
+    }
+    Ok(position)
+}
 
 /// A request that goes through the writer.
 #[derive(Debug, Clone)]
@@ -80,6 +114,10 @@ impl Store {
     /// Opens (or creates) the store file on `disk`. redb repairs itself to its last durable
     /// commit after a crash; the caller then replays the WAL from [`Store::applied_index`].
     pub fn open(disk: &dyn Disk, fence: StorageFence) -> Result<Self> {
+        guarded("open", || Self::open_unguarded(disk, fence))
+    }
+
+    fn open_unguarded(disk: &dyn Disk, fence: StorageFence) -> Result<Self> {
         let existed = disk.exists(STORE_FILE).map_err(|error| Error::storage("stat store", error))?;
         let file = disk.open(STORE_FILE, true).map_err(|error| Error::storage("open store", error))?;
         if !existed {
@@ -89,7 +127,7 @@ impl Store {
         }
         let db = redb::Builder::new().create_with_backend(RedbBackend::new(file, fence))?;
         let txn = db.begin_write()?;
-        let (format, index, revision, compact) = {
+        let (format, position) = {
             txn.open_table(KV_REV)?;
             txn.open_table(KV_INDEX)?;
             txn.open_table(KV_LATEST)?;
@@ -97,14 +135,9 @@ impl Store {
             let format = meta.get(META_FORMAT)?.map(|value| value.value());
             if format.is_none() {
                 meta.insert(META_FORMAT, STORE_FORMAT)?;
-                meta.insert(META_APPLIED_INDEX, 0)?;
-                meta.insert(META_REVISION, 1)?;
-                meta.insert(META_COMPACT_REVISION, -1i64 as u64)?;
+                write_position(&mut meta, Position { revision: 1, index: 0, compact_revision: -1 })?;
             }
-            let read = |name: &str| -> Result<u64> {
-                meta.get(name)?.map(|value| value.value()).ok_or_else(|| Error::Corrupt(format!("store meta lacks {name}")))
-            };
-            (format.unwrap_or(STORE_FORMAT), read(META_APPLIED_INDEX)?, read(META_REVISION)?, read(META_COMPACT_REVISION)?)
+            (format.unwrap_or(STORE_FORMAT), read_position(&meta)?)
         };
         if format != STORE_FORMAT {
             return Err(Error::Corrupt(format!("store format {format} is not {STORE_FORMAT}")));
@@ -112,9 +145,9 @@ impl Store {
         txn.commit()?;
         Ok(Self {
             db,
-            applied_revision: AtomicI64::new(revision as i64),
-            applied_index: AtomicU64::new(index),
-            compact_revision: AtomicI64::new(compact as i64),
+            applied_revision: AtomicI64::new(position.revision),
+            applied_index: AtomicU64::new(position.index),
+            compact_revision: AtomicI64::new(position.compact_revision),
         })
     }
 
@@ -132,6 +165,10 @@ impl Store {
 
     /// etcd's Range at the newest revision a reader may see, `visible`.
     pub fn range(&self, request: &RangeRequest, visible: i64) -> Result<RangeResponse> {
+        guarded("read", || self.range_unguarded(request, visible))
+    }
+
+    fn range_unguarded(&self, request: &RangeRequest, visible: i64) -> Result<RangeResponse> {
         let txn = self.db.begin_read()?;
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
         let compact = read_compact_revision(&txn)?;
@@ -140,6 +177,10 @@ impl Store {
 
     /// CRC32C over every entry of `kv_rev` at or below `revision`, in log order.
     pub fn hash_through(&self, revision: i64) -> Result<u32> {
+        guarded("hash", || self.hash_unguarded(revision))
+    }
+
+    fn hash_unguarded(&self, revision: i64) -> Result<u32> {
         let txn = self.db.begin_read()?;
         let compact = read_compact_revision(&txn)?;
         if revision < compact {
@@ -156,6 +197,10 @@ impl Store {
 
     /// Events of revisions `from..=to` in `span` (watch catch-up). `to` must be visible.
     pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
+        guarded("watch read", || self.events_unguarded(span, from, to, prev_kv))
+    }
+
+    fn events_unguarded(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
         let txn = self.db.begin_read()?;
         let compact = read_compact_revision(&txn)?;
         if from < compact {
@@ -170,6 +215,10 @@ impl Store {
     /// `want_events` (someone is watching). A request-level error leaves no trace; a storage
     /// error fails the whole batch and nothing of it is committed.
     pub fn apply_batch(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
+        guarded("write", || self.apply_unguarded(requests, want_events))
+    }
+
+    fn apply_unguarded(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
         let txn = self.begin()?;
         let mut applied = Vec::with_capacity(requests.len());
         let position = {
@@ -187,6 +236,10 @@ impl Store {
     /// Re-applies records read back from the WAL after a crash (indexes must follow
     /// `applied_index` densely; the revision of each txn must be the next one).
     pub fn replay(&self, records: &[Record]) -> Result<()> {
+        guarded("replay", || self.replay_unguarded(records))
+    }
+
+    fn replay_unguarded(&self, records: &[Record]) -> Result<()> {
         for chunk in records.chunks(1024) {
             let txn = self.begin()?;
             let position = {
@@ -225,6 +278,10 @@ impl Store {
 
     /// Makes every commit so far durable (one fsync of the store file).
     pub fn sync_durable(&self) -> Result<()> {
+        guarded("sync", || self.sync_unguarded())
+    }
+
+    fn sync_unguarded(&self) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
         txn.commit()?;
@@ -232,10 +289,22 @@ impl Store {
     }
 }
 
+/// Runs a store operation, turning a panic inside redb (it panics on some damaged pages
+/// rather than returning an error) into `Corrupt`: damage must be reported, never crash the
+/// process or be served.
+fn guarded<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message =
+                panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("panic");
+            Err(Error::Corrupt(format!("store {what} failed on damaged data: {message}")))
+        }
+    }
+}
+
 fn read_compact_revision(txn: &redb::ReadTransaction) -> Result<i64> {
-    let meta = txn.open_table(META)?;
-    let stored = meta.get(META_COMPACT_REVISION)?.ok_or_else(|| Error::Corrupt("store meta lacks compact_revision".into()))?;
-    Ok(stored.value() as i64)
+    Ok(read_position(&txn.open_table(META)?)?.compact_revision)
 }
 
 /// Range at `visible` over any view (a read transaction, or the writer inside a txn).

@@ -24,8 +24,8 @@ use crate::wal::{Change, ChangeKind, Record, RecordBody};
 use super::codec::StoredKv;
 use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
+use super::store::write_position;
 use super::store::{range_in, Applied, RevisionEvents, WriteRequest, WriteResponse};
-use super::store::{META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION};
 use super::view::{event_of, View, KV_INDEX, KV_LATEST, KV_REV, META};
 
 /// Where the store stands: last revision, last applied WAL index, compaction point.
@@ -77,9 +77,7 @@ impl<'t> Writer<'t> {
 
     /// Records where the store now stands; returns it.
     pub fn finish(mut self) -> Result<Position> {
-        self.meta.insert(META_APPLIED_INDEX, self.position.index)?;
-        self.meta.insert(META_REVISION, self.position.revision as u64)?;
-        self.meta.insert(META_COMPACT_REVISION, self.position.compact_revision as u64)?;
+        write_position(&mut self.meta, self.position)?;
         Ok(self.position)
     }
 
@@ -389,7 +387,12 @@ impl<'t> Writer<'t> {
             entries.push((guard.value().1, sub.value()));
         }
         let Some(&(newest_revision, newest_sub)) = entries.last() else { return Ok(()) };
-        let newest = self.view.revs.get((newest_revision, newest_sub))?.map(|bytes| StoredKv::decode(bytes.value())).transpose()?;
+        let newest = self
+            .view
+            .revs
+            .get((newest_revision, newest_sub))?
+            .map(|bytes| StoredKv::decode_expected(bytes.value(), Some(key), Some((newest_revision, newest_sub))))
+            .transpose()?;
         let drop_newest = newest.as_ref().is_some_and(|entry| entry.tombstone);
         let drop_count = if drop_newest { entries.len() } else { entries.len() - 1 };
         for &(entry_revision, sub) in &entries[..drop_count] {

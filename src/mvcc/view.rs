@@ -32,7 +32,7 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
     /// The newest entry of `key` (possibly a tombstone).
     pub fn latest(&self, key: &[u8]) -> Result<Option<StoredKv>> {
         match self.latest.get(key)? {
-            Some(bytes) => Ok(Some(StoredKv::decode(bytes.value())?)),
+            Some(bytes) => Ok(Some(StoredKv::decode_expected(bytes.value(), Some(key), None)?)),
             None => Ok(None),
         }
     }
@@ -40,8 +40,12 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
     /// The live entry of `key` at `revision`, or None if absent (or deleted) then.
     pub fn live_at(&self, key: &[u8], revision: i64) -> Result<Option<StoredKv>> {
         let Some(bytes) = self.latest.get(key)? else { return Ok(None) };
-        let (mod_revision, _) = peek_revision(bytes.value())?;
-        let entry = if mod_revision <= revision { Some(StoredKv::decode(bytes.value())?) } else { self.history_at(key, revision)? };
+        let (mod_revision, _) = peek_revision(bytes.value(), key)?;
+        let entry = if mod_revision <= revision {
+            Some(StoredKv::decode_expected(bytes.value(), Some(key), None)?)
+        } else {
+            self.history_at(key, revision)?
+        };
         Ok(entry.filter(|entry| !entry.tombstone))
     }
 
@@ -54,12 +58,12 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
         let Some(found) = range.next_back() else { return Ok(None) };
         let (guard_key, sub) = found?;
         let (_, entry_revision) = guard_key.value();
-        self.entry(entry_revision, sub.value())
+        self.entry(key, entry_revision, sub.value())
     }
 
-    fn entry(&self, revision: u64, sub: u32) -> Result<Option<StoredKv>> {
+    fn entry(&self, key: &[u8], revision: u64, sub: u32) -> Result<Option<StoredKv>> {
         match self.revs.get((revision, sub))? {
-            Some(bytes) => Ok(Some(StoredKv::decode(bytes.value())?)),
+            Some(bytes) => Ok(Some(StoredKv::decode_expected(bytes.value(), Some(key), Some((revision, sub)))?)),
             None => Err(crate::Error::Corrupt(format!("index names revision {revision}.{sub}, which is missing"))),
         }
     }
@@ -69,13 +73,13 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
     pub fn scan(&self, span: &KeySpan, revision: i64, fetch_max: Option<usize>, count_only: bool, keys_only: bool) -> Result<RangeScan> {
         let mut scan = RangeScan { kvs: Vec::new(), count: 0 };
         let mut visit = |key: &[u8], bytes: &[u8]| -> Result<()> {
-            let (mod_revision, tombstone) = peek_revision(bytes)?;
+            let (mod_revision, tombstone) = peek_revision(bytes, key)?;
             let want = !count_only && fetch_max.is_none_or(|max| scan.kvs.len() < max);
             if mod_revision <= revision {
                 if !tombstone {
                     scan.count += 1;
                     if want {
-                        scan.kvs.push(StoredKv::decode(bytes)?.to_key_value(keys_only));
+                        scan.kvs.push(StoredKv::decode_expected(bytes, Some(key), None)?.to_key_value(keys_only));
                     }
                 }
             } else if let Some(entry) = self.history_at(key, revision)?.filter(|entry| !entry.tombstone) {
@@ -115,8 +119,8 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
             return Ok(out);
         }
         for item in self.revs.range::<(u64, u32)>((from as u64, 0)..=(to as u64, u32::MAX))? {
-            let (_, bytes) = item?;
-            let entry = StoredKv::decode(bytes.value())?;
+            let (position, bytes) = item?;
+            let entry = StoredKv::decode_expected(bytes.value(), None, Some(position.value()))?;
             if !span.contains(&entry.key) {
                 continue;
             }

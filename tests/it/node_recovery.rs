@@ -128,3 +128,59 @@ async fn corruption_in_the_log_fails_closed() {
     let error = sim_node(&disk).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_file_is_refused_or_read_correctly_never_misread() {
+    let disk = SimDisk::new();
+    let node = sim_node(&disk).await.unwrap();
+    for index in 0..300 {
+        node.put(format!("k{index:04}"), format!("value-{index}")).await.unwrap();
+    }
+    node.close().await.unwrap();
+    drop(node);
+    let pristine = disk.clone();
+    let len = pristine.file_len("store.redb").unwrap();
+    let mut refused = 0;
+    for (round, offset) in (0..len).step_by((len / 24).max(1) as usize).enumerate() {
+        tracing::info!("--- flip a bit at byte {offset} of the store file");
+        let damaged = SimDisk::new();
+        for path in pristine.paths() {
+            copy_file(&pristine, &damaged, &path);
+        }
+        damaged.flip_bit("store.redb", offset, (round % 8) as u8).unwrap();
+        let outcome = match sim_node(&damaged).await {
+            Err(error) => Err(error),
+            Ok(node) => node
+                .range(t4::proto::etcdserverpb::RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() })
+                .await
+                .map(|response| (response.count, response.kvs)),
+        };
+        match outcome {
+            Ok((count, kvs)) => {
+                assert_eq!(count, 300, "flip at {offset}: a store that opens must hold every key");
+                for (index, kv) in kvs.iter().enumerate() {
+                    assert_eq!(kv.value, format!("value-{index}").into_bytes(), "flip at {offset}: misread value");
+                }
+            }
+            Err(error) => {
+                assert!(matches!(error.kind(), ErrorKind::Corrupt | ErrorKind::StorageFailure), "flip at {offset}: {error}");
+                refused += 1;
+            }
+        }
+    }
+    tracing::info!(refused, "damaged stores refused");
+}
+
+fn copy_file(from: &SimDisk, to: &SimDisk, path: &str) {
+    use t4::env::Disk;
+    if let Some((dir, _)) = path.rsplit_once('/') {
+        to.create_dir_all(dir).unwrap();
+    }
+    let source = from.open(path, false).unwrap();
+    let mut bytes = vec![0; source.len().unwrap() as usize];
+    source.read_at(0, &mut bytes).unwrap();
+    let target = to.open(path, true).unwrap();
+    target.write_at(0, &bytes).unwrap();
+    target.sync_data().unwrap();
+    to.sync_dir(path.rsplit_once('/').map_or("", |(dir, _)| dir)).unwrap();
+}
