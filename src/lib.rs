@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod object;
+pub mod s3server;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod wal;
