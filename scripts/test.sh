@@ -22,6 +22,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+command -v aws >/dev/null 2>&1 || python3 -m pip install -q awscli     # s4 client tests
+python3 -c "import boto3" 2>/dev/null || python3 -m pip install -q boto3
 etcd --version | head -1
 etcdctl version | head -1
 

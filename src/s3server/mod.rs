@@ -7,4 +7,8 @@
 //! multipart, versioning, lifecycle and compaction (README, "Not built yet").
 
 pub mod engine;
+#[cfg(feature = "s4")]
+pub mod server;
+#[cfg(feature = "s4")]
+pub mod service;
 mod volume;

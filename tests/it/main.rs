@@ -9,5 +9,6 @@ mod grpc_api;
 mod node_api;
 mod node_recovery;
 mod node_watch;
+mod s4_clients;
 mod server;
 mod support;

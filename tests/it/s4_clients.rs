@@ -1,0 +1,70 @@
+//! The `s4` binary against real S3 clients: the aws CLI and boto3 (tests/s4/).
+
+use std::process::{Child, Command, Stdio};
+
+struct S4Process {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+const ACCESS: &str = "s4-test-access";
+const SECRET: &str = "s4-test-secret-key";
+
+impl S4Process {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_s4"))
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
+            .arg(dir.path())
+            .env("S4_ACCESS_KEY_ID", ACCESS)
+            .env("S4_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self { child, endpoint: format!("http://127.0.0.1:{port}"), _dir: dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return process;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("s4 did not come up on {}", process.endpoint);
+    }
+
+    fn run(&self, program: &str, script: &str, extra: &[&str]) {
+        let script = format!("{}/tests/s4/{script}", env!("CARGO_MANIFEST_DIR"));
+        let output = Command::new(program)
+            .arg(&script)
+            .args([self.endpoint.as_str(), ACCESS, SECRET])
+            .args(extra)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {program} ({error}): scripts/test.sh installs it"));
+        assert!(
+            output.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for S4Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_works_against_s4() {
+    let s4 = S4Process::start().await;
+    s4.run("bash", "awscli_smoke.sh", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_operations_errors_conditions_and_the_create_only_race() {
+    let s4 = S4Process::start().await;
+    s4.run("python3", "boto3_suite.py", &["1000"]);
+}
