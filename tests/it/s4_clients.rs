@@ -13,8 +13,11 @@ const SECRET: &str = "s4-test-secret-key";
 
 impl S4Process {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(tempfile::tempdir().unwrap(), port).await
+    }
+
+    async fn start_on(dir: tempfile::TempDir, port: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_s4"))
             .args(["--bind", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
             .arg(dir.path())
@@ -33,12 +36,20 @@ impl S4Process {
         panic!("s4 did not come up on {}", process.endpoint);
     }
 
-    fn run(&self, program: &str, script: &str, extra: &[&str]) {
+    fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn script(&self, program: &str, script: &str, extra: &[&str]) -> Command {
         let script = format!("{}/tests/s4/{script}", env!("CARGO_MANIFEST_DIR"));
-        let output = Command::new(program)
-            .arg(&script)
-            .args([self.endpoint.as_str(), ACCESS, SECRET])
-            .args(extra)
+        let mut command = Command::new(program);
+        command.arg(&script).args([self.endpoint.as_str(), ACCESS, SECRET]).args(extra);
+        command
+    }
+
+    fn run(&self, program: &str, script: &str, extra: &[&str]) {
+        let output = self
+            .script(program, script, extra)
             .output()
             .unwrap_or_else(|error| panic!("cannot run {program} ({error}): scripts/test.sh installs it"));
         assert!(
@@ -67,4 +78,22 @@ async fn the_aws_cli_works_against_s4() {
 async fn boto3_operations_errors_conditions_and_the_create_only_race() {
     let s4 = S4Process::start().await;
     s4.run("python3", "boto3_suite.py", &["1000"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_put_and_delete_load_loses_nothing_acknowledged() {
+    let s4 = S4Process::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_dir = logs.path().to_str().unwrap().to_string();
+    let mut load = s4.script("python3", "crash_load.py", &[&log_dir]).spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let mut s4 = s4;
+    let port = s4.port();
+    s4.child.kill().unwrap(); // SIGKILL
+    s4.child.wait().unwrap();
+    assert!(load.wait().unwrap().success(), "the load script itself failed");
+    let dir = std::mem::replace(&mut s4._dir, tempfile::tempdir().unwrap());
+    drop(s4);
+    let s4 = S4Process::start_on(dir, port).await;
+    s4.run("python3", "crash_verify.py", &[&log_dir]);
 }
