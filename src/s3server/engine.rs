@@ -109,6 +109,11 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Opens (or creates) the engine on `disk` and starts its committer task.
     pub async fn open(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
+        Self::open_with(disk, clock, volume::VOLUME_BYTES_MAX).await
+    }
+
+    /// [`Engine::open`] with volumes rotated past `volume_bytes_max`.
+    pub async fn open_with(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, volume_bytes_max: u64) -> Result<Self, EngineError> {
         let opened = disk.clone();
         let (db, active) = crate::env::blocking(move || -> Result<_, EngineError> {
             let existed = opened.exists(META_FILE).map_err(storage)?;
@@ -121,7 +126,7 @@ impl Engine {
             txn.open_table(BUCKETS).map_err(storage)?;
             txn.open_table(OBJECTS).map_err(storage)?;
             txn.commit().map_err(storage)?;
-            Ok((db, ActiveVolume::open(opened.as_ref()).map_err(storage)?))
+            Ok((db, ActiveVolume::open(opened.clone(), volume_bytes_max).map_err(storage)?))
         })
         .await?;
         let inner = Arc::new(Inner { disk, clock, db, active: Mutex::new(active), readers: Mutex::new(BTreeMap::new()) });

@@ -145,3 +145,30 @@ async fn a_damaged_body_is_refused() {
     disk.flip_bit(&volume::volume_name(1), info.location.offset + 3, 1).unwrap();
     assert!(matches!(engine.get_object("b", "k", None).await, Err(EngineError::Corrupt(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_rotate_and_every_body_stays_durable() {
+    let disk = SimDisk::new();
+    let open = || Engine::open_with(Arc::new(disk.clone()), Arc::new(RealClock::new()), 4096);
+    let engine = open().await.unwrap();
+    engine.create_bucket("b").await.unwrap();
+    let mut puts = Vec::new();
+    for index in 0..40 {
+        let (engine, body) = (engine.clone(), Bytes::from(vec![index as u8; 1000]));
+        puts.push(tokio::spawn(async move {
+            engine.put_object("b", &format!("k{index}"), body, None, BTreeMap::new(), WriteCondition::None).await
+        }));
+    }
+    for put in puts {
+        put.await.unwrap().unwrap();
+    }
+    drop(engine);
+    disk.crash(CrashMode::LoseUnsynced);
+    let volumes = disk.paths().iter().filter(|path| path.starts_with("volumes/")).count();
+    assert!(volumes >= 5, "40 KB in 4 KB volumes must rotate: {volumes} volumes");
+    let engine = open().await.unwrap();
+    for index in 0..40u8 {
+        let (_, body) = engine.get_object("b", &format!("k{index}"), None).await.unwrap();
+        assert_eq!(body, vec![index; 1000]);
+    }
+}

@@ -239,6 +239,29 @@ impl S3 for S4 {
         Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
     }
 
+    async fn list_objects(&self, request: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = request.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.map_or(LIST_KEYS_MAX, |keys| (keys.max(0) as usize).min(LIST_KEYS_MAX));
+        let page = list_page(&self.engine, &input.bucket, &prefix, input.marker.as_deref(), input.delimiter.as_deref(), max_keys)?;
+        // V1 sends NextMarker only with a delimiter; clients otherwise continue from the last key.
+        let next_marker = if input.delimiter.is_some() { page.next.clone() } else { None };
+        let output = ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            marker: input.marker,
+            max_keys: Some(max_keys as i32),
+            is_truncated: Some(page.next.is_some()),
+            contents: Some(page.contents),
+            common_prefixes: Some(page.common_prefixes),
+            delimiter: input.delimiter,
+            next_marker,
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
     async fn list_objects_v2(&self, request: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = request.input;
         let prefix = input.prefix.clone().unwrap_or_default();

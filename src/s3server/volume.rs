@@ -13,6 +13,8 @@ const RECORD_MAGIC: u32 = 0x5256_3453; // "S4VR" little-endian
 const RECORD_VERSION: u16 = 1;
 pub const RECORD_HEADER_BYTES: u64 = 32;
 pub const VOLUME_DIR: &str = "volumes";
+/// A new volume starts once the active one is past this size.
+pub const VOLUME_BYTES_MAX: u64 = 1 << 30;
 
 /// Where a body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +45,15 @@ fn header(len: u64, crc: u32) -> [u8; RECORD_HEADER_BYTES as usize] {
 /// run while further appends land (they are covered by a later sync).
 pub struct ActiveVolume {
     pub id: u32,
+    disk: Arc<dyn Disk>,
     file: Arc<dyn DiskFile>,
     end: u64,
+    bytes_max: u64,
 }
 
 impl ActiveVolume {
     /// Opens the newest volume (appending after whatever it holds) or creates the first.
-    pub fn open(disk: &dyn Disk) -> std::io::Result<Self> {
+    pub fn open(disk: Arc<dyn Disk>, bytes_max: u64) -> std::io::Result<Self> {
         if !disk.exists(VOLUME_DIR)? {
             disk.create_dir_all(VOLUME_DIR)?;
             disk.sync_dir("")?;
@@ -61,7 +65,7 @@ impl ActiveVolume {
             disk.sync_dir(VOLUME_DIR)?;
         }
         let end = file.len()?;
-        Ok(Self { id, file, end })
+        Ok(Self { id, disk, file, end, bytes_max })
     }
 
     pub fn file(&self) -> Arc<dyn DiskFile> {
@@ -70,6 +74,9 @@ impl ActiveVolume {
 
     /// Writes one record (not yet durable); returns where its body is.
     pub fn append(&mut self, body: &[u8]) -> std::io::Result<Location> {
+        if self.end >= self.bytes_max {
+            self.rotate()?;
+        }
         let crc = crc32c::crc32c(body);
         let mut record = Vec::with_capacity(RECORD_HEADER_BYTES as usize + body.len());
         record.extend_from_slice(&header(body.len() as u64, crc));
@@ -78,6 +85,19 @@ impl ActiveVolume {
         let location = Location { volume: self.id, offset: self.end + RECORD_HEADER_BYTES, len: body.len() as u64, crc };
         self.end += record.len() as u64;
         Ok(location)
+    }
+}
+
+impl ActiveVolume {
+    /// Starts the next volume. The old one is synced first: commits waiting for it sync only
+    /// the active volume, so nothing they reference may be left unsynced behind.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        let id = self.id + 1;
+        let file: Arc<dyn DiskFile> = Arc::from(self.disk.open(&volume_name(id), true)?);
+        self.disk.sync_dir(VOLUME_DIR)?;
+        (self.id, self.file, self.end) = (id, file, 0);
+        Ok(())
     }
 }
 
