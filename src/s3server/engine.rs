@@ -200,6 +200,14 @@ impl Engine {
     /// The object and bytes `[start, end)` of its body (checked against its checksum).
     pub async fn get_object(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<(ObjectInfo, Bytes), EngineError> {
         let info = self.head_object(bucket, key)?;
+        let body = self.read_object(&info, range).await?;
+        Ok((info, body))
+    }
+
+    /// Bytes `[start, end)` of the body `info` describes (from [`Engine::head_object`]).
+    /// Bodies never change in place, so this is the body of exactly that version even if
+    /// the key was overwritten since.
+    pub async fn read_object(&self, info: &ObjectInfo, range: Option<(u64, u64)>) -> Result<Bytes, EngineError> {
         let (start, end) = range.unwrap_or((0, info.size));
         let file = self.reader(info.location.volume)?;
         let location = info.location;
@@ -210,7 +218,7 @@ impl Engine {
                 storage(error)
             }
         })?;
-        Ok((info, Bytes::from(body)))
+        Ok(Bytes::from(body))
     }
 
     /// Keys of `bucket` starting with `prefix`, strictly after `start_after`, at most `limit`.

@@ -169,11 +169,9 @@ impl S3 for S4 {
             Some(range) => Some(range.check(info.size).map_err(|_| s3_error!(InvalidRange))?),
             None => None,
         };
-        let (info, body) = self
-            .engine
-            .get_object(&input.bucket, &input.key, range.as_ref().map(|range| (range.start, range.end)))
-            .await
-            .map_err(s3_error_of)?;
+        // The body of the very version whose headers the preconditions were checked against.
+        let span = range.as_ref().map(|range| (range.start, range.end));
+        let body = self.engine.read_object(&info, span).await.map_err(s3_error_of)?;
         let content_range = range.as_ref().map(|range| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size));
         let length = body.len() as i64;
         let output = GetObjectOutput {
