@@ -58,6 +58,15 @@ where
     work()
 }
 
+/// `bytes` random bytes from the operating system, for secrets only (generated
+/// credentials). Never used on a path the simulator runs.
+pub fn os_random(bytes: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut random = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    Ok(random)
+}
+
 /// Virtual time one blocking disk step takes in the simulator.
 #[cfg(madsim)]
 const SIM_DISK_LATENCY_MICROS: u64 = 50;

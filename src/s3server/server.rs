@@ -45,10 +45,7 @@ pub struct Args {
 
 /// Random credentials from the operating system (only when none were configured).
 fn generated_secret(bytes: usize) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut random = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-    Ok(random.iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(crate::env::os_random(bytes)?.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// Entry point of the `s4` binary; returns the exit code.
