@@ -332,6 +332,19 @@ where
     Ok(RangeResponse { header: Some(ResponseHeader { revision: visible, ..Default::default() }), kvs, more, count: scan.count })
 }
 
+impl WriteRequest {
+    /// Bytes of the request as sent on the wire (what the size limit and batch bound count).
+    pub fn encoded_len(&self) -> usize {
+        use prost::Message;
+        match self {
+            WriteRequest::Put(put) => put.encoded_len(),
+            WriteRequest::DeleteRange(delete) => delete.encoded_len(),
+            WriteRequest::Txn(txn) => txn.encoded_len(),
+            WriteRequest::Compact(compact) => compact.encoded_len(),
+        }
+    }
+}
+
 impl WriteResponse {
     pub fn header_revision(&self) -> i64 {
         let header = match self {

@@ -465,14 +465,7 @@ pub struct Limits {
 
 /// etcd's request checks that need no state: sizes, empty keys, op counts, duplicates.
 pub fn validate_write(request: &WriteRequest, limits: Limits) -> Result<()> {
-    use prost::Message;
-    let encoded_len = match request {
-        WriteRequest::Put(put) => put.encoded_len(),
-        WriteRequest::DeleteRange(delete) => delete.encoded_len(),
-        WriteRequest::Txn(txn) => txn.encoded_len(),
-        WriteRequest::Compact(compact) => compact.encoded_len(),
-    };
-    if encoded_len > limits.request_bytes_max {
+    if request.encoded_len() > limits.request_bytes_max {
         return Err(Error::RequestTooLarge);
     }
     match request {

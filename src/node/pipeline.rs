@@ -214,28 +214,18 @@ async fn writer_loop(
 
 /// Takes `first` and whatever else is queued, within the batch bounds.
 fn gather(shared: &Shared, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
-    let mut bytes = request_bytes(&first.request);
+    let mut bytes = first.request.encoded_len();
     let mut batch = vec![first];
     while batch.len() < shared.config.batch_requests_max && bytes < shared.config.batch_bytes_max {
         match jobs.try_recv() {
             Ok(job) => {
-                bytes += request_bytes(&job.request);
+                bytes += job.request.encoded_len();
                 batch.push(job);
             }
             Err(_) => break,
         }
     }
     batch
-}
-
-fn request_bytes(request: &WriteRequest) -> usize {
-    use prost::Message;
-    match request {
-        WriteRequest::Put(put) => put.encoded_len(),
-        WriteRequest::DeleteRange(delete) => delete.encoded_len(),
-        WriteRequest::Txn(txn) => txn.encoded_len(),
-        WriteRequest::Compact(compact) => compact.encoded_len(),
-    }
 }
 
 /// Applies one batch to the store and hands its WAL bytes to the syncer. Returns the
