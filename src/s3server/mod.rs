@@ -1,12 +1,13 @@
-//! s4's storage engine and (to come) its S3 protocol layer.
+//! s4: an S3-compatible object server (DESIGN §6).
 //!
-//! Built so far: [`engine::Engine`], the storage below the S3 API: bodies in append-only
-//! volume files, metadata in redb, group-committed fsyncs before any success, and
-//! conditional writes (`If-None-Match: *`, `If-Match`) evaluated and committed in one
-//! metadata transaction. Not built yet: the `s4` binary, the S3 protocol (s3s), SigV4,
-//! multipart, versioning, lifecycle and compaction (README, "Not built yet").
+//! [`engine::Engine`] is the storage below the S3 API: bodies in append-only volume files,
+//! metadata in redb, group-committed fsyncs before any success, conditional writes
+//! evaluated and committed in one metadata transaction, versioning, multipart uploads,
+//! lifecycle expiry, dedup and compaction. `service` maps the S3 API (through s3s) onto it;
+//! `server` is the `s4` binary.
 
 pub mod engine;
+mod meta;
 #[cfg(feature = "s4")]
 pub mod server;
 #[cfg(feature = "s4")]
