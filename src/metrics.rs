@@ -14,15 +14,16 @@ const LATENCY_BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
 /// The RPC methods that are counted.
 pub const METHODS: [&str; 5] = ["range", "put", "delete_range", "txn", "compact"];
 
+/// A latency histogram with Prometheus' cumulative buckets.
 #[derive(Debug, Default)]
-struct Histogram {
+pub struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
-    fn observe(&self, elapsed: Duration) {
+    pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
             if seconds <= *bound {
@@ -33,7 +34,7 @@ impl Histogram {
         self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, name: &str, labels: &str, out: &mut String) {
+    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         use std::fmt::Write;
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));

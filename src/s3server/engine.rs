@@ -129,6 +129,9 @@ pub struct LifecycleReport {
 /// Sizes for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
+    /// Commits applied, and the durable metadata transactions (group commits) they took.
+    pub commits: u64,
+    pub batches: u64,
     pub volumes: u64,
     pub volume_bytes: u64,
     pub live_bytes: u64,
@@ -231,6 +234,9 @@ struct Inner {
     gate: RwLock<()>,
     /// One compaction or lifecycle pass at a time.
     maintenance: tokio::sync::Mutex<()>,
+    /// Commits applied, and metadata transactions (each with its fsyncs) they took.
+    commits: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -362,6 +368,8 @@ impl Engine {
             readers: Mutex::new(BTreeMap::new()),
             gate: RwLock::new(()),
             maintenance: tokio::sync::Mutex::new(()),
+            commits: Default::default(),
+            batches: Default::default(),
         });
         let (commits, queue) = mpsc::channel(COMMIT_QUEUE_MAX);
         tokio::spawn(committer(inner.clone(), queue));
@@ -1102,6 +1110,8 @@ fn apply(inner: &Inner, mutations: Vec<Mutation>) -> Result<Vec<Result<Outcome, 
         }
     }
     txn.commit().map_err(storage)?;
+    inner.commits.fetch_add(outcomes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    inner.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(outcomes)
 }
 

@@ -414,3 +414,70 @@ async fn lifecycle_expires_current_and_noncurrent_versions_and_old_uploads() {
     let left: Vec<String> = engine.list_versions("b", "", None, None, 100).unwrap().into_iter().map(|(key, _, _)| key).collect();
     assert_eq!(left, ["keep/b"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_puts_and_deletes_survive_power_loss_under_mixed_load() {
+    for seed in 0..4u64 {
+        let disk = SimDisk::new();
+        let engine = engine(&disk).await;
+        engine.create_bucket("b").await.unwrap();
+        let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for writer in 0..8u64 {
+            let (engine, acknowledged) = (engine.clone(), acknowledged.clone());
+            writers.push(tokio::spawn(async move {
+                let mut state = seed * 1000 + writer + 1;
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let (mut live, mut puts, mut deletes) = (Vec::new(), BTreeMap::new(), Vec::new());
+                for index in 0..5000u64 {
+                    let outcome = if !live.is_empty() && next() % 10 < 3 {
+                        let key: String = live.swap_remove((next() % live.len() as u64) as usize);
+                        engine.delete_object("b", &key, None, None).await.map(|_| {
+                            puts.remove(&key);
+                            deletes.push(key);
+                        })
+                    } else {
+                        let key = format!("w{writer}/{index}");
+                        let body = Bytes::from(format!("{key}:{}", next()).repeat((next() % 40) as usize + 1));
+                        engine.put_object("b", &key, body.clone(), None, BTreeMap::new(), WriteCondition::None).await.map(|_| {
+                            live.push(key.clone());
+                            puts.insert(key, body);
+                        })
+                    };
+                    if outcome.is_err() {
+                        break;
+                    }
+                    acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                (puts, deletes)
+            }));
+        }
+        while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < 2000 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        disk.crash(CrashMode::LoseUnsynced);
+        let (mut puts, mut deletes) = (BTreeMap::new(), Vec::new());
+        for writer in writers {
+            let (writer_puts, writer_deletes) = writer.await.unwrap();
+            puts.extend(writer_puts);
+            deletes.extend(writer_deletes);
+        }
+        drop(engine);
+        let engine = self::engine(&disk).await;
+        for (key, body) in &puts {
+            let (_, stored) = engine.get_object("b", key, None).await.unwrap_or_else(|error| panic!("seed {seed}: lost {key}: {error}"));
+            assert_eq!(&stored, body, "seed {seed}: {key}");
+        }
+        for key in &deletes {
+            assert_eq!(engine.head_object("b", key, None).unwrap_err(), EngineError::NoSuchKey, "seed {seed}: delete of {key} undone");
+        }
+        for (key, _) in engine.list_objects("b", "", None, usize::MAX).unwrap() {
+            engine.get_object("b", &key, None).await.unwrap_or_else(|error| panic!("seed {seed}: listed {key} has no body: {error}"));
+        }
+    }
+}

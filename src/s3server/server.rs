@@ -1,19 +1,24 @@
 //! The `s4` server: flags and `S4_*` variables, the engine, the S3 service on HTTP/1.1 and
-//! HTTP/2 (hyper), `/health`, and clean shutdown on SIGINT/SIGTERM.
+//! HTTP/2 (hyper), unsigned `/health` and `/metrics`, background lifecycle and compaction,
+//! and clean shutdown on SIGINT/SIGTERM.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
+use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
-use super::engine::Engine;
+use super::engine::{Engine, EngineOptions};
 use super::service::S4;
-use crate::env::{OsDisk, RealClock};
+use crate::env::{Clock, OsDisk, RealClock};
+use crate::metrics::Histogram;
 
 #[derive(Debug, Parser)]
 #[command(name = "s4", version, about = "s4: an S3-compatible object server with atomic conditional writes, durable before it answers")]
@@ -39,6 +44,18 @@ pub struct Args {
     /// TLS key (PEM). TLS is not built yet: setting it is refused.
     #[arg(long, env = "S4_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on unsigned `GET /metrics`.
+    #[arg(long, env = "S4_METRICS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_enabled: bool,
+    /// Multipart uploads untouched this long are aborted and their parts freed.
+    #[arg(long, env = "S4_UPLOAD_EXPIRY_HOURS", default_value_t = 7 * 24)]
+    pub upload_expiry_hours: u64,
+    /// How often lifecycle rules are applied and volumes compacted.
+    #[arg(long, env = "S4_MAINTENANCE_INTERVAL_SEC", default_value_t = 600)]
+    pub maintenance_interval_sec: u64,
+    /// A sealed volume at least this fraction dead is compacted.
+    #[arg(long, env = "S4_COMPACTION_DEAD_FRACTION", default_value_t = 0.5)]
+    pub compaction_dead_fraction: f64,
     #[arg(long, env = "S4_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
@@ -87,30 +104,164 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     std::fs::create_dir_all(&args.data_dir)?;
     let disk = Arc::new(OsDisk::new(args.data_dir.clone()));
     let _lock = crate::env::Disk::lock_exclusive(disk.as_ref())?;
-    let engine = Engine::open(disk, Arc::new(RealClock::new())).await?;
-    let mut builder = S3ServiceBuilder::new(S4::new(engine, args.max_upload_size));
-    builder.set_auth(SimpleAuth::from_single(access, secret));
-    let service = builder.build();
+    let clock = Arc::new(RealClock::new());
+    let options = EngineOptions { upload_expiry: Duration::from_secs(args.upload_expiry_hours * 3600), ..EngineOptions::default() };
+    let engine = Engine::open_with(disk, clock.clone(), options).await?;
+    engine.spawn_maintenance(Duration::from_secs(args.maintenance_interval_sec.max(1)), args.compaction_dead_fraction);
     let listener = TcpListener::bind(args.bind).await?;
     tracing::info!(bind = %listener.local_addr()?, data_dir = %args.data_dir.display(), "s4 serving S3");
-    let shutdown = shutdown_signal();
+    let settings = ServeSettings {
+        access_key_id: access,
+        secret_access_key: secret,
+        upload_bytes_max: args.max_upload_size,
+        metrics: args.metrics_enabled,
+    };
+    serve(listener, engine, clock, settings, shutdown_signal()).await?;
+    tracing::info!("s4 stopped accepting connections");
+    Ok(())
+}
+
+/// What [`serve`] needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub upload_bytes_max: u64,
+    /// Serve `/metrics`.
+    pub metrics: bool,
+}
+
+/// Serves S3 (and `/health`, `/metrics`) on `listener` until `shutdown` completes. Used by
+/// the binary and by in-process tests.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    settings: ServeSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = S3ServiceBuilder::new(S4::new(engine.clone(), settings.upload_bytes_max));
+    builder.set_auth(SimpleAuth::from_single(settings.access_key_id, settings.secret_access_key));
+    let router = Arc::new(Router { s3: builder.build(), engine, metrics: S4Metrics::new(clock), metrics_enabled: settings.metrics });
     tokio::pin!(shutdown);
     loop {
         let (socket, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => return Ok(()),
         };
         let _ = socket.set_nodelay(true);
-        let service = service.clone();
+        let router = router.clone();
         tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let router = router.clone();
+                async move { router.handle(request).await }
+            });
             let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(error) = connection.serve_connection(TokioIo::new(socket), service).await {
                 tracing::debug!(%error, "s4: connection ended with an error");
             }
         });
     }
-    tracing::info!("s4 stopped accepting connections");
-    Ok(())
+}
+
+/// Sends unsigned `GET /health` and `GET /metrics` to s4 itself and everything else to S3.
+/// A signed request for a bucket named `health` or `metrics` still reaches S3.
+struct Router {
+    s3: S3Service,
+    engine: Engine,
+    metrics: S4Metrics,
+    metrics_enabled: bool,
+}
+
+fn unsigned(request: &hyper::Request<hyper::body::Incoming>) -> bool {
+    !request.headers().contains_key(hyper::header::AUTHORIZATION)
+        && !request.uri().query().is_some_and(|query| query.contains("X-Amz-Signature"))
+}
+
+impl Router {
+    async fn handle(&self, request: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<s3s::Body>, s3s::HttpError> {
+        if request.method() == hyper::Method::GET && unsigned(&request) {
+            match request.uri().path() {
+                "/health" => return Ok(self.health()),
+                "/metrics" if self.metrics_enabled => return Ok(self.render_metrics()),
+                _ => {}
+            }
+        }
+        let method = request.method().clone();
+        let timer = self.metrics.start();
+        let response = hyper::service::Service::call(&self.s3, request).await;
+        let status = response.as_ref().map_or(500, |response| response.status().as_u16());
+        self.metrics.finish(timer, &method, status);
+        response
+    }
+
+    fn health(&self) -> hyper::Response<s3s::Body> {
+        let (status, text) = match self.engine.list_buckets() {
+            Ok(_) => (200, "ok\n".to_string()),
+            Err(error) => (503, format!("unhealthy: {error}\n")),
+        };
+        let mut response = hyper::Response::new(s3s::Body::from(text));
+        *response.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
+        response
+    }
+
+    fn render_metrics(&self) -> hyper::Response<s3s::Body> {
+        let mut text = self.metrics.render();
+        if let Ok(stats) = self.engine.stats() {
+            use std::fmt::Write;
+            let _ = writeln!(text, "# TYPE s4_commits_total counter\ns4_commits_total {}", stats.commits);
+            let _ = writeln!(text, "# TYPE s4_commit_batches_total counter\ns4_commit_batches_total {}", stats.batches);
+            let _ = writeln!(text, "# TYPE s4_volumes gauge\ns4_volumes {}", stats.volumes);
+            let _ = writeln!(text, "# TYPE s4_volume_bytes gauge\ns4_volume_bytes {}", stats.volume_bytes);
+            let _ = writeln!(text, "# TYPE s4_live_bytes gauge\ns4_live_bytes {}", stats.live_bytes);
+            let _ = writeln!(text, "# TYPE s4_bodies gauge\ns4_bodies {}", stats.bodies);
+        }
+        let mut response = hyper::Response::new(s3s::Body::from(text));
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+        response
+    }
+}
+
+/// Request latency by HTTP method and responses by status class.
+struct S4Metrics {
+    clock: Arc<dyn Clock>,
+    latency: BTreeMap<&'static str, Histogram>,
+    statuses: BTreeMap<(&'static str, &'static str), AtomicU64>,
+}
+
+const METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "POST", "DELETE"];
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+impl S4Metrics {
+    fn new(clock: Arc<dyn Clock>) -> Self {
+        let latency = METHODS.iter().map(|method| (*method, Histogram::default())).collect();
+        let statuses = METHODS.iter().flat_map(|method| CLASSES.iter().map(move |class| ((*method, *class), AtomicU64::new(0)))).collect();
+        Self { clock, latency, statuses }
+    }
+
+    fn start(&self) -> Duration {
+        self.clock.monotonic()
+    }
+
+    fn finish(&self, started: Duration, method: &hyper::Method, status: u16) {
+        let Some(method) = METHODS.iter().find(|known| **known == method.as_str()) else { return };
+        self.latency[method].observe(self.clock.monotonic().saturating_sub(started));
+        let class = CLASSES[usize::from((status / 100).clamp(2, 5) - 2)];
+        self.statuses[&(*method, class)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::from("# TYPE s4_request_duration_seconds histogram\n");
+        for (method, histogram) in &self.latency {
+            histogram.render("s4_request_duration_seconds", &format!("method=\"{method}\""), &mut out);
+        }
+        out.push_str("# TYPE s4_responses_total counter\n");
+        for ((method, class), count) in &self.statuses {
+            let _ = writeln!(out, "s4_responses_total{{method=\"{method}\",status=\"{class}\"}} {}", count.load(Ordering::Relaxed));
+        }
+        out
+    }
 }
 
 async fn shutdown_signal() {

@@ -10,5 +10,6 @@ mod node_api;
 mod node_recovery;
 mod node_watch;
 mod s4_clients;
+mod s4_sdk;
 mod server;
 mod support;

@@ -86,7 +86,29 @@ async fn kill_9_under_put_and_delete_load_loses_nothing_acknowledged() {
     let logs = tempfile::tempdir().unwrap();
     let log_dir = logs.path().to_str().unwrap().to_string();
     let mut load = s4.script("python3", "crash_load.py", &[&log_dir]).spawn().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Kill once enough operations were acknowledged (however busy the machine is).
+    let acknowledged = || -> usize {
+        std::fs::read_dir(&log_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| {
+                        std::fs::read_to_string(entry.path())
+                            .unwrap_or_default()
+                            .lines()
+                            .filter(|line| !line.starts_with("SENDDEL"))
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    for _ in 0..300 {
+        if acknowledged() >= 400 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut s4 = s4;
     let port = s4.port();
     s4.child.kill().unwrap(); // SIGKILL

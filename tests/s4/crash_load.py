@@ -37,6 +37,9 @@ def worker(thread):
             try:
                 if live and rng.random() < 0.3:
                     key = live.pop(rng.randrange(len(live)))
+                    # A delete in flight when s4 dies has an unknown outcome: say so first.
+                    log.write(f"SENDDEL {key}\n")
+                    log.flush()
                     s3.delete_object(Bucket="crash", Key=key)
                     log.write(f"DEL {key}\n")
                 else:

@@ -1,0 +1,553 @@
+//! s4 in-process, driven by `aws-sdk-s3`: every operation and error code the S3 API promises,
+//! the ObjectStore conformance suite through t4's S3 store, signatures, presigned URLs,
+//! clock skew, and bad input over raw HTTP.
+
+#![allow(clippy::disallowed_methods, reason = "SDK time sources and presign times are wall-clock by nature")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::*;
+use aws_sdk_s3::Client;
+use t4::env::{OsDisk, RealClock};
+use t4::object::{S3Config, S3ObjectStore};
+use t4::s3server::engine::Engine;
+use t4::s3server::server::{serve, ServeSettings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ACCESS: &str = "sdk-access";
+const SECRET: &str = "sdk-secret-key";
+const UPLOAD_MAX: u64 = 16 << 20;
+const MIB: usize = 1 << 20;
+
+struct Server {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(RealClock::new());
+    let engine = Engine::open(Arc::new(OsDisk::new(dir.path().to_path_buf())), clock.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let settings =
+        ServeSettings { access_key_id: ACCESS.into(), secret_access_key: SECRET.into(), upload_bytes_max: UPLOAD_MAX, metrics: true };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, engine, clock, settings, async move {
+        let _ = stopped.await;
+    }));
+    Server { endpoint, _dir: dir, stop: Some(stop) }
+}
+
+fn client_with(endpoint: &str, secret: &str, skew: Option<Duration>) -> Client {
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS, secret, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        // Retries would hide the first answer (the SDK even corrects its clock from a
+        // RequestTimeTooSkewed reply and tries again).
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+    if let Some(skew) = skew {
+        config = config.time_source(aws_smithy_async::time::StaticTimeSource::new(SystemTime::now() + skew));
+    }
+    Client::from_conf(config.build())
+}
+
+fn client(server: &Server) -> Client {
+    client_with(&server.endpoint, SECRET, None)
+}
+
+/// The HTTP status and S3 error code of a failed call.
+fn failure<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    result: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (u16, String) {
+    let error = result.expect_err("the call must fail");
+    let status = error.raw_response().map_or(0, |response| response.status().as_u16());
+    (status, error.code().unwrap_or("").to_string())
+}
+
+fn body(bytes: &[u8]) -> ByteStream {
+    ByteStream::from(bytes.to_vec())
+}
+
+async fn read(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let output = client.get_object().bucket(bucket).key(key).send().await.unwrap();
+    output.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4s_s3_object_store_passes_the_conformance_suite_against_s4() {
+    let server = server().await;
+    client(&server).create_bucket().bucket("t4-bucket").send().await.unwrap();
+    for prefix in ["", "cluster-a/"] {
+        let store = S3ObjectStore::new(S3Config {
+            endpoint: Some(server.endpoint.clone()),
+            region: "us-east-1".into(),
+            bucket: "t4-bucket".into(),
+            prefix: prefix.into(),
+            access_key_id: ACCESS.into(),
+            secret_access_key: SECRET.into(),
+        });
+        t4::object::conformance::run(&store, "conformance/").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_objects_ranges_and_read_conditions() {
+    let server = server().await;
+    let s3 = client(&server);
+    assert_eq!(failure(s3.head_bucket().bucket("nope").send().await).0, 404);
+    assert_eq!(failure(s3.create_bucket().bucket("Bad_Name").send().await), (400, "InvalidBucketName".into()));
+    s3.create_bucket().bucket("bkt").send().await.unwrap();
+    assert_eq!(failure(s3.create_bucket().bucket("bkt").send().await), (409, "BucketAlreadyOwnedByYou".into()));
+    s3.head_bucket().bucket("bkt").send().await.unwrap();
+    s3.get_bucket_location().bucket("bkt").send().await.unwrap();
+    let buckets = s3.list_buckets().send().await.unwrap().buckets.unwrap();
+    assert_eq!(buckets.iter().map(|bucket| bucket.name().unwrap()).collect::<Vec<_>>(), ["bkt"]);
+
+    let put = s3
+        .put_object()
+        .bucket("bkt")
+        .key("dir/hello.txt")
+        .body(body(b"hello world"))
+        .content_type("text/plain")
+        .metadata("owner", "t4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.e_tag(), Some("\"5eb63bbbe01eeed093cb22bb8f5acdc3\""));
+    let head = s3.head_object().bucket("bkt").key("dir/hello.txt").send().await.unwrap();
+    assert_eq!((head.content_length(), head.content_type()), (Some(11), Some("text/plain")));
+    assert_eq!(head.metadata().unwrap().get("owner").map(String::as_str), Some("t4"));
+    let ranged = s3.get_object().bucket("bkt").key("dir/hello.txt").range("bytes=6-").send().await.unwrap();
+    assert_eq!(ranged.content_range(), Some("bytes 6-10/11"));
+    assert_eq!(ranged.body.collect().await.unwrap().into_bytes().as_ref(), b"world");
+    assert_eq!(failure(s3.get_object().bucket("bkt").key("dir/hello.txt").range("bytes=20-30").send().await), (416, "InvalidRange".into()));
+    assert_eq!(failure(s3.get_object().bucket("bkt").key("missing").send().await), (404, "NoSuchKey".into()));
+    assert_eq!(failure(s3.get_object().bucket("nope").key("k").send().await), (404, "NoSuchBucket".into()));
+    let etag = put.e_tag().unwrap();
+    assert_eq!(failure(s3.get_object().bucket("bkt").key("dir/hello.txt").if_none_match(etag).send().await).0, 304);
+    assert_eq!(
+        failure(s3.get_object().bucket("bkt").key("dir/hello.txt").if_match("\"other\"").send().await),
+        (412, "PreconditionFailed".into())
+    );
+    let later = aws_sdk_s3::primitives::DateTime::from(SystemTime::now() + Duration::from_secs(3600));
+    assert_eq!(failure(s3.get_object().bucket("bkt").key("dir/hello.txt").if_modified_since(later).send().await).0, 304);
+    let earlier = aws_sdk_s3::primitives::DateTime::from(SystemTime::now() - Duration::from_secs(3600));
+    assert_eq!(failure(s3.get_object().bucket("bkt").key("dir/hello.txt").if_unmodified_since(earlier).send().await).0, 412);
+
+    // Conditional writes.
+    assert_eq!(failure(s3.put_object().bucket("bkt").key("dir/hello.txt").if_none_match("*").body(body(b"x")).send().await).0, 412);
+    assert_eq!(failure(s3.put_object().bucket("bkt").key("absent").if_match(etag).body(body(b"x")).send().await).0, 404);
+    let swapped = s3.put_object().bucket("bkt").key("dir/hello.txt").if_match(etag).body(body(b"new")).send().await.unwrap();
+    assert_eq!(failure(s3.delete_object().bucket("bkt").key("dir/hello.txt").if_match(etag).send().await).0, 412);
+    s3.delete_object().bucket("bkt").key("dir/hello.txt").if_match(swapped.e_tag().unwrap()).send().await.unwrap();
+    s3.delete_object().bucket("bkt").key("dir/hello.txt").send().await.unwrap();
+    let unsupported = s3
+        .put_object()
+        .bucket("bkt")
+        .key("k")
+        .body(body(b"x"))
+        .customize()
+        .mutate_request(|request| {
+            request.headers_mut().insert("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT");
+        })
+        .send()
+        .await;
+    assert_eq!(failure(unsupported), (501, "NotImplemented".into()), "a condition s4 cannot evaluate is refused, never ignored");
+
+    // Delete: BucketNotEmpty, idempotent deletes, DeleteObjects (quiet and not).
+    for key in ["a", "b", "c"] {
+        s3.put_object().bucket("bkt").key(key).body(body(key.as_bytes())).send().await.unwrap();
+    }
+    assert_eq!(failure(s3.delete_bucket().bucket("bkt").send().await), (409, "BucketNotEmpty".into()));
+    let ids = |keys: &[&str]| {
+        Delete::builder().set_objects(Some(keys.iter().map(|key| ObjectIdentifier::builder().key(*key).build().unwrap()).collect()))
+    };
+    let loud = s3.delete_objects().bucket("bkt").delete(ids(&["a", "zz"]).build().unwrap()).send().await.unwrap();
+    assert_eq!(loud.deleted().len(), 2, "deleting a missing key counts as deleted");
+    let quiet = s3.delete_objects().bucket("bkt").delete(ids(&["b", "c"]).quiet(true).build().unwrap()).send().await.unwrap();
+    assert!(quiet.deleted().is_empty() && quiet.errors().is_empty());
+    s3.delete_bucket().bucket("bkt").send().await.unwrap();
+    assert_eq!(failure(s3.delete_bucket().bucket("bkt").send().await), (404, "NoSuchBucket".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_paginate_roll_up_and_url_encode() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("lst").send().await.unwrap();
+    let keys = ["a/1", "a/2", "b/1", "c", "d e", "f+g"];
+    for key in keys {
+        s3.put_object().bucket("lst").key(key).body(body(b".")).send().await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3.list_objects_v2().bucket("lst").max_keys(2).set_continuation_token(token).send().await.unwrap();
+        seen.extend(page.contents().iter().map(|object| object.key().unwrap().to_string()));
+        token = page.next_continuation_token().map(str::to_string);
+        if !page.is_truncated().unwrap_or(false) {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+    let rolled = s3.list_objects_v2().bucket("lst").delimiter("/").send().await.unwrap();
+    let prefixes: Vec<_> = rolled.common_prefixes().iter().map(|prefix| prefix.prefix().unwrap()).collect();
+    assert_eq!(prefixes, ["a/", "b/"]);
+    assert_eq!(rolled.contents().iter().map(|object| object.key().unwrap()).collect::<Vec<_>>(), ["c", "d e", "f+g"]);
+    let after = s3.list_objects_v2().bucket("lst").start_after("c").prefix("").send().await.unwrap();
+    assert_eq!(after.contents().len(), 2);
+    let encoded = s3.list_objects_v2().bucket("lst").prefix("d").encoding_type(EncodingType::Url).send().await.unwrap();
+    // The SDK hands url-encoded keys over as they came.
+    assert_eq!(encoded.contents()[0].key(), Some("d%20e"));
+    let v1 = s3.list_objects().bucket("lst").prefix("a/").marker("a/1").send().await.unwrap();
+    assert_eq!(v1.contents().iter().map(|object| object.key().unwrap()).collect::<Vec<_>>(), ["a/2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_keep_or_replace_metadata_and_honour_conditions() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("cpy").send().await.unwrap();
+    let source = s3
+        .put_object()
+        .bucket("cpy")
+        .key("src")
+        .body(body(b"copy me"))
+        .metadata("kind", "source")
+        .content_type("a/b")
+        .send()
+        .await
+        .unwrap();
+    let copied = s3.copy_object().bucket("cpy").key("dst").copy_source("cpy/src").send().await.unwrap();
+    assert_eq!(copied.copy_object_result().unwrap().e_tag(), source.e_tag());
+    let head = s3.head_object().bucket("cpy").key("dst").send().await.unwrap();
+    assert_eq!((head.metadata().unwrap().get("kind").map(String::as_str), head.content_type()), (Some("source"), Some("a/b")));
+    s3.copy_object()
+        .bucket("cpy")
+        .key("replaced")
+        .copy_source("cpy/src")
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("kind", "new")
+        .send()
+        .await
+        .unwrap();
+    let head = s3.head_object().bucket("cpy").key("replaced").send().await.unwrap();
+    assert_eq!(head.metadata().unwrap().get("kind").map(String::as_str), Some("new"));
+    assert_eq!(read(&s3, "cpy", "replaced").await, b"copy me");
+    assert_eq!(failure(s3.copy_object().bucket("cpy").key("dst").copy_source("cpy/src").if_none_match("*").send().await).0, 412);
+    assert_eq!(
+        failure(s3.copy_object().bucket("cpy").key("x").copy_source("cpy/src").copy_source_if_match("\"nope\"").send().await).0,
+        412
+    );
+    assert_eq!(failure(s3.copy_object().bucket("cpy").key("x").copy_source("cpy/missing").send().await), (404, "NoSuchKey".into()));
+    assert_eq!(failure(s3.copy_object().bucket("cpy").key("src").copy_source("cpy/src").send().await), (400, "InvalidRequest".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_complete_copy_list_and_refuse_bad_parts() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let first: Vec<u8> = (0..5 * MIB).map(|index| (index % 251) as u8).collect();
+    s3.put_object().bucket("mpu").key("source").body(body(b"0123456789")).send().await.unwrap();
+
+    let upload = s3.create_multipart_upload().bucket("mpu").key("big").content_type("x/y").send().await.unwrap();
+    let id = upload.upload_id().unwrap().to_string();
+    let part = |number: i32, bytes: Vec<u8>| {
+        s3.upload_part().bucket("mpu").key("big").upload_id(&id).part_number(number).body(ByteStream::from(bytes)).send()
+    };
+    let one = part(1, first.clone()).await.unwrap();
+    let two = s3
+        .upload_part_copy()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&id)
+        .part_number(2)
+        .copy_source("mpu/source")
+        .copy_source_range("bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    let listed = s3.list_parts().bucket("mpu").key("big").upload_id(&id).send().await.unwrap();
+    assert_eq!(
+        listed.parts().iter().map(|part| (part.part_number().unwrap(), part.size().unwrap())).collect::<Vec<_>>(),
+        [(1, 5 * MIB as i64), (2, 4)]
+    );
+    let uploads = s3.list_multipart_uploads().bucket("mpu").send().await.unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+
+    let completed = |parts: Vec<(i32, &str)>| {
+        CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts.into_iter().map(|(number, etag)| CompletedPart::builder().part_number(number).e_tag(etag).build()).collect(),
+            ))
+            .build()
+    };
+    let two_etag = two.copy_part_result().unwrap().e_tag().unwrap().to_string();
+    let complete = |parts| s3.complete_multipart_upload().bucket("mpu").key("big").upload_id(&id).multipart_upload(completed(parts)).send();
+    assert_eq!(failure(complete(vec![(1, one.e_tag().unwrap()), (2, "\"bad\"")]).await), (400, "InvalidPart".into()));
+    assert_eq!(failure(complete(vec![(2, &two_etag), (1, one.e_tag().unwrap())]).await), (400, "InvalidPartOrder".into()));
+    let done = complete(vec![(1, one.e_tag().unwrap()), (2, &two_etag)]).await.unwrap();
+    assert!(done.e_tag().unwrap().ends_with("-2\""), "{:?}", done.e_tag());
+    let mut expected = first.clone();
+    expected.extend_from_slice(b"2345");
+    assert_eq!(read(&s3, "mpu", "big").await, expected);
+    let head = s3.head_object().bucket("mpu").key("big").send().await.unwrap();
+    assert_eq!((head.content_type(), head.e_tag()), (Some("x/y"), done.e_tag()));
+    assert_eq!(failure(s3.list_parts().bucket("mpu").key("big").upload_id(&id).send().await), (404, "NoSuchUpload".into()));
+
+    // A part below 5 MiB that is not the last one.
+    let small = s3.create_multipart_upload().bucket("mpu").key("small").send().await.unwrap().upload_id().unwrap().to_string();
+    let mut etags = Vec::new();
+    for number in 1..=2 {
+        let part =
+            s3.upload_part().bucket("mpu").key("small").upload_id(&small).part_number(number).body(body(b"tiny")).send().await.unwrap();
+        etags.push(part.e_tag().unwrap().to_string());
+    }
+    let parts = vec![(1, etags[0].as_str()), (2, etags[1].as_str())];
+    let too_small =
+        s3.complete_multipart_upload().bucket("mpu").key("small").upload_id(&small).multipart_upload(completed(parts)).send().await;
+    assert_eq!(failure(too_small), (400, "EntityTooSmall".into()));
+    // Create-only completion on an existing key.
+    let only = vec![(1, etags[0].as_str())];
+    let exists =
+        s3.complete_multipart_upload().bucket("mpu").key("small").upload_id(&small).multipart_upload(completed(only.clone())).send().await;
+    exists.unwrap();
+    let again = s3.create_multipart_upload().bucket("mpu").key("small").send().await.unwrap().upload_id().unwrap().to_string();
+    let tag = s3.upload_part().bucket("mpu").key("small").upload_id(&again).part_number(1).body(body(b"tiny")).send().await.unwrap();
+    let refused = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("small")
+        .upload_id(&again)
+        .if_none_match("*")
+        .multipart_upload(completed(vec![(1, tag.e_tag().unwrap())]))
+        .send()
+        .await;
+    assert_eq!(failure(refused).0, 412);
+    s3.abort_multipart_upload().bucket("mpu").key("small").upload_id(&again).send().await.unwrap();
+    assert_eq!(
+        failure(s3.abort_multipart_upload().bucket("mpu").key("small").upload_id(&again).send().await),
+        (404, "NoSuchUpload".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioning_delete_markers_and_lifecycle_configuration() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("ver").send().await.unwrap();
+    assert!(s3.get_bucket_versioning().bucket("ver").send().await.unwrap().status().is_none());
+    let enable = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    s3.put_bucket_versioning().bucket("ver").versioning_configuration(enable).send().await.unwrap();
+    assert_eq!(s3.get_bucket_versioning().bucket("ver").send().await.unwrap().status(), Some(&BucketVersioningStatus::Enabled));
+    let one = s3.put_object().bucket("ver").key("k").body(body(b"one")).send().await.unwrap();
+    let two = s3.put_object().bucket("ver").key("k").body(body(b"two")).send().await.unwrap();
+    let (one_id, two_id) = (one.version_id().unwrap(), two.version_id().unwrap());
+    let old = s3.get_object().bucket("ver").key("k").version_id(one_id).send().await.unwrap();
+    assert_eq!(old.body.collect().await.unwrap().into_bytes().as_ref(), b"one");
+    let deleted = s3.delete_object().bucket("ver").key("k").send().await.unwrap();
+    assert_eq!(deleted.delete_marker(), Some(true));
+    assert_eq!(failure(s3.get_object().bucket("ver").key("k").send().await), (404, "NoSuchKey".into()));
+    let marker = deleted.version_id().unwrap();
+    assert_eq!(failure(s3.head_object().bucket("ver").key("k").version_id(marker).send().await).0, 405);
+    let versions = s3.list_object_versions().bucket("ver").send().await.unwrap();
+    assert_eq!(versions.versions().iter().map(|version| version.version_id().unwrap()).collect::<Vec<_>>(), [two_id, one_id]);
+    assert_eq!(versions.delete_markers().len(), 1);
+    assert_eq!(versions.delete_markers()[0].is_latest(), Some(true));
+    s3.delete_object().bucket("ver").key("k").version_id(marker).send().await.unwrap();
+    assert_eq!(read(&s3, "ver", "k").await, b"two");
+    assert_eq!(failure(s3.get_object().bucket("ver").key("k").version_id("00000000000000ff").send().await), (404, "NoSuchVersion".into()));
+
+    let rule = LifecycleRule::builder()
+        .id("logs")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("logs/").build())
+        .expiration(LifecycleExpiration::builder().days(30).build())
+        .noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(7).build())
+        .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(2).build())
+        .build()
+        .unwrap();
+    let configuration = BucketLifecycleConfiguration::builder().rules(rule).build().unwrap();
+    s3.put_bucket_lifecycle_configuration().bucket("ver").lifecycle_configuration(configuration).send().await.unwrap();
+    let stored = s3.get_bucket_lifecycle_configuration().bucket("ver").send().await.unwrap();
+    let rule = &stored.rules()[0];
+    assert_eq!((rule.id(), rule.expiration().and_then(|expiration| expiration.days())), (Some("logs"), Some(30)));
+    assert_eq!(rule.noncurrent_version_expiration().and_then(|expiration| expiration.noncurrent_days()), Some(7));
+    let transition = LifecycleRule::builder()
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::Glacier).build())
+        .build()
+        .unwrap();
+    let refused = s3
+        .put_bucket_lifecycle_configuration()
+        .bucket("ver")
+        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(transition).build().unwrap())
+        .send()
+        .await;
+    assert_eq!(failure(refused), (501, "NotImplemented".into()), "a rule s4 cannot apply is refused, not accepted and ignored");
+    s3.delete_bucket_lifecycle().bucket("ver").send().await.unwrap();
+    assert_eq!(failure(s3.get_bucket_lifecycle_configuration().bucket("ver").send().await), (404, "NoSuchLifecycleConfiguration".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_presigned_urls_and_clock_skew() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("sig").send().await.unwrap();
+    s3.put_object().bucket("sig").key("k").body(body(b"signed")).send().await.unwrap();
+    let wrong = client_with(&server.endpoint, "not-the-secret", None);
+    assert_eq!(failure(wrong.get_object().bucket("sig").key("k").send().await), (403, "SignatureDoesNotMatch".into()));
+    let skewed = client_with(&server.endpoint, SECRET, Some(Duration::from_secs(3600)));
+    assert_eq!(failure(skewed.get_object().bucket("sig").key("k").send().await), (403, "RequestTimeTooSkewed".into()));
+
+    let presigned =
+        s3.get_object().bucket("sig").key("k").presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()).await.unwrap();
+    let (status, text) =
+        raw(&server, &format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", path_of(presigned.uri()), host(&server)), b"")
+            .await;
+    assert!(status == 200 && text.ends_with("signed"), "presigned GET: {status} {text}");
+    let expired = PresigningConfig::builder()
+        .start_time(SystemTime::now() - Duration::from_secs(3600))
+        .expires_in(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let presigned = s3.get_object().bucket("sig").key("k").presigned(expired).await.unwrap();
+    let (status, text) =
+        raw(&server, &format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", path_of(presigned.uri()), host(&server)), b"")
+            .await;
+    assert!(status == 403 && text.contains("AccessDenied"), "expired presign: {status} {text}");
+}
+
+fn host(server: &Server) -> &str {
+    server.endpoint.trim_start_matches("http://")
+}
+
+fn path_of(uri: &str) -> &str {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    &rest[rest.find('/').unwrap_or(rest.len())..]
+}
+
+/// Sends raw bytes, returns the status and the response text (the connection is closed
+/// by the server or after the read timeout).
+async fn raw(server: &Server, head: &str, payload: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(host(server)).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(payload).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_s3_errors_and_leaves_nothing_half_written() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("bad").send().await.unwrap();
+    // Oversized body.
+    let big = vec![0u8; UPLOAD_MAX as usize + 1];
+    assert_eq!(failure(s3.put_object().bucket("bad").key("big").body(ByteStream::from(big)).send().await), (400, "EntityTooLarge".into()));
+    // Invalid key name.
+    let long = "k".repeat(1025);
+    assert_eq!(failure(s3.put_object().bucket("bad").key(&long).body(body(b".")).send().await).1, "KeyTooLongError");
+    // Wrong Content-MD5.
+    let digest = s3.put_object().bucket("bad").key("md5").content_md5("1B2M2Y8AsgTpgAmY7PhCfg==").body(body(b"not empty")).send().await;
+    assert_eq!(failure(digest).1, "BadDigest");
+    // Malformed XML in a signed request.
+    let malformed = s3
+        .put_bucket_versioning()
+        .bucket("bad")
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .customize()
+        .mutate_request(|request| {
+            let garbage = b"<VersioningConfiguration><Status>Enabled</Sta".to_vec();
+            request.headers_mut().insert("content-length", garbage.len().to_string());
+            request.headers_mut().remove("content-md5");
+            *request.body_mut() = aws_sdk_s3::primitives::SdkBody::from(garbage);
+        })
+        .send()
+        .await;
+    assert_eq!(failure(malformed), (400, "MalformedXML".into()));
+    // A truncated upload and a client that disconnects mid-body (presigned, so raw HTTP
+    // can carry it): nothing becomes visible.
+    for (key, declared, sent) in [("truncated", 100_000usize, 1_000usize), ("disconnected", 2 * MIB, 64 * 1024)] {
+        let presigned = s3
+            .put_object()
+            .bucket("bad")
+            .key(key)
+            .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+            .await
+            .unwrap();
+        let head = format!("PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {declared}\r\n\r\n", path_of(presigned.uri()), host(&server));
+        let mut stream = tokio::net::TcpStream::connect(host(&server)).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b'z'; sent]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+    }
+    // The control: the same raw presigned PUT, whole, does land.
+    let presigned = s3
+        .put_object()
+        .bucket("bad")
+        .key("whole")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+        path_of(presigned.uri()),
+        host(&server)
+    );
+    let (status, text) = raw(&server, &head, &[b'z'; 1000]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(read(&s3, "bad", "whole").await, vec![b'z'; 1000]);
+    s3.delete_object().bucket("bad").key("whole").send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for key in ["truncated", "disconnected", "big", "md5"] {
+        assert_eq!(failure(s3.head_object().bucket("bad").key(key).send().await).0, 404, "{key} must not exist");
+    }
+    let listed = s3.list_objects_v2().bucket("bad").send().await.unwrap();
+    assert!(listed.contents().is_empty(), "nothing half-written is listed");
+    // And the server keeps serving.
+    s3.put_object().bucket("bad").key("after").body(body(b"fine")).send().await.unwrap();
+    assert_eq!(read(&s3, "bad", "after").await, b"fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_answer_unsigned_gets() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("health").send().await.unwrap();
+    s3.put_object().bucket("health").key("k").body(body(b".")).send().await.unwrap();
+    let (status, text) = raw(&server, &format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host(&server)), b"").await;
+    assert!(status == 200 && text.ends_with("ok\n"), "{text}");
+    let (status, text) = raw(&server, &format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host(&server)), b"").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("s4_responses_total{method=\"PUT\",status=\"2xx\"} 2"), "{text}");
+    assert!(text.contains("s4_commit_batches_total"), "{text}");
+    // A signed request for the bucket named `health` is still S3.
+    let listed = s3.list_objects_v2().bucket("health").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 1);
+}
