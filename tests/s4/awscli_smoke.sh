@@ -38,7 +38,13 @@ grep -q PreconditionFailed "$work/err"
 etag=$(aws "$endpoint" s3api head-object --bucket smoke --key lock --query ETag --output text)
 aws "$endpoint" s3api put-object --bucket smoke --key lock --body "$work/hello.txt" --if-match "$etag" >/dev/null
 # Empty the bucket: every version and delete marker.
-aws "$endpoint" s3api list-object-versions --bucket smoke --query '[Versions[].[Key,VersionId], DeleteMarkers[].[Key,VersionId]][][]' --output text |
-  while read -r key version; do aws "$endpoint" s3api delete-object --bucket smoke --key "$key" --version-id "$version" >/dev/null; done
+# Every version and delete marker goes, one row per line ("None" when a list is empty).
+for kind in Versions DeleteMarkers; do
+  aws "$endpoint" s3api list-object-versions --bucket smoke --query "$kind[].[Key,VersionId]" --output text |
+    while read -r key version; do
+      [ "$key" = None ] && continue
+      aws "$endpoint" s3api delete-object --bucket smoke --key "$key" --version-id "$version" >/dev/null
+    done
+done
 aws "$endpoint" s3 rb s3://smoke
 echo "aws cli smoke: ok"
