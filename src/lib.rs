@@ -22,6 +22,8 @@ pub mod object;
 pub mod s3server;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wal;
 pub mod watch;
 

@@ -14,6 +14,22 @@ use bytes::Bytes;
 
 use crate::env::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome};
 
+/// The SDK's TLS layer panics on a certificate it cannot parse; refuse one up front.
+fn check_certificates(pem: &[u8]) -> Result<(), ObjectError> {
+    use rustls_pki_types::pem::PemObject;
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ObjectError::Other(format!("CA certificate: {error}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|error| ObjectError::Other(format!("CA certificate: {error}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ObjectError::Other("CA certificate: the PEM holds no certificate".into()));
+    }
+    Ok(())
+}
+
 /// Where the bucket is and how to sign.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -25,6 +41,9 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// An extra CA certificate (PEM) to trust for an `https://` endpoint, besides the
+    /// system's roots: for an s4 with a private certificate.
+    pub ca_certificate_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,14 +54,24 @@ pub struct S3ObjectStore {
 }
 
 impl S3ObjectStore {
-    pub fn new(config: S3Config) -> Self {
+    /// Fails only on a `ca_certificate_pem` that holds no valid certificate.
+    pub fn new(config: S3Config) -> Result<Self, ObjectError> {
         let credentials = Credentials::new(config.access_key_id, config.secret_access_key, None, None, "t4-static");
         let plain_http = config.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"));
         let http_client = if plain_http {
             aws_smithy_http_client::Builder::new().build_http()
         } else {
+            use aws_smithy_http_client::tls;
+            let mut trust = tls::TrustStore::default();
+            if let Some(pem) = config.ca_certificate_pem {
+                check_certificates(&pem)?;
+                trust = trust.with_pem_certificate(pem);
+            }
+            let context =
+                tls::TlsContext::builder().with_trust_store(trust).build().expect("a TLS context from a trust store always builds");
             aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                .tls_context(context)
                 .build_https()
         };
         let mut builder = aws_sdk_s3::Config::builder()
@@ -55,7 +84,7 @@ impl S3ObjectStore {
         if let Some(endpoint) = config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self { client: Client::from_conf(builder.build()), bucket: config.bucket, prefix: config.prefix }
+        Ok(Self { client: Client::from_conf(builder.build()), bucket: config.bucket, prefix: config.prefix })
     }
 
     /// The SDK client (for tools and tests that need more than the ObjectStore calls).

@@ -19,6 +19,7 @@ use super::engine::{Engine, EngineOptions};
 use super::service::S4;
 use crate::env::{Clock, OsDisk, RealClock};
 use crate::metrics::Histogram;
+use crate::tls::TlsAcceptor;
 
 #[derive(Debug, Parser)]
 #[command(name = "s4", version, about = "s4: an S3-compatible object server with atomic conditional writes, durable before it answers")]
@@ -38,11 +39,11 @@ pub struct Args {
     /// Largest object accepted by PutObject, in bytes.
     #[arg(long, env = "S4_MAX_UPLOAD_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
     pub max_upload_size: u64,
-    /// TLS certificate (PEM). TLS is not built yet: setting it is refused.
-    #[arg(long, env = "S4_TLS_CERT")]
+    /// TLS certificate chain (PEM, leaf first); with S4_TLS_KEY, s4 serves HTTPS only.
+    #[arg(long, env = "S4_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS key (PEM). TLS is not built yet: setting it is refused.
-    #[arg(long, env = "S4_TLS_KEY")]
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "S4_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics on unsigned `GET /metrics`.
     #[arg(long, env = "S4_METRICS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
@@ -70,10 +71,6 @@ pub fn main() -> i32 {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-    if args.tls_cert.is_some() || args.tls_key.is_some() {
-        eprintln!("s4: TLS is not built yet (S4_TLS_CERT/S4_TLS_KEY); serve plain HTTP on loopback or behind a TLS proxy");
-        return 2;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -101,6 +98,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         }
         _ => return Err("set both S4_ACCESS_KEY_ID and S4_SECRET_ACCESS_KEY, or neither".into()),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from_pem_files(cert, key, None, &[b"h2", b"http/1.1"])?),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data_dir)?;
     let disk = Arc::new(OsDisk::new(args.data_dir.clone()));
     let _lock = crate::env::Disk::lock_exclusive(disk.as_ref())?;
@@ -109,12 +110,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let engine = Engine::open_with(disk, clock.clone(), options).await?;
     engine.spawn_maintenance(Duration::from_secs(args.maintenance_interval_sec.max(1)), args.compaction_dead_fraction);
     let listener = TcpListener::bind(args.bind).await?;
-    tracing::info!(bind = %listener.local_addr()?, data_dir = %args.data_dir.display(), "s4 serving S3");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(bind = %listener.local_addr()?, scheme, data_dir = %args.data_dir.display(), "s4 serving S3");
     let settings = ServeSettings {
         access_key_id: access,
         secret_access_key: secret,
         upload_bytes_max: args.max_upload_size,
         metrics: args.metrics_enabled,
+        tls,
     };
     serve(listener, engine, clock, settings, shutdown_signal()).await?;
     tracing::info!("s4 stopped accepting connections");
@@ -129,6 +132,8 @@ pub struct ServeSettings {
     pub upload_bytes_max: u64,
     /// Serve `/metrics`.
     pub metrics: bool,
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Serves S3 (and `/health`, `/metrics`) on `listener` until `shutdown` completes. Used by
@@ -151,16 +156,30 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let router = router.clone();
+        let tls = settings.tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let router = router.clone();
-                async move { router.handle(request).await }
-            });
-            let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = connection.serve_connection(TokioIo::new(socket), service).await {
-                tracing::debug!(%error, "s4: connection ended with an error");
+            match tls {
+                None => serve_connection(socket, router).await,
+                Some(tls) => match tls.accept(socket).await {
+                    Ok(stream) => serve_connection(stream, router).await,
+                    Err(error) => tracing::debug!(%error, "s4: TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<I>(io: I, router: Arc<Router>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let router = router.clone();
+        async move { router.handle(request).await }
+    });
+    let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = connection.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%error, "s4: connection ended with an error");
     }
 }
 
@@ -189,9 +208,16 @@ impl Router {
         }
         let method = request.method().clone();
         let timer = self.metrics.start();
-        let response = hyper::service::Service::call(&self.s3, request).await;
+        let mut response = hyper::service::Service::call(&self.s3, request).await;
         let status = response.as_ref().map_or(500, |response| response.status().as_u16());
         self.metrics.finish(timer, &method, status);
+        if method == hyper::Method::HEAD {
+            // An error reply carries an XML body even for HEAD. HTTP/1.1 drops it on the
+            // wire, but on HTTP/2 DATA frames after a HEAD are a protocol error to clients.
+            if let Ok(response) = &mut response {
+                *response.body_mut() = s3s::Body::empty();
+            }
+        }
         response
     }
 

@@ -9,6 +9,7 @@ mod grpc_api;
 mod node_api;
 mod node_recovery;
 mod node_watch;
+mod pki;
 mod s4_clients;
 mod s4_sdk;
 mod server;

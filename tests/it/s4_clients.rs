@@ -18,15 +18,18 @@ impl S4Process {
     }
 
     async fn start_on(dir: tempfile::TempDir, port: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_s4"))
-            .args(["--bind", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
-            .arg(dir.path())
-            .env("S4_ACCESS_KEY_ID", ACCESS)
-            .env("S4_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = Self { child, endpoint: format!("http://127.0.0.1:{port}"), _dir: dir };
+        Self::start_with(dir, port, None).await
+    }
+
+    /// With `tls`, s4 serves HTTPS with that certificate.
+    async fn start_with(dir: tempfile::TempDir, port: u16, tls: Option<&crate::pki::Identity>) -> Self {
+        let mut command = s4_command(dir.path(), port);
+        if let Some(identity) = tls {
+            command.env("S4_TLS_CERT", &identity.cert).env("S4_TLS_KEY", &identity.key);
+        }
+        let child = command.stdout(Stdio::null()).spawn().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let process = Self { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), _dir: dir };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return process;
@@ -61,6 +64,16 @@ impl S4Process {
     }
 }
 
+fn s4_command(dir: &std::path::Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s4"));
+    command
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
+        .arg(dir)
+        .env("S4_ACCESS_KEY_ID", ACCESS)
+        .env("S4_SECRET_ACCESS_KEY", SECRET);
+    command
+}
+
 impl Drop for S4Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -72,6 +85,61 @@ impl Drop for S4Process {
 async fn the_aws_cli_works_against_s4() {
     let s4 = S4Process::start().await;
     s4.run("bash", "awscli_smoke.sh", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_trusts_an_https_s4_through_its_ca_bundle() {
+    let pki = crate::pki::Pki::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s4 = S4Process::start_with(tempfile::tempdir().unwrap(), port, Some(&pki.server())).await;
+    let aws = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut command = Command::new("aws");
+        command
+            .args(["--endpoint-url", &s4.endpoint, "--region", "us-east-1"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_MAX_ATTEMPTS", "1");
+        if let Some(ca) = ca {
+            command.arg("--ca-bundle").arg(ca);
+        }
+        command.output().unwrap()
+    };
+    let ca = pki.ca_path();
+    let made = aws(&["s3", "mb", "s3://tls-bucket"], Some(&ca));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let listed = aws(&["s3", "ls"], Some(&ca));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("tls-bucket"));
+    let untrusted = aws(&["s3", "ls"], None);
+    assert!(!untrusted.status.success(), "a client without the CA must not connect");
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("SSL"), "{}", String::from_utf8_lossy(&untrusted.stderr));
+}
+
+#[test]
+fn s4_refuses_to_start_on_a_bad_tls_identity() {
+    let pki = crate::pki::Pki::new();
+    let server = pki.server();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    // A missing key file, a certificate without its key, and a key that is not the certificate's.
+    let other = pki.client("other");
+    for (cert, key, expected) in [
+        (Some(&server.cert), Some(&missing), "missing.pem"),
+        (Some(&server.cert), None, "--tls-key"),
+        (Some(&server.cert), Some(&other.key), "do not make a TLS identity"),
+    ] {
+        let mut command = s4_command(dir.path(), 1);
+        if let Some(cert) = cert {
+            command.env("S4_TLS_CERT", cert);
+        }
+        if let Some(key) = key {
+            command.env("S4_TLS_KEY", key);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::*;
 use aws_sdk_s3::Client;
-use t4::env::{OsDisk, RealClock};
+use t4::env::{ObjectStore, OsDisk, RealClock};
 use t4::object::{S3Config, S3ObjectStore};
 use t4::s3server::engine::Engine;
 use t4::s3server::server::{serve, ServeSettings};
@@ -39,13 +39,19 @@ impl Drop for Server {
 }
 
 async fn server() -> Server {
+    server_with(None).await
+}
+
+/// With `tls`, the server speaks HTTPS only.
+async fn server_with(tls: Option<t4::tls::TlsAcceptor>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(RealClock::new());
     let engine = Engine::open(Arc::new(OsDisk::new(dir.path().to_path_buf())), clock.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", listener.local_addr().unwrap());
     let settings =
-        ServeSettings { access_key_id: ACCESS.into(), secret_access_key: SECRET.into(), upload_bytes_max: UPLOAD_MAX, metrics: true };
+        ServeSettings { access_key_id: ACCESS.into(), secret_access_key: SECRET.into(), upload_bytes_max: UPLOAD_MAX, metrics: true, tls };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, engine, clock, settings, async move {
         let _ = stopped.await;
@@ -97,16 +103,44 @@ async fn t4s_s3_object_store_passes_the_conformance_suite_against_s4() {
     let server = server().await;
     client(&server).create_bucket().bucket("t4-bucket").send().await.unwrap();
     for prefix in ["", "cluster-a/"] {
-        let store = S3ObjectStore::new(S3Config {
-            endpoint: Some(server.endpoint.clone()),
-            region: "us-east-1".into(),
-            bucket: "t4-bucket".into(),
-            prefix: prefix.into(),
-            access_key_id: ACCESS.into(),
-            secret_access_key: SECRET.into(),
-        });
+        let store = S3ObjectStore::new(store_config(&server, prefix, None)).unwrap();
         t4::object::conformance::run(&store, "conformance/").await;
     }
+}
+
+fn store_config(server: &Server, prefix: &str, ca_certificate_pem: Option<&str>) -> S3Config {
+    S3Config {
+        endpoint: Some(server.endpoint.clone()),
+        region: "us-east-1".into(),
+        bucket: "t4-bucket".into(),
+        prefix: prefix.into(),
+        access_key_id: ACCESS.into(),
+        secret_access_key: SECRET.into(),
+        ca_certificate_pem: ca_certificate_pem.map(|pem| pem.as_bytes().to_vec()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_t4s_store_passes_the_conformance_suite_and_untrusted_clients_fail() {
+    let pki = crate::pki::Pki::new();
+    let identity = pki.server();
+    let tls = t4::tls::TlsAcceptor::from_pem_files(&identity.cert, &identity.key, None, &[b"h2", b"http/1.1"]).unwrap();
+    let server = server_with(Some(tls)).await;
+    let trusted = S3ObjectStore::new(store_config(&server, "", Some(&pki.ca_pem))).unwrap();
+    trusted.client().create_bucket().bucket("t4-bucket").send().await.unwrap();
+    t4::object::conformance::run(&trusted, "tls/").await;
+
+    // The system roots alone do not trust a private CA; plain HTTP gets no S3 answer.
+    let untrusted = S3ObjectStore::new(store_config(&server, "", None)).unwrap();
+    let refused = untrusted.get("tls/anything").await.expect_err("an untrusted certificate must not connect");
+    assert!(!matches!(refused, t4::env::ObjectError::NotFound(_)), "{refused:?}");
+    let plain = client_with(&server.endpoint.replace("https://", "http://"), SECRET, None);
+    assert!(plain.list_buckets().send().await.is_err());
+    // The server keeps serving after both.
+    t4::object::conformance::run(&trusted, "tls-again/").await;
+
+    let bad = S3ObjectStore::new(store_config(&server, "", Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")));
+    assert!(bad.is_err(), "a CA that does not parse is refused when the store is built");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
