@@ -33,6 +33,9 @@ pub const META_FILE: &str = "meta.redb";
 const COMMIT_BATCH_MAX: usize = 256;
 /// Commits waiting for the committer at most (callers beyond wait).
 const COMMIT_QUEUE_MAX: usize = 4096;
+/// Bodies up to this size are appended on the calling task when the volume is free.
+#[cfg(not(madsim))]
+const INLINE_APPEND_MAX: usize = 64 << 10;
 /// S3's limits on multipart uploads.
 pub const PART_NUMBER_MAX: u32 = 10_000;
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -390,11 +393,30 @@ impl Engine {
     }
 
     /// Appends `body` to the active volume (not yet durable nor referenced).
+    ///
+    /// A small body whose volume is free is hashed and written (to the page cache) right
+    /// here: a hop to the blocking pool would cost more than the write. Anything larger, or
+    /// a volume busy with another append, goes to the blocking pool so that no runtime
+    /// thread waits on a long write.
     async fn append(&self, body: Bytes) -> Result<NewBody, EngineError> {
+        let digests =
+            |body: &Bytes| -> ([u8; 16], Vec<u8>) { (Md5::digest(body).into(), meta::dedup_key(&Sha256::digest(body), body.len() as u64)) };
+        #[cfg(not(madsim))]
+        if body.len() <= INLINE_APPEND_MAX {
+            let (md5, dedup_key) = digests(&body);
+            let inline = self.inner.active.try_lock().ok().map(|mut active| active.append(&body));
+            let location = match inline {
+                Some(appended) => appended.map_err(storage)?,
+                None => {
+                    let inner = self.inner.clone();
+                    crate::env::blocking(move || inner.active.lock().expect("volume lock").append(&body)).await.map_err(storage)?
+                }
+            };
+            return Ok(NewBody { location, dedup_key, md5 });
+        }
         let inner = self.inner.clone();
         crate::env::blocking(move || {
-            let md5: [u8; 16] = Md5::digest(&body).into();
-            let dedup_key = meta::dedup_key(&Sha256::digest(&body), body.len() as u64);
+            let (md5, dedup_key) = digests(&body);
             let location = inner.active.lock().expect("volume lock").append(&body).map_err(storage)?;
             Ok(NewBody { location, dedup_key, md5 })
         })
@@ -791,8 +813,12 @@ impl Engine {
     pub fn stats(&self) -> Result<EngineStats, EngineError> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let live = txn.open_table(meta::LIVE).map_err(storage)?;
-        let mut stats =
-            EngineStats { bodies: txn.open_table(meta::BODIES).map_err(storage)?.len().map_err(storage)?, ..Default::default() };
+        let mut stats = EngineStats {
+            commits: self.inner.commits.load(std::sync::atomic::Ordering::Relaxed),
+            batches: self.inner.batches.load(std::sync::atomic::Ordering::Relaxed),
+            bodies: txn.open_table(meta::BODIES).map_err(storage)?.len().map_err(storage)?,
+            ..Default::default()
+        };
         for item in live.iter().map_err(storage)? {
             stats.live_bytes += item.map_err(storage)?.1.value();
         }

@@ -4,8 +4,10 @@
 //! metadata in redb, group-committed fsyncs before any success, conditional writes
 //! evaluated and committed in one metadata transaction, versioning, multipart uploads,
 //! lifecycle expiry, dedup and compaction. `service` maps the S3 API (through s3s) onto it;
-//! `server` is the `s4` binary.
+//! `server` is the `s4` binary and `bench` its load generator.
 
+#[cfg(all(feature = "s4", feature = "s3"))]
+pub mod bench;
 pub mod engine;
 mod meta;
 #[cfg(feature = "s4")]

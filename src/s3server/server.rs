@@ -59,6 +59,15 @@ pub struct Args {
     pub compaction_dead_fraction: f64,
     #[arg(long, env = "S4_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Measure an S3 server (PUT/GET with N clients) and this disk's fsync rate.
+    #[cfg(feature = "s3")]
+    Bench(super::bench::BenchArgs),
 }
 
 /// Random credentials from the operating system (only when none were configured).
@@ -68,7 +77,12 @@ fn generated_secret(bytes: usize) -> std::io::Result<String> {
 
 /// Entry point of the `s4` binary; returns the exit code.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
+    let mut args = Args::parse();
+    #[cfg(feature = "s3")]
+    if let Some(Command::Bench(bench)) = args.command.take() {
+        return super::bench::main(bench);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

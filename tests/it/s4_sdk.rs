@@ -580,7 +580,13 @@ async fn health_and_metrics_answer_unsigned_gets() {
     let (status, text) = raw(&server, &format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host(&server)), b"").await;
     assert_eq!(status, 200);
     assert!(text.contains("s4_responses_total{method=\"PUT\",status=\"2xx\"} 2"), "{text}");
-    assert!(text.contains("s4_commit_batches_total"), "{text}");
+    let metric = |name: &str| -> u64 {
+        let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // CreateBucket and PutObject, one after the other: two commits, each its own batch.
+    assert_eq!((metric("s4_commits_total"), metric("s4_commit_batches_total")), (2, 2), "{text}");
+    assert_eq!(metric("s4_bodies"), 1);
     // A signed request for the bucket named `health` is still S3.
     let listed = s3.list_objects_v2().bucket("health").send().await.unwrap();
     assert_eq!(listed.contents().len(), 1);

@@ -22,6 +22,11 @@ cmp "$work/huge.bin" "$work/huge.back"
 aws "$endpoint" s3 cp --no-progress s3://smoke/docs/hello.txt s3://smoke/docs/copy.txt
 aws "$endpoint" s3 cp --no-progress s3://smoke/docs/copy.txt "$work/copy.txt"
 cmp "$work/hello.txt" "$work/copy.txt"
+mkdir -p "$work/tree/sub" "$work/tree.back"
+for name in a b sub/c; do echo "file $name" > "$work/tree/$name"; done
+aws "$endpoint" s3 sync --no-progress "$work/tree" s3://smoke/tree >/dev/null
+aws "$endpoint" s3 sync --no-progress s3://smoke/tree "$work/tree.back" >/dev/null
+diff -r "$work/tree" "$work/tree.back"
 aws "$endpoint" s3api put-bucket-versioning --bucket smoke --versioning-configuration Status=Enabled
 aws "$endpoint" s3api get-bucket-versioning --bucket smoke --query Status --output text | grep -q Enabled
 v1=$(aws "$endpoint" s3api put-object --bucket smoke --key v --body "$work/hello.txt" --query VersionId --output text)
