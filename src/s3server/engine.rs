@@ -33,7 +33,10 @@ pub const META_FILE: &str = "meta.redb";
 const COMMIT_BATCH_MAX: usize = 256;
 /// Commits waiting for the committer at most (callers beyond wait).
 const COMMIT_QUEUE_MAX: usize = 4096;
-/// Bodies up to this size are appended on the calling task when the volume is free.
+/// A GET reads (and holds in memory) at most this much of a body at a time.
+const READ_PIECE_BYTES: u64 = 1 << 20;
+/// Bodies up to this size are appended (and read) on the calling task, not in the
+/// blocking pool, when the volume is free.
 #[cfg(not(madsim))]
 const INLINE_APPEND_MAX: usize = 64 << 10;
 /// S3's limits on multipart uploads.
@@ -286,6 +289,12 @@ impl BodyReader {
     /// The next stretch of the body, checked against its checksum; `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, EngineError>> {
         let piece = self.pieces.pop_front()?;
+        // A small read (usually from the page cache) costs less than a blocking-pool hop.
+        #[cfg(not(madsim))]
+        if piece.end - piece.start <= INLINE_APPEND_MAX as u64 {
+            let read = volume::read(piece.file.as_ref(), piece.location, piece.start, piece.end);
+            return Some(read.map(Bytes::from).map_err(read_error));
+        }
         let read = crate::env::blocking(move || volume::read(piece.file.as_ref(), piece.location, piece.start, piece.end)).await;
         Some(read.map(Bytes::from).map_err(read_error))
     }
@@ -595,7 +604,16 @@ impl Engine {
                 let record = bodies.get(segment.body).map_err(storage)?.ok_or(EngineError::NoSuchKey)?;
                 let location = BodyRecord::decode(record.value())?.location;
                 let file = self.inner.reader(location.volume)?;
-                pieces.push_back(Piece { file, location, start: from - at, end: to - at });
+                // Pieces of at most READ_PIECE_BYTES, cut at piece-aligned offsets.
+                let (mut piece_start, piece_end) = (from - at, to - at);
+                loop {
+                    let next = ((piece_start / READ_PIECE_BYTES + 1) * READ_PIECE_BYTES).min(piece_end);
+                    pieces.push_back(Piece { file: file.clone(), location, start: piece_start, end: next });
+                    piece_start = next;
+                    if piece_start >= piece_end {
+                        break;
+                    }
+                }
             }
             at += segment.len;
         }
@@ -863,13 +881,10 @@ impl Engine {
             }
             let mut moves = Vec::new();
             for (body, from) in bodies {
-                let file = self.inner.reader(id)?;
-                let inner = self.inner.clone();
-                let to = crate::env::blocking(move || -> Result<Location, EngineError> {
-                    let bytes = volume::read(file.as_ref(), from, 0, from.len).map_err(read_error)?;
-                    inner.active.lock().expect("volume lock").append(&bytes).map_err(storage)
-                })
-                .await?;
+                let source = self.inner.reader(id)?;
+                // Room in the active volume first; the copy runs without holding it.
+                let (target, to) = self.inner.active.lock().expect("volume lock").reserve(from.len, from.crc).map_err(storage)?;
+                crate::env::blocking(move || volume::copy(source.as_ref(), from, target.as_ref(), to)).await.map_err(read_error)?;
                 report.bodies_moved += 1;
                 report.bytes_moved += from.len;
                 moves.push((body, from, to));
@@ -1202,7 +1217,7 @@ impl<'t> Tables<'t> {
     }
 
     fn record_bytes(location: &Location) -> i64 {
-        (location.len + volume::RECORD_HEADER_BYTES) as i64
+        volume::record_len(location.len) as i64
     }
 
     /// References a newly appended body, or (same SHA-256 and size) the identical body
