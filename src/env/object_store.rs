@@ -41,6 +41,14 @@ pub enum ObjectError {
     SlowDown,
     #[error("object store: outcome unknown for {0}: {1}")]
     Ambiguous(String, String),
+    /// Refused for good (a 4xx other than 404/409/412: credentials, permissions, a missing
+    /// bucket, a malformed request). Retrying the same request cannot succeed.
+    #[error("object store refused the request: {0}")]
+    Refused(String),
+    /// The object's bytes fail their checksum or format check. Never retried, never served.
+    #[error("object store: damaged object {0}")]
+    Corrupt(String),
+    /// A failure that may pass (I/O, connection refused before sending, 5xx on a read).
     #[error("object store: {0}")]
     Other(String),
 }

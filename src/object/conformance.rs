@@ -1,5 +1,5 @@
 //! The ObjectStore conformance suite: one behaviour every implementation must show
-//! (mem today; fs, s3 against `s4`, and the simulator's S3 as they arrive).
+//! (mem, fs, the retry layer, s3 against `s4`; the simulator's S3 as it arrives).
 //! It panics with a message naming the broken rule.
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ pub async fn run(store: &dyn ObjectStore, prefix: &str) {
     ranges_and_heads(store, prefix).await;
     listing(store, prefix).await;
     deletes(store, prefix).await;
+    edges(store, prefix).await;
 }
 
 async fn create_only(store: &dyn ObjectStore, prefix: &str) {
@@ -72,4 +73,39 @@ async fn deletes(store: &dyn ObjectStore, prefix: &str) {
     store.delete(&key, Some(&put.etag)).await.expect("delete with the current etag");
     store.delete(&key, None).await.expect("deleting a missing key is not an error");
     assert!(matches!(store.get(&key).await, Err(ObjectError::NotFound(_))));
+}
+
+async fn edges(store: &dyn ObjectStore, prefix: &str) {
+    let missing = store.get(&format!("{prefix}edge/absent")).await;
+    assert!(matches!(missing, Err(ObjectError::NotFound(_))), "get of a missing key must be NotFound: {missing:?}");
+    let missing = store.delete(&format!("{prefix}edge/absent"), Some("\"any\"")).await;
+    assert!(matches!(missing, Err(ObjectError::NotFound(_))), "conditional delete of a missing key must be NotFound: {missing:?}");
+
+    let empty = format!("{prefix}edge/empty");
+    store.put(&empty, Bytes::new(), Condition::IfNoneMatch).await.expect("an empty object");
+    assert_eq!(store.get(&empty).await.expect("get empty").0.len(), 0);
+    assert_eq!(store.head(&empty).await.expect("head empty").size, 0);
+
+    // Names with spaces, non-ASCII, dots and a key that is also a prefix of others.
+    let odd = [format!("{prefix}edge/a b"), format!("{prefix}edge/ü/€.bin"), format!("{prefix}edge/dir"), format!("{prefix}edge/dir/x")];
+    for (index, key) in odd.iter().enumerate() {
+        store.put(key, Bytes::from(vec![index as u8; index + 1]), Condition::IfNoneMatch).await.expect("odd key");
+    }
+    for (index, key) in odd.iter().enumerate() {
+        assert_eq!(store.get(key).await.expect("odd key back").0, vec![index as u8; index + 1], "{key}");
+    }
+    let listed: Vec<String> =
+        store.list(&format!("{prefix}edge/d"), None, 10).await.expect("list").into_iter().map(|info| info.key).collect();
+    assert_eq!(listed, [format!("{prefix}edge/dir"), format!("{prefix}edge/dir/x")], "a prefix need not end at a /");
+    let all = store.list(&format!("{prefix}edge/"), None, 100).await.expect("list all");
+    assert_eq!(all.len(), 5, "nested keys are listed too: {all:?}");
+
+    let large = format!("{prefix}edge/large");
+    let body: Vec<u8> = (0..(1u32 << 20) + 7).map(|index| (index % 251) as u8).collect();
+    let put = store.put(&large, Bytes::from(body.clone()), Condition::Always).await.expect("1 MiB");
+    let (back, etag) = store.get(&large).await.expect("1 MiB back");
+    assert!(back[..] == body[..] && etag == put.etag, "a large body must come back intact");
+    let slice = store.get_range(&large, (1 << 20) - 3, (1 << 20) + 7).await.expect("range at the end");
+    assert_eq!(&slice[..], &body[(1 << 20) - 3..], "ranges read the bytes asked for");
+    assert_eq!(store.head(&large).await.expect("head").etag, put.etag, "head and put agree on the etag");
 }

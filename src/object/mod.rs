@@ -1,13 +1,21 @@
-//! Object store implementations: [`MemObjectStore`] and, with the `s3` feature,
-//! [`S3ObjectStore`] (aws-sdk-s3, against s4 or AWS). The local-directory store, the retry
-//! layer and `layout.rs` arrive with durability on object storage.
+//! Object store implementations: [`MemObjectStore`], [`FsObjectStore`] (a local or shared
+//! directory) and, with the `s3` feature, [`S3ObjectStore`] (aws-sdk-s3, against s4 or
+//! AWS); [`RetryingStore`] wraps any of them with backoff and read-back resolution of
+//! ambiguous outcomes.
 //! [`conformance`] is the one behaviour suite every implementation must pass.
 
 pub mod conformance;
+#[cfg(not(madsim))]
+mod fs;
+pub mod layout;
 mod mem;
+mod retry;
 #[cfg(feature = "s3")]
 mod s3;
 
+#[cfg(not(madsim))]
+pub use fs::FsObjectStore;
 pub use mem::MemObjectStore;
+pub use retry::{RetryPolicy, RetryingStore};
 #[cfg(feature = "s3")]
 pub use s3::{S3Config, S3ObjectStore};

@@ -124,6 +124,9 @@ where
         (Some(status), _) if status >= 500 && matches!(effect, Effect::Write) => {
             ObjectError::Ambiguous(key.to_string(), format!("HTTP {status}: {}", code.unwrap_or_default()))
         }
+        (Some(status), _) if (400..500).contains(&status) => {
+            ObjectError::Refused(format!("{key}: HTTP {status} {}", code.unwrap_or_default()))
+        }
         (Some(status), _) => ObjectError::Other(format!("{key}: HTTP {status} {}", code.unwrap_or_default())),
         (None, _) => match (&error, effect) {
             // Never sent: safe to retry.

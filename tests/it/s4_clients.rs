@@ -143,6 +143,25 @@ fn s4_refuses_to_start_on_a_bad_tls_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4s_s3_object_store_passes_the_conformance_suite_against_the_s4_binary() {
+    let s4 = S4Process::start().await;
+    let config = |prefix: &str| t4::object::S3Config {
+        endpoint: Some(s4.endpoint.clone()),
+        region: "us-east-1".into(),
+        bucket: "t4-conformance".into(),
+        prefix: prefix.into(),
+        access_key_id: ACCESS.into(),
+        secret_access_key: SECRET.into(),
+        ca_certificate_pem: None,
+    };
+    let store = t4::object::S3ObjectStore::new(config("")).unwrap();
+    store.client().create_bucket().bucket("t4-conformance").send().await.unwrap();
+    t4::object::conformance::run(&store, "suite/").await;
+    let prefixed = t4::object::S3ObjectStore::new(config("cluster-b/")).unwrap();
+    t4::object::conformance::run(&prefixed, "suite/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_operations_errors_conditions_and_the_create_only_race() {
     let s4 = S4Process::start().await;
     s4.run("python3", "boto3_suite.py", &["1000"]);
