@@ -26,6 +26,8 @@ pub struct Config {
     pub store_sync_records: u64,
     /// Revisions of events kept in memory for watchers; older ones are read from the store.
     pub watch_events_buffered_max: usize,
+    /// Keep the log in a bucket too (DESIGN §5); `None`: local disk only.
+    pub object_store: Option<crate::durable::ObjectDurability>,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             store_sync_interval: Duration::from_secs(2),
             store_sync_records: 50_000,
             watch_events_buffered_max: 65_536,
+            object_store: None,
         }
     }
 }

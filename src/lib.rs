@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 #[path = "core/mod.rs"]
 pub mod core;
+pub mod durable;
 pub mod env;
 pub mod error;
 #[cfg(feature = "server")]

@@ -18,6 +18,7 @@ mod pipeline;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use t4_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -27,9 +28,11 @@ use t4_proto::mvccpb::KeyValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
+use crate::durable::ObjectDurability;
 use crate::env::{Env, StorageFence};
 use crate::error::{Error, Result};
 use crate::mvcc::{self, Limits, Store, WriteRequest, WriteResponse};
+use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
 pub use pipeline::NodeStats;
@@ -58,6 +61,8 @@ struct Shared {
     jobs: Mutex<Option<mpsc::Sender<pipeline::Job>>>,
     stopped: Mutex<Option<oneshot::Receiver<Result<()>>>>,
     stats: pipeline::Counters,
+    /// The term this node writes its bucket log under (`None`: local disk only).
+    term: Option<u64>,
     _dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
 }
 
@@ -72,8 +77,26 @@ impl Node {
     pub async fn open_with_env(config: Config, env: Env) -> Result<Self> {
         let disk = env.disk.clone();
         let segment_bytes_max = config.wal_segment_bytes_max;
-        let opened = crate::env::blocking(move || pipeline::recover(disk, segment_bytes_max)).await?;
-        let pipeline::Opened { store, wal, fence, dir_lock } = opened;
+        let mut local = crate::env::blocking(move || pipeline::open_local(&disk)).await?;
+        let disk = env.disk.clone();
+        let opened = match &config.object_store {
+            None => crate::env::blocking(move || pipeline::finish_local(disk, local, segment_bytes_max)).await?,
+            Some(durability) => {
+                // Ambiguous outcomes must be settled by reading back, never by a blind retry
+                // of a create (that would look like a seal): always through the retry layer.
+                // A few quick retries for blips; an outage is waited out by the upload loop
+                // (which logs and counts it), not hidden in here.
+                let policy = RetryPolicy { attempts: 4, first_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(1) };
+                let retrying: Arc<dyn crate::env::ObjectStore> =
+                    Arc::new(RetryingStore::new(durability.store.clone(), env.clock.clone(), policy));
+                let durability = ObjectDurability { store: retrying, ..durability.clone() };
+                let records = std::mem::take(&mut local.recovered.records);
+                let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, local.store.applied_index(), records).await?;
+                crate::env::blocking(move || pipeline::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
+            }
+        };
+        let pipeline::Opened { store, wal, fence, dir_lock, log } = opened;
+        let term = log.as_ref().map(|log| log.term);
         let visible = store.applied_revision();
         let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));
         let (jobs_tx, jobs_rx) = mpsc::channel(config.write_queue_max);
@@ -89,10 +112,11 @@ impl Node {
             jobs: Mutex::new(Some(jobs_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
             stats: pipeline::Counters::default(),
+            term,
             _dir_lock: dir_lock,
         });
-        pipeline::start(shared.clone(), wal, jobs_rx, stopped_tx);
-        tracing::info!(revision = visible, "t4 node open");
+        pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
+        tracing::info!(revision = visible, term, "t4 node open");
         Ok(Self { shared })
     }
 
@@ -202,6 +226,11 @@ impl Node {
             Some(failure) => Err(failure),
             None => Ok(()),
         }
+    }
+
+    /// The term this node writes its log under in the bucket (`None`: local disk only).
+    pub fn term(&self) -> Option<u64> {
+        self.shared.term
     }
 
     /// Counters for metrics and benchmarks.

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::env::{Disk, StorageFence};
+use crate::durable::{BucketRecovery, TermLog};
+use crate::env::{Disk, ObjectError, StorageFence};
 use crate::error::{Error, Result};
 use crate::mvcc::{Applied, RevisionEvents, Store, WriteRequest, WriteResponse};
 use crate::wal::{self, encode_batch, Record, WalWriter};
@@ -56,6 +57,8 @@ pub struct Opened {
     pub wal: WalWriter,
     pub fence: StorageFence,
     pub dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
+    /// The term's log in the bucket, when the node keeps one.
+    pub log: Option<TermLog>,
 }
 
 /// Counters for metrics and benchmarks.
@@ -66,6 +69,10 @@ pub struct Counters {
     wal_syncs: AtomicU64,
     wal_sync_micros: AtomicU64,
     store_syncs: AtomicU64,
+    wal_uploads: AtomicU64,
+    wal_upload_bytes: AtomicU64,
+    wal_upload_micros: AtomicU64,
+    wal_upload_failures: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +82,12 @@ pub struct NodeStats {
     pub wal_syncs: u64,
     pub wal_sync_micros: u64,
     pub store_syncs: u64,
+    /// WAL objects created in the bucket, their bytes, the time spent (retries included)
+    /// and the attempts that failed.
+    pub wal_uploads: u64,
+    pub wal_upload_bytes: u64,
+    pub wal_upload_micros: u64,
+    pub wal_upload_failures: u64,
 }
 
 impl Counters {
@@ -85,21 +98,40 @@ impl Counters {
             wal_syncs: self.wal_syncs.load(Ordering::Relaxed),
             wal_sync_micros: self.wal_sync_micros.load(Ordering::Relaxed),
             store_syncs: self.store_syncs.load(Ordering::Relaxed),
+            wal_uploads: self.wal_uploads.load(Ordering::Relaxed),
+            wal_upload_bytes: self.wal_upload_bytes.load(Ordering::Relaxed),
+            wal_upload_micros: self.wal_upload_micros.load(Ordering::Relaxed),
+            wal_upload_failures: self.wal_upload_failures.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Opens the store, replays the WAL above what the store holds durably, and returns a
-/// writer positioned after the last valid record. Blocking.
-pub fn recover(disk: Arc<dyn Disk>, segment_bytes_max: u64) -> Result<Opened> {
+/// The store and the local WAL as found at open, before anything is replayed.
+pub struct Local {
+    pub store: Arc<Store>,
+    pub recovered: wal::Recovered,
+    pub fence: StorageFence,
+    pub dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
+}
+
+/// Locks the data dir, opens the store and reads the local WAL (cutting a torn tail).
+/// Blocking.
+pub fn open_local(disk: &Arc<dyn Disk>) -> Result<Local> {
     let dir_lock = disk.lock_exclusive().map_err(|error| Error::storage("lock data dir", error))?;
     let fence = StorageFence::default();
     let store = Arc::new(Store::open(disk.as_ref(), fence.clone())?);
-    let applied = store.applied_index();
-    let recovered = wal::recover(&disk, applied)?;
+    let recovered = wal::recover(disk, store.applied_index())?;
     if recovered.torn_bytes > 0 {
         tracing::warn!(bytes = recovered.torn_bytes, "wal: cut a torn tail left by a crash");
     }
+    Ok(Local { store, recovered, fence, dir_lock })
+}
+
+/// Local-only durability: replays the local WAL above what the store holds durably and
+/// returns a writer positioned after the last valid record. Blocking.
+pub fn finish_local(disk: Arc<dyn Disk>, local: Local, segment_bytes_max: u64) -> Result<Opened> {
+    let Local { store, recovered, fence, dir_lock } = local;
+    let applied = store.applied_index();
     if recovered.end_index > 0 && recovered.end_index <= applied {
         return Err(Error::Corrupt(format!(
             "wal ends at index {} but the store holds through {applied}: the log lost durable records",
@@ -113,13 +145,35 @@ pub fn recover(disk: Arc<dyn Disk>, segment_bytes_max: u64) -> Result<Opened> {
     }
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, segment_bytes_max)?;
-    Ok(Opened { store, wal, fence, dir_lock })
+    Ok(Opened { store, wal, fence, dir_lock, log: None })
 }
 
-pub fn start(shared: Arc<Shared>, wal: WalWriter, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
+/// Durability in a bucket: replays what [`crate::durable::recover`] decided, makes the
+/// store durable, and restarts the local WAL after it (the bucket holds everything the old
+/// segments did). Blocking.
+pub fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: BucketRecovery, segment_bytes_max: u64) -> Result<Opened> {
+    let Local { store, recovered, fence, dir_lock } = local;
+    store.replay(&recovery.records)?;
+    store.sync_durable()?;
+    if !recovery.records.is_empty() {
+        tracing::info!(records = recovery.records.len(), revision = store.applied_revision(), "bucket: replayed");
+    }
+    for first in &recovered.segments {
+        disk.remove(&wal::segment_name(*first)).map_err(|error| Error::storage("remove wal segment", error))?;
+    }
+    if !recovered.segments.is_empty() {
+        disk.sync_dir(wal::WAL_DIR).map_err(|error| Error::storage("sync wal dir", error))?;
+    }
+    crate::durable::write_term_file(disk.as_ref(), recovery.log.term)?;
+    let next_index = store.applied_index() + 1;
+    let wal = WalWriter::open(disk, Vec::new(), 0, next_index, segment_bytes_max)?;
+    Ok(Opened { store, wal, fence, dir_lock, log: Some(recovery.log) })
+}
+
+pub fn start(shared: Arc<Shared>, wal: WalWriter, log: Option<TermLog>, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
     let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
-    let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, sync_rx, synced_tx));
+    let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, log, sync_rx, synced_tx));
     tokio::spawn(async move {
         let result = writer_loop(shared.clone(), jobs, sync_tx, synced_rx).await;
         let _ = syncer.await;
@@ -300,12 +354,18 @@ async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob
     Ok(())
 }
 
-async fn syncer_loop(shared: Arc<Shared>, wal: WalWriter, mut jobs: mpsc::Receiver<SyncJob>, synced: watch::Sender<u64>) {
+async fn syncer_loop(
+    shared: Arc<Shared>,
+    wal: WalWriter,
+    mut log: Option<TermLog>,
+    mut jobs: mpsc::Receiver<SyncJob>,
+    synced: watch::Sender<u64>,
+) {
     let mut wal = Some(wal);
     while let Some(job) = jobs.recv().await {
         match job {
             SyncJob::Batch { wal: batch, revision, events, replies } => {
-                let outcome = persist(&shared, &mut wal, batch, &synced).await;
+                let outcome = persist(&shared, &mut wal, log.as_mut(), batch, &synced).await;
                 if outcome.is_ok() {
                     shared.visible.store(revision, Ordering::SeqCst);
                     shared.hub.publish(revision, events);
@@ -334,10 +394,13 @@ async fn syncer_loop(shared: Arc<Shared>, wal: WalWriter, mut jobs: mpsc::Receiv
     }
 }
 
-/// Appends and fsyncs one batch; on failure the node stops.
+/// Appends and fsyncs one batch, then (with a bucket) uploads it; on failure the node
+/// stops. `synced` moves only once the batch is durable at the configured level, so the
+/// store is never made durable past what the bucket holds.
 async fn persist(
     shared: &Arc<Shared>,
     wal: &mut Option<WalWriter>,
+    log: Option<&mut TermLog>,
     batch: Option<(Vec<u8>, u64, u64)>,
     synced: &watch::Sender<u64>,
 ) -> Result<()> {
@@ -351,11 +414,58 @@ async fn persist(
     let elapsed: Duration = shared.env.clock.monotonic().saturating_sub(started);
     shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
     shared.stats.wal_sync_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    match result {
-        Ok(()) => {
-            synced.send_replace(first + count - 1);
-            Ok(())
-        }
-        Err(error) => Err(shared.fail(error)),
+    if let Err(error) = result {
+        return Err(shared.fail(error));
     }
+    if let Some(log) = log {
+        upload(shared, log, &bytes, first, count).await?;
+    }
+    synced.send_replace(first + count - 1);
+    Ok(())
+}
+
+/// Longest wait between two attempts of a failing upload.
+const UPLOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Creates the batch's WAL object. A store that is down or throttling is waited out (the
+/// batch's writers wait, and the ones behind them queue: the node stops acknowledging,
+/// then resumes); an object that already exists means a newer term sealed this one, and a
+/// refusal (credentials, a missing bucket) or damage will not pass: both stop the node.
+async fn upload(shared: &Arc<Shared>, log: &mut TermLog, bytes: &[u8], first: u64, count: u64) -> Result<()> {
+    let started = shared.env.clock.monotonic();
+    let mut failures: u32 = 0;
+    loop {
+        let seq = log.next_seq;
+        match log.append(first, count, bytes).await {
+            Ok(true) => break,
+            Ok(false) => {
+                let object = crate::object::layout::wal_object(log.term, seq);
+                tracing::error!(term = log.term, %object, "t4: fenced: a newer term sealed this node's log in the bucket");
+                return Err(shared.fail(Error::StorageFailure(format!(
+                    "fenced: {object} already exists, so a newer term sealed term {} in the bucket; this node stops acknowledging writes",
+                    log.term
+                ))));
+            }
+            Err(error @ (ObjectError::Refused(_) | ObjectError::Corrupt(_))) => {
+                return Err(shared.fail(Error::StorageFailure(format!("WAL upload refused: {error}"))));
+            }
+            Err(error) => {
+                failures += 1;
+                shared.stats.wal_upload_failures.fetch_add(1, Ordering::Relaxed);
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(%error, failures, first_index = first, "t4: WAL upload failing; writes wait until the bucket answers");
+                }
+                let backoff = Duration::from_millis(200).saturating_mul(failures).min(UPLOAD_BACKOFF_MAX);
+                shared.env.clock.sleep(backoff).await;
+            }
+        }
+    }
+    if failures > 0 {
+        tracing::info!(failures, first_index = first, "t4: WAL upload succeeded again; writes resume");
+    }
+    let elapsed = shared.env.clock.monotonic().saturating_sub(started);
+    shared.stats.wal_uploads.fetch_add(1, Ordering::Relaxed);
+    shared.stats.wal_upload_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared.stats.wal_upload_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    Ok(())
 }

@@ -11,4 +11,4 @@ mod writer;
 
 pub use record::{decode_batch, encode_batch, Change, ChangeKind, Record, RecordBody, BATCH_HEADER_BYTES};
 pub use recovery::{recover, Recovered};
-pub use writer::{segment_name, WalWriter, SEGMENT_HEADER_BYTES};
+pub use writer::{segment_name, WalWriter, SEGMENT_HEADER_BYTES, WAL_DIR};

@@ -7,6 +7,7 @@ mod etcdctl;
 mod fuzz_corpus;
 mod grpc_api;
 mod node_api;
+mod node_bucket;
 mod node_recovery;
 mod node_watch;
 mod pki;

@@ -1,0 +1,216 @@
+//! The log in the bucket: terms, WAL objects, seals (DESIGN §5).
+//!
+//! - A node takes a new term by CAS on `lock` before it writes anything.
+//! - Its log is `wal/<term>/1, 2, ...`, each created only if absent, in order: object k+1 is
+//!   sent only after object k is durable, so a term's log is the dense run from 1 and its
+//!   first missing seq ends it.
+//! - Before serving, a node seals every older term that is not sealed yet: it creates a seal
+//!   at that term's first missing seq. A writer still alive in that term then fails to
+//!   create that object (412) and stops: nothing it could still acknowledge lies past the
+//!   seal, and nothing past a seal is ever replayed.
+//! - Record indexes run on across terms: a term's first record follows the last record
+//!   before the previous term's seal. A gap is a hole, and a hole fails closed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::format::{decode_wal_object, encode_batch_object, encode_seal, LockRecord, WalObject};
+use crate::env::{Condition, ObjectError, ObjectStore};
+use crate::error::{Error, Result};
+use crate::object::layout;
+use crate::wal::{encode_batch, Record};
+
+/// Most attempts to take a term while others race for it.
+const TAKE_TERM_ATTEMPTS: usize = 64;
+/// Listing page size.
+const LIST_PAGE: usize = 1000;
+/// Records in one object when a local tail is uploaded at recovery.
+const TAIL_RECORDS_PER_OBJECT: usize = 1024;
+
+pub(crate) fn object_error(context: &str, error: ObjectError) -> Error {
+    match error {
+        ObjectError::Corrupt(what) => Error::Corrupt(format!("{context}: {what}")),
+        other => Error::StorageFailure(format!("{context}: {other}")),
+    }
+}
+
+/// The lock record and its ETag, if a term was ever taken.
+pub async fn read_lock(store: &dyn ObjectStore) -> Result<Option<(LockRecord, String)>> {
+    match store.get(layout::LOCK).await {
+        Ok((bytes, etag)) => Ok(Some((LockRecord::decode(&bytes)?, etag))),
+        Err(ObjectError::NotFound(_)) => Ok(None),
+        Err(error) => Err(object_error("read lock", error)),
+    }
+}
+
+/// Takes the next term: a CAS on `lock` from the term it holds to one more.
+pub async fn take_term(store: &dyn ObjectStore, node: &str, wall_ms: u64) -> Result<u64> {
+    for _ in 0..TAKE_TERM_ATTEMPTS {
+        let (term, condition) = match read_lock(store).await? {
+            None => (1, Condition::IfNoneMatch),
+            Some((lock, etag)) => (lock.term + 1, Condition::IfMatch(etag)),
+        };
+        let record = LockRecord { term, node: node.to_string(), wall_ms };
+        match store.put(layout::LOCK, Bytes::from(record.encode()), condition).await {
+            Ok(_) => return Ok(term),
+            // Someone else moved the lock first: read it again.
+            Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => continue,
+            Err(error) => return Err(object_error("take a term", error)),
+        }
+    }
+    Err(Error::StorageFailure(format!("could not take a term: the lock kept changing over {TAKE_TERM_ATTEMPTS} attempts")))
+}
+
+/// Every key under `prefix`.
+pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    loop {
+        let page = store.list(prefix, keys.last().map(String::as_str), LIST_PAGE).await.map_err(|error| object_error("list", error))?;
+        let full = page.len() == LIST_PAGE;
+        keys.extend(page.into_iter().map(|info| info.key));
+        if !full {
+            return Ok(keys);
+        }
+    }
+}
+
+/// The seqs of every WAL object in the bucket, by term.
+pub async fn wal_objects(store: &dyn ObjectStore) -> Result<BTreeMap<u64, BTreeSet<u64>>> {
+    let mut terms: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for key in list_all(store, layout::WAL_DIR).await? {
+        if let Some((term, seq)) = layout::parse_wal_object(&key) {
+            terms.entry(term).or_default().insert(seq);
+        }
+    }
+    Ok(terms)
+}
+
+/// How one term's log ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermEnd {
+    pub term: u64,
+    /// The first seq that holds no batch: where the seal is, or the first missing one.
+    pub next_seq: u64,
+    pub sealed: bool,
+}
+
+/// What the bucket's log holds.
+#[derive(Debug, Default)]
+pub struct BucketLog {
+    /// Records with an index above the `after_index` asked for, in order.
+    pub records: Vec<Record>,
+    /// One past the last record in the bucket (0: no record at all).
+    pub end_index: u64,
+    pub terms: Vec<TermEnd>,
+}
+
+/// Reads the whole log, keeping records above `after_index`, and seals every unsealed term
+/// below `seal_below` at its first missing seq.
+pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Option<u64>) -> Result<BucketLog> {
+    let objects = wal_objects(store).await?;
+    let mut log = BucketLog::default();
+    let mut next_index: Option<u64> = None;
+    for (term, seqs) in objects {
+        let mut seq = 1;
+        let sealed = loop {
+            let name = layout::wal_object(term, seq);
+            if !seqs.contains(&seq) {
+                if seqs.range(seq..).next().is_some() {
+                    // Never seal over a hole: object k+1 is only ever sent after k landed.
+                    return Err(Error::Corrupt(format!("hole: {name} is missing but later objects of term {term} exist")));
+                }
+                let Some(limit) = seal_below.filter(|limit| term < *limit) else { break false };
+                match store.put(&name, Bytes::from(encode_seal(term, seq)), Condition::IfNoneMatch).await {
+                    Ok(_) => {
+                        tracing::info!(term, seq, new_term = limit, "bucket: sealed an older term's log");
+                        break true;
+                    }
+                    // Its writer got there first: read what landed.
+                    Err(ObjectError::PreconditionFailed(_)) => {}
+                    Err(error) => return Err(object_error(&format!("seal {name}"), error)),
+                }
+            }
+            let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+            match decode_wal_object(&name, term, seq, &bytes)? {
+                WalObject::Seal { .. } => break true,
+                WalObject::Batch { records, .. } => {
+                    let first = records[0].index;
+                    match next_index {
+                        None if first > after_index + 1 => {
+                            return Err(Error::Corrupt(format!(
+                                "hole: the bucket's log starts at index {first} ({name}) but the store holds only through {after_index}"
+                            )));
+                        }
+                        Some(expected) if first != expected => {
+                            return Err(Error::Corrupt(format!(
+                                "hole: {name} starts at index {first}, the log before it ends at {}",
+                                expected - 1
+                            )));
+                        }
+                        _ => {}
+                    }
+                    next_index = Some(first + records.len() as u64);
+                    log.records.extend(records.into_iter().filter(|record| record.index > after_index));
+                }
+            }
+            seq += 1;
+        };
+        if !sealed && seqs.range(seq..).next().is_some() {
+            return Err(Error::Corrupt(format!(
+                "hole: {} is missing but later objects of term {term} exist",
+                layout::wal_object(term, seq)
+            )));
+        }
+        log.terms.push(TermEnd { term, next_seq: seq, sealed });
+    }
+    log.end_index = next_index.unwrap_or(0);
+    Ok(log)
+}
+
+/// Uploads `records` (dense) as the continuation of `term`'s log from `seq`. Stops at the
+/// first object that already exists (the term was sealed by a newer one): what was not
+/// uploaded by then is not part of the log. Returns how many records and objects made it.
+pub async fn upload_tail(store: &dyn ObjectStore, term: u64, mut seq: u64, records: &[Record]) -> Result<(usize, u64)> {
+    let (mut uploaded, mut objects) = (0, 0);
+    for chunk in records.chunks(TAIL_RECORDS_PER_OBJECT) {
+        let body = encode_batch_object(term, seq, chunk[0].index, chunk.len() as u64, &encode_batch(chunk));
+        let name = layout::wal_object(term, seq);
+        match store.put(&name, Bytes::from(body), Condition::IfNoneMatch).await {
+            Ok(_) => {
+                uploaded += chunk.len();
+                objects += 1;
+            }
+            Err(ObjectError::PreconditionFailed(_)) => break,
+            Err(error) => return Err(object_error(&format!("upload {name}"), error)),
+        }
+        seq += 1;
+    }
+    Ok((uploaded, objects))
+}
+
+/// Keeps a term's log going: object `seq` of `term` is created only if absent, and only
+/// after every earlier one is in the bucket.
+#[derive(Debug)]
+pub struct TermLog {
+    pub store: Arc<dyn ObjectStore>,
+    pub term: u64,
+    pub next_seq: u64,
+}
+
+impl TermLog {
+    /// Creates the next object. `Ok(false)`: it already exists, so a newer term sealed this
+    /// one and this node must stop.
+    pub async fn append(&mut self, first_index: u64, count: u64, batches: &[u8]) -> std::result::Result<bool, ObjectError> {
+        let body = encode_batch_object(self.term, self.next_seq, first_index, count, batches);
+        match self.store.put(&layout::wal_object(self.term, self.next_seq), Bytes::from(body), Condition::IfNoneMatch).await {
+            Ok(_) => {
+                self.next_seq += 1;
+                Ok(true)
+            }
+            Err(ObjectError::PreconditionFailed(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Durability on object storage through the embedded API: the log in a bucket, recovery
+//! from total disk loss, stale disks, fencing of a second process, outages, holes.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use t4::durable::ObjectDurability;
+use t4::env::{Condition, CrashMode, Env, ObjectError, ObjectInfo, ObjectStore, PutOutcome, RealClock, SimDisk};
+use t4::object::MemObjectStore;
+use t4::watch::WatchOptions;
+use t4::{Config, ErrorKind, Node};
+
+fn durability(store: Arc<dyn ObjectStore>, name: &str) -> ObjectDurability {
+    ObjectDurability { store, node_name: name.into(), wal_sync_upload: true }
+}
+
+async fn open(disk: &SimDisk, store: Arc<dyn ObjectStore>, name: &str) -> t4::Result<Node> {
+    let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
+    let mut config = Config::new("/unused");
+    config.object_store = Some(durability(store, name));
+    Node::open_with_env(config, env).await
+}
+
+/// What one writer had acknowledged: (key, Some(mod revision)) for a put, (key, None) for a
+/// delete.
+type Acked = Vec<(String, Option<i64>)>;
+
+/// Writers put distinct keys (and delete every tenth) until `stop`; returns what was
+/// acknowledged: (key, Some(mod revision)) for puts, (key, None) for deletes.
+fn writers(node: &Node, count: usize, per_writer: usize, acked: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<Acked>> {
+    (0..count)
+        .map(|writer| {
+            let (node, acked) = (node.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for index in 0..per_writer {
+                    let key = format!("w{writer}/{index:05}");
+                    match node.put(key.clone(), format!("value {writer} {index}")).await {
+                        Ok(revision) => done.push((key.clone(), Some(revision))),
+                        Err(_) => break,
+                    }
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    if index % 10 == 9 {
+                        match node.delete(key.clone()).await {
+                            Ok(_) => done.push((key, None)),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+async fn check_acknowledged(node: &Node, acked: &[(String, Option<i64>)]) {
+    let mut last = std::collections::BTreeMap::new();
+    for (key, outcome) in acked {
+        last.insert(key.clone(), *outcome);
+    }
+    for (key, outcome) in last {
+        let kv = node.get(key.clone()).await.unwrap();
+        match outcome {
+            Some(revision) => {
+                let kv = kv.unwrap_or_else(|| panic!("acknowledged {key} lost"));
+                assert_eq!(kv.mod_revision, revision, "{key}");
+                let (writer, index) = key[1..].split_once('/').unwrap();
+                assert_eq!(kv.value, format!("value {writer} {}", index.parse::<usize>().unwrap()).into_bytes());
+            }
+            None => assert!(kv.is_none(), "acknowledged delete of {key} undone"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_is_gone_rebuilds_everything_from_the_bucket() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let disk = SimDisk::new();
+    let node = open(&disk, bucket.clone(), "a").await.unwrap();
+    assert_eq!(node.term(), Some(1));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let tasks = writers(&node, 8, 400, acked_count.clone());
+    while acked_count.load(Ordering::SeqCst) < 1500 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Power loss that takes the whole disk, while the writers run.
+    disk.crash(CrashMode::Wipe);
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    assert!(acked.len() >= 1500 && acked.len() < 8 * 440, "the wipe must land mid-load: {}", acked.len());
+    assert!(node.stats().wal_uploads > 0);
+    drop(node);
+
+    let fresh = SimDisk::new();
+    let node = open(&fresh, bucket.clone(), "a-again").await.unwrap();
+    assert_eq!(node.term(), Some(2), "a new term for every opening");
+    check_acknowledged(&node, &acked).await;
+    let highest = acked.iter().filter_map(|(_, revision)| *revision).max().unwrap();
+    assert!(node.current_revision() >= highest);
+
+    // Watches from an early revision replay the history in order, with nothing missing.
+    let mut watch =
+        node.watch(WatchOptions { key: b"w0/".to_vec(), range_end: b"w0/\xff".to_vec(), start_revision: 2, ..Default::default() }).unwrap();
+    let mut seen = Vec::new();
+    let mut last_revision = 0;
+    while let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(200), watch.next()).await {
+        let batch = batch.unwrap();
+        assert!(batch.revision > last_revision, "revisions replay in order");
+        last_revision = batch.revision;
+        seen.extend(batch.events.into_iter().map(|event| (event.kv.unwrap().key, event.r#type)));
+    }
+    let expected: Vec<_> = acked.iter().filter(|(key, _)| key.starts_with("w0/")).collect();
+    assert!(seen.len() >= expected.len(), "every acknowledged w0 change is replayed ({} < {})", seen.len(), expected.len());
+    let next = node.put("after", "restore").await.unwrap();
+    assert_eq!(next, node.current_revision());
+    node.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_fences_the_first_and_a_stale_disk_catches_up() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let (disk_a, disk_b) = (SimDisk::new(), SimDisk::new());
+    let a = open(&disk_a, bucket.clone(), "a").await.unwrap();
+    for index in 0..50 {
+        a.put(format!("a/{index}"), "from a").await.unwrap();
+    }
+    let b = open(&disk_b, bucket.clone(), "b").await.unwrap();
+    assert_eq!((a.term(), b.term()), (Some(1), Some(2)));
+    assert_eq!(b.current_revision(), a.current_revision(), "b starts from everything a acknowledged");
+    let fenced = a.put("a/late", "never acknowledged").await.unwrap_err();
+    assert_eq!(fenced.kind(), ErrorKind::StorageFailure);
+    assert!(fenced.to_string().contains("fenced"), "{fenced}");
+    assert!(a.put("a/later", "x").await.is_err(), "a fenced node stays stopped");
+    for index in 0..20 {
+        b.put(format!("b/{index}"), "from b").await.unwrap();
+    }
+    assert!(b.get("a/late").await.unwrap().is_none());
+    let b_revision = b.current_revision();
+    b.close().await.unwrap();
+    drop(a);
+
+    // a's disk is stale (it stopped at its fence): reopening catches up from the bucket.
+    disk_a.crash(CrashMode::LoseUnsynced);
+    let a = open(&disk_a, bucket.clone(), "a").await.unwrap();
+    assert_eq!(a.term(), Some(3));
+    assert_eq!(a.current_revision(), b_revision);
+    assert_eq!(a.get("b/19").await.unwrap().unwrap().value, b"from b");
+    assert!(a.get("a/late").await.unwrap().is_none(), "the write past the seal is not history");
+    a.put("a/again", "x").await.unwrap();
+    a.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_one_log_across_terms() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let disk = SimDisk::new();
+    let mut revisions = Vec::new();
+    for round in 0..4 {
+        let node = open(&disk, bucket.clone(), "n").await.unwrap();
+        assert_eq!(node.term(), Some(round + 1));
+        for index in 0..10 {
+            revisions.push((format!("r{round}/{index}"), node.put(format!("r{round}/{index}"), "v").await.unwrap()));
+        }
+        if round % 2 == 0 {
+            node.close().await.unwrap();
+        } else {
+            drop(node);
+            disk.crash(CrashMode::Torn { seed: round });
+        }
+    }
+    // A brand-new disk sees the same history as the one that lived through it.
+    let node = open(&SimDisk::new(), bucket.clone(), "fresh").await.unwrap();
+    for (key, revision) in &revisions {
+        assert_eq!(node.get(key.clone()).await.unwrap().unwrap().mod_revision, *revision, "{key}");
+    }
+    let terms: Vec<String> = bucket.list("wal/", None, 1000).await.unwrap().into_iter().map(|info| info.key).collect();
+    assert!(terms.iter().any(|key| key.starts_with("wal/00000000000000000004/")));
+    node.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_or_a_damaged_object_in_the_bucket_fails_closed() {
+    let bucket = Arc::new(MemObjectStore::new());
+    let disk = SimDisk::new();
+    let node = open(&disk, bucket.clone(), "n").await.unwrap();
+    for index in 0..5 {
+        node.put(format!("k{index}"), "v").await.unwrap();
+    }
+    node.close().await.unwrap();
+    let second = t4::object::layout::wal_object(1, 2);
+    let (saved, _) = bucket.get(&second).await.unwrap();
+    bucket.delete(&second, None).await.unwrap();
+    let error = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("hole"), "{error}");
+
+    let mut damaged = saved.to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    bucket.put(&second, Bytes::from(damaged), Condition::IfNoneMatch).await.unwrap();
+    let error = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_elsewhere_is_refused_not_mixed_in() {
+    let disk = SimDisk::new();
+    let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
+    let local = Node::open_with_env(Config::new("/unused"), env).await.unwrap();
+    local.put("only", "local").await.unwrap();
+    local.close().await.unwrap();
+    let error = open(&disk, Arc::new(MemObjectStore::new()), "n").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt);
+    assert!(error.to_string().contains("does not belong to this bucket"), "{error}");
+}
+
+/// A bucket that can be taken down: every call fails as a refused connection would.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemObjectStore,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), ObjectError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ObjectError::Other("connection refused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Flaky {
+    async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
+        self.check()?;
+        self.inner.get_range(key, start, end).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        self.check()?;
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
+        self.check()?;
+        self.inner.list(prefix, start_after, limit).await
+    }
+    async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
+        self.check()?;
+        self.inner.put(key, body, condition).await
+    }
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
+        self.check()?;
+        self.inner.delete(key, if_match).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_out_a_bucket_outage_and_then_resume() {
+    let bucket = Arc::new(Flaky::default());
+    let disk = SimDisk::new();
+    let node = open(&disk, bucket.clone(), "n").await.unwrap();
+    node.put("before", "outage").await.unwrap();
+    bucket.down.store(true, Ordering::SeqCst);
+    let pending = {
+        let node = node.clone();
+        tokio::spawn(async move { node.put("during", "outage").await })
+    };
+    for _ in 0..100 {
+        if node.stats().wal_upload_failures > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(node.stats().wal_upload_failures > 1, "the node saw its upload fail, more than once");
+    assert!(!pending.is_finished(), "no write is acknowledged while the bucket is down");
+    assert!(node.get("during").await.unwrap().is_none(), "nor is it visible");
+    bucket.down.store(false, Ordering::SeqCst);
+    let revision = tokio::time::timeout(Duration::from_secs(15), pending).await.expect("resumes").unwrap().unwrap();
+    assert_eq!(node.get("during").await.unwrap().unwrap().mod_revision, revision);
+    node.put("after", "outage").await.unwrap();
+    node.close().await.unwrap();
+    let restored = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap();
+    assert_eq!(restored.get("during").await.unwrap().unwrap().mod_revision, revision);
+    assert!(restored.get("after").await.unwrap().is_some());
+}
