@@ -91,7 +91,7 @@ impl Metrics {
         for (method, histogram) in &self.methods {
             histogram.render("t4_request_duration_seconds", &format!("method=\"{method}\""), &mut out);
         }
-        let gauges: [(&str, &str, &str, f64); 9] = [
+        let gauges: [(&str, &str, &str, f64); 14] = [
             ("t4_revision", "gauge", "Current (visible) revision.", node.revision as f64),
             ("t4_compact_revision", "gauge", "Revision history is compacted below.", node.compact_revision as f64),
             ("t4_db_size_bytes", "gauge", "Bytes the store file occupies.", node.db_size_bytes as f64),
@@ -106,6 +106,21 @@ impl Metrics {
                 node.stats.wal_sync_micros as f64 / 1e6,
             ),
             ("t4_store_syncs_total", "counter", "Durable store commits.", node.stats.store_syncs as f64),
+            ("t4_bucket_term", "gauge", "Term this node writes its bucket log under (0: local disk only).", node.term as f64),
+            ("t4_wal_uploads_total", "counter", "WAL objects created in the bucket.", node.stats.wal_uploads as f64),
+            ("t4_wal_upload_bytes_total", "counter", "Bytes of WAL objects created in the bucket.", node.stats.wal_upload_bytes as f64),
+            (
+                "t4_wal_upload_seconds_total",
+                "counter",
+                "Time spent creating WAL objects, retries of a failing bucket included.",
+                node.stats.wal_upload_micros as f64 / 1e6,
+            ),
+            (
+                "t4_wal_upload_failures_total",
+                "counter",
+                "WAL uploads that failed after the object store's own retries (writes wait meanwhile).",
+                node.stats.wal_upload_failures as f64,
+            ),
         ];
         for (name, kind, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -123,6 +138,8 @@ pub struct NodeGauges {
     pub db_size_bytes: u64,
     pub watchers: usize,
     pub healthy: bool,
+    /// The bucket term (0: local disk only).
+    pub term: u64,
     pub stats: crate::node::NodeStats,
 }
 
@@ -190,6 +207,7 @@ pub mod http {
             db_size_bytes: node.store_size_bytes().await.unwrap_or(0),
             watchers: node.watcher_count(),
             healthy: node.health().is_ok(),
+            term: node.term().unwrap_or(0),
             stats: node.stats(),
         }
     }

@@ -11,13 +11,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::durable::ObjectDurability;
 use crate::server::{self, Keepalive, ServerConfig};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "t4",
     version,
-    about = "t4: an etcd v3 compatible key-value store, durable on local disk (object storage to come)",
+    about = "t4: an etcd v3 compatible key-value store, durable on local disk and on S3-compatible object storage",
     long_about = None,
     after_help = "Run a node:   t4 run --data-dir ./t4-data --listen 127.0.0.1:3379\nThen:         ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:3379 put /hello world"
 )]
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a t4 node serving the etcd v3 gRPC API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Load-test an etcd v3 endpoint (t4 or etcd) and report ops/s and latency percentiles.
     Bench(BenchArgs),
 }
@@ -83,6 +84,95 @@ struct RunArgs {
     /// Interval of progress notifications for watches that ask for them.
     #[arg(long, env = "T4_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     watch_progress_notify_interval: Duration,
+    #[command(flatten)]
+    bucket: BucketArgs,
+}
+
+/// Where the log is kept besides the local disk.
+#[derive(Debug, clap::Args)]
+struct BucketArgs {
+    /// Keep the log in this S3 bucket (a write is acknowledged once it is there).
+    #[arg(long, env = "T4_S3_BUCKET", conflicts_with = "object_dir")]
+    s3_bucket: Option<String>,
+    /// Prefix of every object t4 writes (e.g. `t4/`); several nodes or clusters can share a
+    /// bucket under different prefixes.
+    #[arg(long, env = "T4_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+    /// S3 endpoint (e.g. http://127.0.0.1:9000 for s4); default: AWS for --s3-region.
+    #[arg(long, env = "T4_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "T4_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Static access key (also read from AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "T4_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// Static secret key (also read from AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "T4_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// A profile of the AWS credential chain. Not built yet: use static keys.
+    #[arg(long, env = "T4_S3_PROFILE")]
+    s3_profile: Option<String>,
+    /// An extra CA certificate (PEM) to trust for an https:// endpoint (an s4 with a
+    /// private certificate).
+    #[arg(long, env = "T4_S3_CA_FILE")]
+    s3_ca_file: Option<PathBuf>,
+    /// Keep the log in a directory instead (local or shared storage; conditional writes
+    /// need a filesystem that honours flock and link).
+    #[arg(long, env = "T4_OBJECT_DIR")]
+    object_dir: Option<PathBuf>,
+    /// Acknowledge a write only once its batch is in the bucket. `false` (upload in the
+    /// background) is not built yet and is refused.
+    #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    wal_sync_upload: bool,
+}
+
+impl BucketArgs {
+    /// The object store the flags name, or `None` for local disk only.
+    fn object_store(&self) -> Result<Option<std::sync::Arc<dyn crate::env::ObjectStore>>, String> {
+        if let Some(dir) = &self.object_dir {
+            let store = crate::object::FsObjectStore::new(dir).map_err(|error| format!("--object-dir {}: {error}", dir.display()))?;
+            return Ok(Some(std::sync::Arc::new(store)));
+        }
+        let Some(bucket) = &self.s3_bucket else { return Ok(None) };
+        if self.s3_profile.is_some() {
+            return Err(
+                "--s3-profile (the AWS credential chain) is not built yet: give --s3-access-key-id and --s3-secret-access-key".into()
+            );
+        }
+        self.s3_store(bucket).map(Some)
+    }
+
+    #[cfg(feature = "s3")]
+    fn s3_store(&self, bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
+        let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let access_key_id = self.s3_access_key_id.clone().or_else(|| from_env("AWS_ACCESS_KEY_ID"));
+        let secret_access_key = self.s3_secret_access_key.clone().or_else(|| from_env("AWS_SECRET_ACCESS_KEY"));
+        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key) else {
+            return Err(
+                "--s3-bucket needs --s3-access-key-id and --s3-secret-access-key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)".into()
+            );
+        };
+        let ca_certificate_pem = match &self.s3_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|error| format!("--s3-ca-file {}: {error}", path.display()))?),
+            None => None,
+        };
+        let config = crate::object::S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            bucket: bucket.to_string(),
+            prefix: self.s3_prefix.clone(),
+            access_key_id,
+            secret_access_key,
+            ca_certificate_pem,
+        };
+        let store = crate::object::S3ObjectStore::new(config).map_err(|error| format!("--s3-ca-file: {error}"))?;
+        Ok(std::sync::Arc::new(store))
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3_store(&self, _bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
+        Err("this t4 was built without the `s3` feature".into())
+    }
 }
 
 #[cfg(feature = "bench")]
@@ -123,7 +213,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
     }
 }
@@ -155,6 +245,17 @@ async fn run(args: RunArgs) -> i32 {
     let mut node = Config::new(&args.data_dir);
     node.request_bytes_max = args.max_request_bytes;
     node.txn_ops_max = args.max_txn_ops;
+    match args.bucket.object_store() {
+        Ok(None) => {}
+        Ok(Some(store)) => {
+            let node_name = format!("{}@{}", args.name, args.listen);
+            node.object_store = Some(ObjectDurability { store, node_name, wal_sync_upload: args.bucket.wal_sync_upload });
+        }
+        Err(error) => {
+            eprintln!("t4: {error}");
+            return 2;
+        }
+    }
     let mut config = ServerConfig::new(node, args.listen);
     config.metrics_addr = metrics_addr;
     config.name = args.name;

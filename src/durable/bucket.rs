@@ -114,22 +114,25 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
     let mut next_index: Option<u64> = None;
     for (term, seqs) in objects {
         let mut seq = 1;
+        let mut seal_at: Option<u64> = None;
         let sealed = loop {
             let name = layout::wal_object(term, seq);
-            if !seqs.contains(&seq) {
+            if seal_at == Some(seq) {
+                break true;
+            }
+            if !seqs.contains(&seq) && seal_at.is_none() {
                 if seqs.range(seq..).next().is_some() {
                     // Never seal over a hole: object k+1 is only ever sent after k landed.
                     return Err(Error::Corrupt(format!("hole: {name} is missing but later objects of term {term} exist")));
                 }
                 let Some(limit) = seal_below.filter(|limit| term < *limit) else { break false };
-                match store.put(&name, Bytes::from(encode_seal(term, seq)), Condition::IfNoneMatch).await {
-                    Ok(_) => {
-                        tracing::info!(term, seq, new_term = limit, "bucket: sealed an older term's log");
-                        break true;
-                    }
-                    // Its writer got there first: read what landed.
-                    Err(ObjectError::PreconditionFailed(_)) => {}
-                    Err(error) => return Err(object_error(&format!("seal {name}"), error)),
+                // Seal first, read after: a writer still running keeps adding objects, and
+                // reading each before the next attempt could trail it forever.
+                let at = seal(store, term, seq).await?;
+                tracing::info!(term, seq = at, new_term = limit, "bucket: sealed an older term's log");
+                seal_at = Some(at);
+                if at == seq {
+                    break true;
                 }
             }
             let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
@@ -169,6 +172,21 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
     Ok(log)
 }
 
+/// Creates a seal at `term`'s first missing seq, starting the search at `seq` (missing when
+/// listed). Each 412 means the term's writer created that object first, so the next seq is
+/// tried at once; the writer needs a local fsync and an upload per object, the sealer one
+/// PUT, so the sealer overtakes it. Returns where the seal landed.
+async fn seal(store: &dyn ObjectStore, term: u64, mut seq: u64) -> Result<u64> {
+    loop {
+        let name = layout::wal_object(term, seq);
+        match store.put(&name, Bytes::from(encode_seal(term, seq)), Condition::IfNoneMatch).await {
+            Ok(_) => return Ok(seq),
+            Err(ObjectError::PreconditionFailed(_)) => seq += 1,
+            Err(error) => return Err(object_error(&format!("seal {name}"), error)),
+        }
+    }
+}
+
 /// Uploads `records` (dense) as the continuation of `term`'s log from `seq`. Stops at the
 /// first object that already exists (the term was sealed by a newer one): what was not
 /// uploaded by then is not part of the log. Returns how many records and objects made it.
@@ -200,17 +218,20 @@ pub struct TermLog {
 }
 
 impl TermLog {
-    /// Creates the next object. `Ok(false)`: it already exists, so a newer term sealed this
-    /// one and this node must stop.
+    /// Creates the next object. `Ok(false)`: another object is already there, so a newer
+    /// term sealed this one and this node must stop. If the object there is exactly this
+    /// one (an earlier attempt whose answer was lost landed after all), that is success.
     pub async fn append(&mut self, first_index: u64, count: u64, batches: &[u8]) -> std::result::Result<bool, ObjectError> {
-        let body = encode_batch_object(self.term, self.next_seq, first_index, count, batches);
-        match self.store.put(&layout::wal_object(self.term, self.next_seq), Bytes::from(body), Condition::IfNoneMatch).await {
-            Ok(_) => {
-                self.next_seq += 1;
-                Ok(true)
-            }
-            Err(ObjectError::PreconditionFailed(_)) => Ok(false),
-            Err(error) => Err(error),
+        let body = Bytes::from(encode_batch_object(self.term, self.next_seq, first_index, count, batches));
+        let name = layout::wal_object(self.term, self.next_seq);
+        let landed = match self.store.put(&name, body.clone(), Condition::IfNoneMatch).await {
+            Ok(_) => true,
+            Err(ObjectError::PreconditionFailed(_)) => self.store.get(&name).await?.0 == body,
+            Err(error) => return Err(error),
+        };
+        if landed {
+            self.next_seq += 1;
         }
+        Ok(landed)
     }
 }

@@ -2,17 +2,17 @@
 
 use std::process::{Child, Command, Stdio};
 
-struct S4Process {
+pub(crate) struct S4Process {
     child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
+    pub(crate) endpoint: String,
+    dir: tempfile::TempDir,
 }
 
-const ACCESS: &str = "s4-test-access";
-const SECRET: &str = "s4-test-secret-key";
+pub(crate) const ACCESS: &str = "s4-test-access";
+pub(crate) const SECRET: &str = "s4-test-secret-key";
 
 impl S4Process {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Self::start_on(tempfile::tempdir().unwrap(), port).await
     }
@@ -29,14 +29,32 @@ impl S4Process {
         }
         let child = command.stdout(Stdio::null()).spawn().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let process = Self { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), _dir: dir };
+        let process = Self { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), dir };
+        process.await_up().await;
+        process
+    }
+
+    async fn await_up(&self) {
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return process;
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port())).await.is_ok() {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("s4 did not come up on {}", process.endpoint);
+        panic!("s4 did not come up on {}", self.endpoint);
+    }
+
+    /// kill -9, then nothing listens until [`S4Process::restart`].
+    pub(crate) fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts s4 again on the same port and data dir (plain HTTP).
+    pub(crate) async fn restart(&mut self) {
+        self.kill_9();
+        self.child = s4_command(self.dir.path(), self.port()).stdout(Stdio::null()).spawn().unwrap();
+        self.await_up().await;
     }
 
     fn port(&self) -> u16 {
@@ -197,12 +215,8 @@ async fn kill_9_under_put_and_delete_load_loses_nothing_acknowledged() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut s4 = s4;
-    let port = s4.port();
-    s4.child.kill().unwrap(); // SIGKILL
-    s4.child.wait().unwrap();
+    s4.kill_9();
     assert!(load.wait().unwrap().success(), "the load script itself failed");
-    let dir = std::mem::replace(&mut s4._dir, tempfile::tempdir().unwrap());
-    drop(s4);
-    let s4 = S4Process::start_on(dir, port).await;
+    s4.restart().await;
     s4.run("python3", "crash_verify.py", &[&log_dir]);
 }

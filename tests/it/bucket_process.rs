@@ -1,0 +1,227 @@
+//! The `t4` binary on the `s4` binary over the S3 protocol: total disk loss under load,
+//! two processes on one prefix (fencing), and s4 restarted mid-load.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{GetOptions, WatchOptions};
+use futures::StreamExt;
+
+use crate::s4_clients::{S4Process, ACCESS, SECRET};
+
+const BUCKET: &str = "t4-durable";
+
+struct T4 {
+    child: Child,
+    endpoint: String,
+}
+
+impl T4 {
+    async fn start(s4: &S4Process, data_dir: &std::path::Path, prefix: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(data_dir)
+            .args(["--s3-bucket", BUCKET, "--s3-prefix", prefix, "--s3-endpoint", &s4.endpoint])
+            .env("T4_S3_ACCESS_KEY_ID", ACCESS)
+            .env("T4_S3_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let process = Self { child, endpoint };
+        // Opening replays the bucket's log first: allow for it.
+        for _ in 0..1200 {
+            if let Ok(mut client) = etcd_client::Client::connect([process.endpoint.clone()], None).await {
+                if client.status().await.is_ok() {
+                    return process;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("t4 did not come up on {}", process.endpoint);
+    }
+
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint.clone()], None).await.unwrap()
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for T4 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn s4_with_bucket() -> S4Process {
+    let s4 = S4Process::start().await;
+    let config = t4::object::S3Config {
+        endpoint: Some(s4.endpoint.clone()),
+        region: "us-east-1".into(),
+        bucket: BUCKET.into(),
+        prefix: String::new(),
+        access_key_id: ACCESS.into(),
+        secret_access_key: SECRET.into(),
+        ca_certificate_pem: None,
+    };
+    t4::object::S3ObjectStore::new(config).unwrap().client().create_bucket().bucket(BUCKET).send().await.unwrap();
+    s4
+}
+
+/// `clients` writers putting `/load/<writer>/<n>` until an error; each returns what it had
+/// acknowledged, (key, revision).
+fn writers(endpoint: &str, clients: usize, acked: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<Vec<(String, i64)>>> {
+    (0..clients)
+        .map(|writer| {
+            let (endpoint, acked) = (endpoint.to_string(), acked.clone());
+            tokio::spawn(async move {
+                let mut client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+                let mut done = Vec::new();
+                for index in 0.. {
+                    let key = format!("/load/{writer:02}/{index:06}");
+                    match client.put(key.clone(), format!("v-{writer}-{index}"), None).await {
+                        Ok(response) => done.push((key, response.header().unwrap().revision())),
+                        Err(_) => break,
+                    }
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+async fn wait_for(counter: &AtomicUsize, at_least: usize, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while counter.load(Ordering::SeqCst) < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {at_least} writes acknowledged in {limit:?}",
+            counter.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every acknowledged (key, revision) is there with its value, at that revision.
+async fn check(t4: &T4, acked: &[(String, i64)], clients: usize) {
+    let mut client = t4.client().await;
+    let mut stored = BTreeMap::new();
+    for writer in 0..clients {
+        let prefix = format!("/load/{writer:02}/");
+        let response = client.get(prefix, Some(GetOptions::new().with_prefix())).await.unwrap();
+        for kv in response.kvs() {
+            stored.insert(kv.key_str().unwrap().to_string(), (kv.mod_revision(), kv.value_str().unwrap().to_string()));
+        }
+    }
+    for (key, revision) in acked {
+        let (stored_revision, value) = stored.get(key).unwrap_or_else(|| panic!("acknowledged {key} lost"));
+        assert_eq!(stored_revision, revision, "{key}");
+        let (writer, index) = key["/load/".len()..].split_once('/').unwrap();
+        assert_eq!(*value, format!("v-{}-{}", writer.parse::<usize>().unwrap(), index.parse::<usize>().unwrap()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_on_s4_loses_its_disk_under_load_and_gets_every_acknowledged_write_back() {
+    let s4 = s4_with_bucket().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut t4 = T4::start(&s4, data.path(), "node/").await;
+    const CLIENTS: usize = 32;
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let tasks = writers(&t4.endpoint, CLIENTS, acked_count.clone());
+    wait_for(&acked_count, 100_000, Duration::from_secs(300)).await;
+    t4.kill_9();
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    assert!(acked.len() >= 100_000);
+    std::fs::remove_dir_all(data.path()).unwrap();
+
+    let t4 = T4::start(&s4, data.path(), "node/").await;
+    check(&t4, &acked, CLIENTS).await;
+    let highest = acked.iter().map(|(_, revision)| *revision).max().unwrap();
+
+    // A watch from a retained revision replays every acknowledged put after it, in order.
+    let start = highest - 5_000;
+    let mut client = t4.client().await;
+    let (_watcher, mut stream) = client.watch("/load/", Some(WatchOptions::new().with_prefix().with_start_revision(start))).await.unwrap();
+    let mut replayed = BTreeMap::new();
+    let mut last = 0;
+    while last < highest {
+        let response = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the replay stalled").unwrap().unwrap();
+        for event in response.events() {
+            let kv = event.kv().unwrap();
+            assert!(kv.mod_revision() >= last, "events replay in revision order");
+            last = kv.mod_revision();
+            replayed.insert(kv.key_str().unwrap().to_string(), kv.mod_revision());
+        }
+    }
+    for (key, revision) in acked.iter().filter(|(_, revision)| *revision >= start) {
+        assert_eq!(replayed.get(key), Some(revision), "{key} missing from the replay");
+    }
+    let next = client.put("/after", "restore", None).await.unwrap().header().unwrap().revision();
+    assert!(next > highest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_t4_on_the_same_prefix_fences_the_first_and_keeps_every_acknowledged_write() {
+    let s4 = s4_with_bucket().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = T4::start(&s4, dir_a.path(), "shared/").await;
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let tasks = writers(&a.endpoint, 8, acked_count.clone());
+    wait_for(&acked_count, 2_000, Duration::from_secs(60)).await;
+    // b takes the next term and seals a's log while a's writers run.
+    let b = T4::start(&s4, dir_b.path(), "shared/").await;
+    let mut acked = Vec::new();
+    for task in tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks)).await.expect("a stops acknowledging") {
+        acked.extend(task.unwrap());
+    }
+    let mut client_a = a.client().await;
+    let refused = client_a.put("/a/late", "x", None).await.unwrap_err();
+    assert!(refused.to_string().contains("fenced"), "{refused}");
+    check(&b, &acked, 8).await;
+    let mut client_b = b.client().await;
+    let after = client_b.put("/b/after", "y", None).await.unwrap().header().unwrap().revision();
+    assert!(after > acked.iter().map(|(_, revision)| *revision).max().unwrap());
+    assert!(client_b.get("/a/late", None).await.unwrap().kvs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_stops_acknowledging_while_s4_is_down_and_resumes_losing_nothing() {
+    let mut s4 = s4_with_bucket().await;
+    let data = tempfile::tempdir().unwrap();
+    let t4 = T4::start(&s4, data.path(), "outage/").await;
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let tasks = writers(&t4.endpoint, 8, acked_count.clone());
+    wait_for(&acked_count, 1_000, Duration::from_secs(60)).await;
+    s4.kill_9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = acked_count.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(acked_count.load(Ordering::SeqCst), during, "nothing is acknowledged while the bucket is down");
+    s4.restart().await;
+    wait_for(&acked_count, during + 1_000, Duration::from_secs(60)).await;
+    let mut t4 = t4;
+    t4.kill_9();
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    // Everything acknowledged, before, across and after the outage, is in the bucket.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let restored = T4::start(&s4, elsewhere.path(), "outage/").await;
+    check(&restored, &acked, 8).await;
+}
