@@ -357,25 +357,42 @@ async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob
 async fn syncer_loop(
     shared: Arc<Shared>,
     wal: WalWriter,
-    mut log: Option<TermLog>,
+    log: Option<TermLog>,
     mut jobs: mpsc::Receiver<SyncJob>,
     synced: watch::Sender<u64>,
 ) {
     let mut wal = Some(wal);
+    // With a bucket, batches go on to the uploader once fsynced, and it publishes them; the
+    // syncer meanwhile fsyncs the next one. Without, the syncer publishes.
+    let (mut synced, uploads, uploader) = match log {
+        Some(log) => {
+            let (uploads_tx, uploads_rx) = mpsc::channel(UPLOAD_QUEUE_MAX);
+            (None, Some(uploads_tx), Some(tokio::spawn(uploader_loop(shared.clone(), log, uploads_rx, synced))))
+        }
+        None => (Some(synced), None, None),
+    };
     while let Some(job) = jobs.recv().await {
         match job {
             SyncJob::Batch { wal: batch, revision, events, replies } => {
-                let outcome = persist(&shared, &mut wal, log.as_mut(), batch, &synced).await;
-                if outcome.is_ok() {
-                    shared.visible.store(revision, Ordering::SeqCst);
-                    shared.hub.publish(revision, events);
-                }
-                for (sender, response) in replies {
-                    let answer = match &outcome {
-                        Ok(()) => response,
-                        Err(failure) => Err(failure.clone()),
-                    };
-                    let _ = sender.send(answer);
+                let outcome = persist(&shared, &mut wal, batch.as_ref()).await;
+                match (&uploads, outcome) {
+                    (Some(uploads), Ok(())) => {
+                        let upload = Upload { batch, revision, events, replies };
+                        if let Err(mpsc::error::SendError(upload)) = uploads.send(upload).await {
+                            let failure = shared.fail(Error::StorageFailure("wal uploader stopped".into()));
+                            answer(upload.replies, Err(failure));
+                        }
+                    }
+                    (_, outcome) => {
+                        if outcome.is_ok() {
+                            if let (Some(synced), Some((_, first, count))) = (synced.as_mut(), &batch) {
+                                synced.send_replace(first + count - 1);
+                            }
+                            shared.visible.store(revision, Ordering::SeqCst);
+                            shared.hub.publish(revision, events);
+                        }
+                        answer(replies, outcome);
+                    }
                 }
             }
             SyncJob::DropThrough(index) => {
@@ -392,36 +409,88 @@ async fn syncer_loop(
             }
         }
     }
+    drop(uploads);
+    if let Some(uploader) = uploader {
+        let _ = uploader.await;
+    }
 }
 
-/// Appends and fsyncs one batch, then (with a bucket) uploads it; on failure the node
-/// stops. `synced` moves only once the batch is durable at the configured level, so the
-/// store is never made durable past what the bucket holds.
-async fn persist(
-    shared: &Arc<Shared>,
-    wal: &mut Option<WalWriter>,
-    log: Option<&mut TermLog>,
+fn answer(replies: Vec<Reply>, outcome: Result<()>) {
+    for (sender, response) in replies {
+        let _ = sender.send(match &outcome {
+            Ok(()) => response,
+            Err(failure) => Err(failure.clone()),
+        });
+    }
+}
+
+/// Fsynced batches waiting for the uploader (the syncer waits beyond this).
+const UPLOAD_QUEUE_MAX: usize = 1024;
+/// Most bytes of batches the uploader puts in one object when it has fallen behind.
+const UPLOAD_OBJECT_BYTES_MAX: usize = 16 << 20;
+
+/// A locally durable batch on its way to the bucket.
+struct Upload {
     batch: Option<(Vec<u8>, u64, u64)>,
-    synced: &watch::Sender<u64>,
-) -> Result<()> {
+    revision: i64,
+    events: Option<Vec<RevisionEvents>>,
+    replies: Vec<Reply>,
+}
+
+/// Uploads fsynced batches in log order. While one upload is in flight the syncer goes on
+/// fsyncing; the batches that queued meanwhile go up together in the next object, so the
+/// bucket's round trip is shared like the fsync is. Batches are published (made visible,
+/// sent to watchers, answered) only once their object is in the bucket; `synced` follows,
+/// so the store is never made durable past what the bucket holds.
+async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc::Receiver<Upload>, synced: watch::Sender<u64>) {
+    while let Some(first) = uploads.recv().await {
+        let mut group = vec![first];
+        let mut bytes = group[0].batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
+        while bytes < UPLOAD_OBJECT_BYTES_MAX {
+            let Ok(next) = uploads.try_recv() else { break };
+            bytes += next.batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
+            group.push(next);
+        }
+        let mut body = Vec::with_capacity(bytes);
+        let (mut first_index, mut count) = (None, 0);
+        for (batch, first, records) in group.iter().filter_map(|upload| upload.batch.as_ref()) {
+            body.extend_from_slice(batch);
+            first_index.get_or_insert(*first);
+            count += records;
+        }
+        let outcome = match (shared.failed(), first_index) {
+            (Some(failure), _) => Err(failure),
+            (None, None) => Ok(()),
+            (None, Some(first)) => upload(&shared, &mut log, &body, first, count).await,
+        };
+        if outcome.is_ok() {
+            if let Some(first) = first_index {
+                synced.send_replace(first + count - 1);
+            }
+        }
+        for upload in group {
+            if outcome.is_ok() {
+                shared.visible.store(upload.revision, Ordering::SeqCst);
+                shared.hub.publish(upload.revision, upload.events);
+            }
+            answer(upload.replies, outcome.clone());
+        }
+    }
+}
+
+/// Appends and fsyncs one batch; on failure the node stops.
+async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Option<&(Vec<u8>, u64, u64)>) -> Result<()> {
     if let Some(failure) = shared.failed() {
         return Err(failure);
     }
     let Some((bytes, first, count)) = batch else { return Ok(()) };
     let Some(writer) = wal.as_mut() else { return Err(shared.fail(Error::StorageFailure("wal writer lost".into()))) };
     let started = shared.env.clock.monotonic();
-    let result = crate::env::inline_io(|| writer.append(&bytes, first, count)).await;
+    let result = crate::env::inline_io(|| writer.append(bytes, *first, *count)).await;
     let elapsed: Duration = shared.env.clock.monotonic().saturating_sub(started);
     shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
     shared.stats.wal_sync_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    if let Err(error) = result {
-        return Err(shared.fail(error));
-    }
-    if let Some(log) = log {
-        upload(shared, log, &bytes, first, count).await?;
-    }
-    synced.send_replace(first + count - 1);
-    Ok(())
+    result.map_err(|error| shared.fail(error))
 }
 
 /// Longest wait between two attempts of a failing upload.

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# t4 on local disk only against t4 with its log on s4 (sync upload: a write is acknowledged
+# once its batch is in the bucket), same machine, same client (`t4 bench`). Prints one JSON
+# line per run and the ratio. Then measures how long a fresh node takes to rebuild the
+# store from the bucket.
+#
+#   scripts/bench_s3.sh               # par-put with 64 clients, 50,000 puts
+#   TOTAL=20000 scripts/bench_s3.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOTAL="${TOTAL:-50000}"
+CLIENTS="${CLIENTS:-64}"
+cargo build -q --release --features bench --bin t4 --bin s4
+T4=target/release/t4 S4=target/release/s4
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/t4-bench-s3.XXXXXX")
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+export S4_ACCESS_KEY_ID=bench S4_SECRET_ACCESS_KEY=bench-secret-key
+export T4_S3_ACCESS_KEY_ID=bench T4_S3_SECRET_ACCESS_KEY=bench-secret-key
+"$S4" --bind 127.0.0.1:29100 --data-dir "$work/s4" --log-level warn >"$work/s4.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -sf http://127.0.0.1:29100/health >/dev/null && break; sleep 0.1; done
+"$S4" bench put --endpoint http://127.0.0.1:29100 --bucket t4-bench --total 1 >/dev/null   # creates the bucket
+
+wait_up() { for _ in $(seq 600); do ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1 && return; sleep 0.1; done; echo "t4 on $1 did not come up" >&2; exit 1; }
+results="$work/results.jsonl"
+
+"$T4" run --data-dir "$work/local" --listen 127.0.0.1:29101 --metrics-addr off --log-level warn >"$work/local.log" 2>&1 & pids+=($!)
+wait_up 127.0.0.1:29101
+"$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29101 --label local --output json | tee -a "$results"
+
+"$T4" run --data-dir "$work/s3" --listen 127.0.0.1:29102 --metrics-addr 127.0.0.1:29103 --log-level warn \
+  --s3-bucket t4-bench --s3-prefix bench/ --s3-endpoint http://127.0.0.1:29100 >"$work/s3.log" 2>&1 & s3_pid=$!; pids+=($s3_pid)
+wait_up 127.0.0.1:29102
+"$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29102 --label s3-sync --output json | tee -a "$results"
+uploads=$(curl -sf http://127.0.0.1:29103/metrics | awk '$1 == "t4_wal_uploads_total" {print $2}')
+kill "$s3_pid"; wait "$s3_pid" 2>/dev/null || true
+
+# Restore: a fresh data dir rebuilds the store from the bucket's log.
+now() { python3 -c 'import time; print(time.time())'; }
+start=$(now)
+"$T4" run --data-dir "$work/restored" --listen 127.0.0.1:29104 --metrics-addr off --log-level warn \
+  --s3-bucket t4-bench --s3-prefix bench/ --s3-endpoint http://127.0.0.1:29100 >"$work/restored.log" 2>&1 & pids+=($!)
+wait_up 127.0.0.1:29104
+restore_s=$(python3 -c "print($(now) - $start)")
+keys=$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:29104 get bench/ --prefix --limit 1 --write-out=json | python3 -c 'import json, sys; print(json.load(sys.stdin)["count"])')
+
+python3 - "$results" "$uploads" "$restore_s" "$keys" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+local, s3 = rows
+print()
+print("| mode | clients | puts/s | p50 ms | p99 ms |")
+print("|---|---|---|---|---|")
+for row in rows:
+    print(f"| {row['label']} | {row['clients']} | {row['ops_per_sec']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
+print(f"\ns3-sync / local: {s3['ops_per_sec'] / local['ops_per_sec']:.2f}x; WAL objects uploaded: {sys.argv[2]} ({s3['ops'] / max(1, int(float(sys.argv[2]))):.1f} puts per object)")
+print(f"restore of {sys.argv[4]} keys from the bucket into a fresh data dir, until the node answers: {float(sys.argv[3]):.1f} s")
+PY
