@@ -249,7 +249,8 @@ async fn run(args: RunArgs) -> i32 {
         Ok(None) => {}
         Ok(Some(store)) => {
             let node_name = format!("{}@{}", args.name, args.listen);
-            node.object_store = Some(ObjectDurability { store, node_name, wal_sync_upload: args.bucket.wal_sync_upload });
+            node.object_store =
+                Some(ObjectDurability { wal_sync_upload: args.bucket.wal_sync_upload, ..ObjectDurability::new(store, node_name) });
         }
         Err(error) => {
             eprintln!("t4: {error}");

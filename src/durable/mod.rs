@@ -37,6 +37,15 @@ pub struct ObjectDurability {
     /// Acknowledge a write only once its batch is in the bucket. `false` (upload in the
     /// background) is not built yet and is refused at open.
     pub wal_sync_upload: bool,
+    /// How often an idle node reads `lock` to learn that a newer term fenced it (a busy one
+    /// learns at its next upload).
+    pub lock_check_interval: std::time::Duration,
+}
+
+impl ObjectDurability {
+    pub fn new(store: Arc<dyn ObjectStore>, node_name: impl Into<String>) -> Self {
+        Self { store, node_name: node_name.into(), wal_sync_upload: true, lock_check_interval: std::time::Duration::from_secs(5) }
+    }
 }
 
 pub fn read_term_file(disk: &dyn Disk) -> Result<Option<u64>> {

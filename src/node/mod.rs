@@ -115,6 +115,9 @@ impl Node {
             term,
             _dir_lock: dir_lock,
         });
+        if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
+            pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
+        }
         pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
         tracing::info!(revision = visible, term, "t4 node open");
         Ok(Self { shared })
@@ -151,6 +154,11 @@ impl Node {
     /// etcd's Range (every field of RangeRequest is honoured).
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
         mvcc::validate_range(&request)?;
+        // A node that failed (or was fenced by a newer term) serves no reads either: its
+        // data may be stale.
+        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
+            return Err(failure);
+        }
         if prost::Message::encoded_len(&request) > self.shared.config.request_bytes_max {
             return Err(Error::RequestTooLarge);
         }

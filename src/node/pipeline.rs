@@ -493,6 +493,8 @@ async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Optio
     result.map_err(|error| shared.fail(error))
 }
 
+/// How long a closing node keeps retrying an upload before it gives up.
+const CLOSE_UPLOAD_PATIENCE: Duration = Duration::from_secs(30);
 /// Longest wait between two attempts of a failing upload.
 const UPLOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -524,6 +526,12 @@ async fn upload(shared: &Arc<Shared>, log: &mut TermLog, bytes: &[u8], first: u6
                 if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(%error, failures, first_index = first, "t4: WAL upload failing; writes wait until the bucket answers");
                 }
+                // A node being closed does not wait for the bucket forever: its waiting
+                // writes are answered with the failure (never acknowledged).
+                let closing = shared.jobs.lock().expect("jobs lock").is_none();
+                if closing && shared.env.clock.monotonic().saturating_sub(started) > CLOSE_UPLOAD_PATIENCE {
+                    return Err(shared.fail(Error::StorageFailure(format!("closing with the bucket unreachable: {error}"))));
+                }
                 let backoff = Duration::from_millis(200).saturating_mul(failures).min(UPLOAD_BACKOFF_MAX);
                 shared.env.clock.sleep(backoff).await;
             }
@@ -537,4 +545,31 @@ async fn upload(shared: &Arc<Shared>, log: &mut TermLog, bytes: &[u8], first: u6
     shared.stats.wal_upload_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     shared.stats.wal_upload_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// Reads `lock` every `interval` while the node is open; a newer term there means this node
+/// was fenced, so it stops (an idle node would otherwise only learn at its next upload).
+pub fn spawn_lock_watch(shared: &Arc<Shared>, log: &TermLog, interval: Duration) {
+    let (weak, store, term, clock) = (Arc::downgrade(shared), log.store.clone(), log.term, shared.env.clock.clone());
+    tokio::spawn(async move {
+        loop {
+            clock.sleep(interval).await;
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.failed().is_some() || shared.jobs.lock().expect("jobs lock").is_none() {
+                return;
+            }
+            match crate::durable::bucket::read_lock(store.as_ref()).await {
+                Ok(Some((lock, _))) if lock.term > term => {
+                    tracing::error!(term, newer_term = lock.term, node = %lock.node, "t4: fenced: a newer term holds the bucket's lock");
+                    shared.fail(Error::StorageFailure(format!(
+                        "fenced: term {} was taken by {} after this node's term {term}; this node stops serving",
+                        lock.term, lock.node
+                    )));
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "t4: could not read the bucket's lock; will try again"),
+            }
+        }
+    });
 }

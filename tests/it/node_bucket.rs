@@ -14,7 +14,7 @@ use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
 fn durability(store: Arc<dyn ObjectStore>, name: &str) -> ObjectDurability {
-    ObjectDurability { store, node_name: name.into(), wal_sync_upload: true }
+    ObjectDurability { lock_check_interval: Duration::from_millis(100), ..ObjectDurability::new(store, name) }
 }
 
 async fn open(disk: &SimDisk, store: Arc<dyn ObjectStore>, name: &str) -> t4::Result<Node> {
@@ -132,10 +132,19 @@ async fn a_second_node_fences_the_first_and_a_stale_disk_catches_up() {
     let b = open(&disk_b, bucket.clone(), "b").await.unwrap();
     assert_eq!((a.term(), b.term()), (Some(1), Some(2)));
     assert_eq!(b.current_revision(), a.current_revision(), "b starts from everything a acknowledged");
+    // An idle a learns from the lock that it was fenced, before any write of its own.
+    for _ in 0..100 {
+        if a.health().is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.health().unwrap_err().to_string().contains("fenced"), "an idle fenced node stops by itself");
     let fenced = a.put("a/late", "never acknowledged").await.unwrap_err();
     assert_eq!(fenced.kind(), ErrorKind::StorageFailure);
     assert!(fenced.to_string().contains("fenced"), "{fenced}");
     assert!(a.put("a/later", "x").await.is_err(), "a fenced node stays stopped");
+    assert!(a.get("a/0").await.is_err(), "and serves no (possibly stale) reads");
     for index in 0..20 {
         b.put(format!("b/{index}"), "from b").await.unwrap();
     }
