@@ -33,6 +33,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Load-test an etcd v3 endpoint (t4 or etcd) and report ops/s and latency percentiles.
     Bench(BenchArgs),
+    /// Show what a bucket holds (the lock, each term's log), read-only.
+    Status(Box<BucketArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -215,6 +217,31 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::Status(args) => runtime.block_on(status(*args)),
+    }
+}
+
+async fn status(args: BucketArgs) -> i32 {
+    let store = match args.object_store() {
+        Ok(Some(store)) => store,
+        Ok(None) => {
+            eprintln!("t4 status: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
+            return 2;
+        }
+        Err(error) => {
+            eprintln!("t4 status: {error}");
+            return 2;
+        }
+    };
+    match crate::durable::status::status(store.as_ref()).await {
+        Ok(status) => {
+            print!("{status}");
+            0
+        }
+        Err(error) => {
+            eprintln!("t4 status: {error}");
+            1
+        }
     }
 }
 

@@ -54,6 +54,24 @@ pub fn encode_seal(term: u64, seq: u64) -> Vec<u8> {
     header(KIND_SEAL, term, seq, 0, 0, &[])
 }
 
+/// The header fields of a WAL object, from its first bytes (at least 56): kind is `Seal`
+/// or `Batch` with an empty record list; also the first index and the record count.
+pub fn decode_wal_header(name: &str, bytes: &[u8]) -> Result<(bool, u64, u64, u64, u64)> {
+    let corrupt = |what: &str| Error::Corrupt(format!("bucket object {name}: {what}"));
+    if bytes.len() < WAL_HEADER_BYTES {
+        return Err(corrupt("shorter than its header"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if crc32c::crc32c(&bytes[..52]) != u32_at(52) || &bytes[..8] != WAL_MAGIC || u32_at(8) != FORMAT_VERSION {
+        return Err(corrupt("not a t4 WAL object of a known version (header check failed)"));
+    }
+    Ok((u32_at(12) == KIND_SEAL, u64_at(16), u64_at(24), u64_at(32), u64_at(40)))
+}
+
+/// Bytes of a WAL object's header.
+pub const WAL_HEADER_LEN: u64 = WAL_HEADER_BYTES as u64;
+
 /// Decodes the object stored at `name`, checking that it is the object `(term, seq)` the
 /// name says and that its records are dense from the header's first index.
 pub fn decode_wal_object(name: &str, term: u64, seq: u64, bytes: &[u8]) -> Result<WalObject> {

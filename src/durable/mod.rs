@@ -13,6 +13,7 @@
 
 pub mod bucket;
 pub mod format;
+pub mod status;
 
 use std::sync::Arc;
 

@@ -225,3 +225,47 @@ async fn t4_stops_acknowledging_while_s4_is_down_and_resumes_losing_nothing() {
     let restored = T4::start(&s4, elsewhere.path(), "outage/").await;
     check(&restored, &acked, 8).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_keeps_its_log_in_a_directory_and_t4_status_reads_it() {
+    let (objects, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |data: &std::path::Path, port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(data)
+            .arg("--object-dir")
+            .arg(objects.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut first = start(data.path(), port);
+    assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await);
+    let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap();
+    for index in 0..20 {
+        client.put(format!("/dir/{index}"), "v", None).await.unwrap();
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // A second node on a fresh disk gets it all back from the directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut second = start(elsewhere.path(), port);
+    assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await);
+    let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap();
+    let response = client.get("/dir/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(response.kvs().len(), 20);
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let status = Command::new(env!("CARGO_BIN_EXE_t4")).args(["status", "--object-dir"]).arg(objects.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(text.contains("lock: term 2"), "{text}");
+    assert!(text.contains("wal term 1: 20 objects, records 1..=20, sealed at seq 21"), "{text}");
+    assert!(text.contains("log: records 1..=20"), "{text}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_t4")).args(["status"]).output().unwrap();
+    assert!(!refused.status.success());
+}
