@@ -121,8 +121,9 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
                 break true;
             }
             if !seqs.contains(&seq) && seal_at.is_none() {
-                if seqs.range(seq..).next().is_some() {
-                    // Never seal over a hole: object k+1 is only ever sent after k landed.
+                if seqs.range(seq + UPLOADS_IN_FLIGHT_MAX..).next().is_some() {
+                    // Never seal over a hole: object k + UPLOADS_IN_FLIGHT_MAX is only ever
+                    // sent after k landed.
                     return Err(Error::Corrupt(format!("hole: {name} is missing but later objects of term {term} exist")));
                 }
                 let Some(limit) = seal_below.filter(|limit| term < *limit) else { break false };
@@ -160,7 +161,7 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
             }
             seq += 1;
         };
-        if !sealed && seqs.range(seq..).next().is_some() {
+        if !sealed && seqs.range(seq + UPLOADS_IN_FLIGHT_MAX..).next().is_some() {
             return Err(Error::Corrupt(format!(
                 "hole: {} is missing but later objects of term {term} exist",
                 layout::wal_object(term, seq)
@@ -208,30 +209,32 @@ pub async fn upload_tail(store: &dyn ObjectStore, term: u64, mut seq: u64, recor
     Ok((uploaded, objects))
 }
 
-/// Keeps a term's log going: object `seq` of `term` is created only if absent, and only
-/// after every earlier one is in the bucket.
-#[derive(Debug)]
+/// WAL objects of one term a writer may have in flight at once. Acknowledgements still
+/// follow log order (a batch is answered only once its object and every earlier one are in
+/// the bucket), so a crash can leave object k+1 without k; readers accept objects up to this
+/// far past a term's first missing seq as its unacknowledged tail, and nothing further.
+pub const UPLOADS_IN_FLIGHT_MAX: u64 = 2;
+
+/// A term's log: object `seq` of `term` is created only if absent.
+#[derive(Debug, Clone)]
 pub struct TermLog {
     pub store: Arc<dyn ObjectStore>,
     pub term: u64,
+    /// The seq the next object takes.
     pub next_seq: u64,
 }
 
 impl TermLog {
-    /// Creates the next object. `Ok(false)`: another object is already there, so a newer
-    /// term sealed this one and this node must stop. If the object there is exactly this
-    /// one (an earlier attempt whose answer was lost landed after all), that is success.
-    pub async fn append(&mut self, first_index: u64, count: u64, batches: &[u8]) -> std::result::Result<bool, ObjectError> {
-        let body = Bytes::from(encode_batch_object(self.term, self.next_seq, first_index, count, batches));
-        let name = layout::wal_object(self.term, self.next_seq);
-        let landed = match self.store.put(&name, body.clone(), Condition::IfNoneMatch).await {
-            Ok(_) => true,
-            Err(ObjectError::PreconditionFailed(_)) => self.store.get(&name).await?.0 == body,
-            Err(error) => return Err(error),
-        };
-        if landed {
-            self.next_seq += 1;
+    /// Creates object `seq`. `Ok(false)`: another object is already there, so a newer term
+    /// sealed this one and this node must stop. If the object there is exactly this one (an
+    /// earlier attempt whose answer was lost landed after all), that is success.
+    pub async fn create(&self, seq: u64, first_index: u64, count: u64, batches: &[u8]) -> std::result::Result<bool, ObjectError> {
+        let body = Bytes::from(encode_batch_object(self.term, seq, first_index, count, batches));
+        let name = layout::wal_object(self.term, seq);
+        match self.store.put(&name, body.clone(), Condition::IfNoneMatch).await {
+            Ok(_) => Ok(true),
+            Err(ObjectError::PreconditionFailed(_)) => Ok(self.store.get(&name).await?.0 == body),
+            Err(error) => Err(error),
         }
-        Ok(landed)
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::durable::bucket::UPLOADS_IN_FLIGHT_MAX;
 use crate::durable::{BucketRecovery, TermLog};
 use crate::env::{Disk, ObjectError, StorageFence};
 use crate::error::{Error, Result};
@@ -437,45 +438,77 @@ struct Upload {
     replies: Vec<Reply>,
 }
 
-/// Uploads fsynced batches in log order. While one upload is in flight the syncer goes on
-/// fsyncing; the batches that queued meanwhile go up together in the next object, so the
-/// bucket's round trip is shared like the fsync is. Batches are published (made visible,
-/// sent to watchers, answered) only once their object is in the bucket; `synced` follows,
-/// so the store is never made durable past what the bucket holds.
+/// Uploads fsynced batches in log order, up to [`UPLOADS_IN_FLIGHT_MAX`] objects at once.
+/// While uploads are in flight the syncer goes on fsyncing; the batches that queued
+/// meanwhile go up together in the next object, so the bucket's round trip is shared like
+/// the fsync is. Batches are published (made visible, sent to watchers, answered) only once
+/// their object and every earlier one are in the bucket; `synced` follows, so the store is
+/// never made durable past what the bucket holds.
 async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc::Receiver<Upload>, synced: watch::Sender<u64>) {
-    while let Some(first) = uploads.recv().await {
-        let mut group = vec![first];
-        let mut bytes = group[0].batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
-        while bytes < UPLOAD_OBJECT_BYTES_MAX {
-            let Ok(next) = uploads.try_recv() else { break };
-            bytes += next.batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
-            group.push(next);
-        }
-        let mut body = Vec::with_capacity(bytes);
-        let (mut first_index, mut count) = (None, 0);
-        for (batch, first, records) in group.iter().filter_map(|upload| upload.batch.as_ref()) {
-            body.extend_from_slice(batch);
-            first_index.get_or_insert(*first);
-            count += records;
-        }
-        let outcome = match (shared.failed(), first_index) {
-            (Some(failure), _) => Err(failure),
-            (None, None) => Ok(()),
-            (None, Some(first)) => upload(&shared, &mut log, &body, first, count).await,
-        };
-        if outcome.is_ok() {
-            if let Some(first) = first_index {
-                synced.send_replace(first + count - 1);
+    use futures::stream::{FuturesOrdered, StreamExt};
+    let mut in_flight = FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            received = uploads.recv(), if open && (in_flight.len() as u64) < UPLOADS_IN_FLIGHT_MAX => {
+                let Some(first) = received else {
+                    open = false;
+                    continue;
+                };
+                let group = gather_uploads(first, &mut uploads);
+                let mut body = Vec::new();
+                let (mut first_index, mut count) = (None, 0);
+                for (batch, first, records) in group.iter().filter_map(|upload| upload.batch.as_ref()) {
+                    body.extend_from_slice(batch);
+                    first_index.get_or_insert(*first);
+                    count += records;
+                }
+                let seq = first_index.map(|_| {
+                    log.next_seq += 1;
+                    log.next_seq - 1
+                });
+                let (shared, log) = (shared.clone(), log.clone());
+                in_flight.push_back(async move {
+                    let outcome = match (seq, first_index) {
+                        (Some(seq), Some(first)) => upload(&shared, &log, seq, &body, first, count).await.map(|()| Some(first + count - 1)),
+                        _ => Ok(None),
+                    };
+                    (group, outcome)
+                });
             }
-        }
-        for upload in group {
-            if outcome.is_ok() {
-                shared.visible.store(upload.revision, Ordering::SeqCst);
-                shared.hub.publish(upload.revision, upload.events);
+            Some((group, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                // In log order: an earlier object's failure stops the node, and then no later
+                // batch is answered as a success even if its own object landed.
+                let outcome = match (shared.failed(), outcome) {
+                    (Some(failure), _) => Err(failure),
+                    (None, outcome) => outcome,
+                };
+                if let Ok(Some(last)) = outcome {
+                    synced.send_replace(last);
+                }
+                let outcome = outcome.map(|_| ());
+                for upload in group {
+                    if outcome.is_ok() {
+                        shared.visible.store(upload.revision, Ordering::SeqCst);
+                        shared.hub.publish(upload.revision, upload.events);
+                    }
+                    answer(upload.replies, outcome.clone());
+                }
             }
-            answer(upload.replies, outcome.clone());
         }
     }
+}
+
+/// `first` and the uploads queued behind it, up to [`UPLOAD_OBJECT_BYTES_MAX`].
+fn gather_uploads(first: Upload, uploads: &mut mpsc::Receiver<Upload>) -> Vec<Upload> {
+    let mut bytes = first.batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
+    let mut group = vec![first];
+    while bytes < UPLOAD_OBJECT_BYTES_MAX {
+        let Ok(next) = uploads.try_recv() else { break };
+        bytes += next.batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
+        group.push(next);
+    }
+    group
 }
 
 /// Appends and fsyncs one batch; on failure the node stops.
@@ -502,12 +535,11 @@ const UPLOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// batch's writers wait, and the ones behind them queue: the node stops acknowledging,
 /// then resumes); an object that already exists means a newer term sealed this one, and a
 /// refusal (credentials, a missing bucket) or damage will not pass: both stop the node.
-async fn upload(shared: &Arc<Shared>, log: &mut TermLog, bytes: &[u8], first: u64, count: u64) -> Result<()> {
+async fn upload(shared: &Arc<Shared>, log: &TermLog, seq: u64, bytes: &[u8], first: u64, count: u64) -> Result<()> {
     let started = shared.env.clock.monotonic();
     let mut failures: u32 = 0;
     loop {
-        let seq = log.next_seq;
-        match log.append(first, count, bytes).await {
+        match log.create(seq, first, count, bytes).await {
             Ok(true) => break,
             Ok(false) => {
                 let object = crate::object::layout::wal_object(log.term, seq);

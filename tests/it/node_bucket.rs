@@ -218,6 +218,28 @@ async fn a_hole_or_a_damaged_object_in_the_bucket_fails_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_overtook_a_lost_one_is_an_unacknowledged_tail_not_history() {
+    // Two uploads may be in flight: object k+1 can land while k never does (the writer
+    // crashed). Nothing in k or k+1 was acknowledged; the log ends before k.
+    let bucket = Arc::new(MemObjectStore::new());
+    let node = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap();
+    for index in 0..5 {
+        node.put(format!("k{index}"), "v").await.unwrap();
+    }
+    node.close().await.unwrap();
+    bucket.delete(&t4::object::layout::wal_object(1, 4), None).await.unwrap();
+    let node = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap();
+    assert_eq!(node.current_revision(), 4, "k0..k2 at revisions 2..4");
+    assert!(node.get("k2").await.unwrap().is_some());
+    assert!(node.get("k3").await.unwrap().is_none() && node.get("k4").await.unwrap().is_none());
+    assert_eq!(node.put("next", "v").await.unwrap(), 5, "the next revision follows the log's end");
+    node.close().await.unwrap();
+    let again = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap();
+    assert_eq!(again.get("next").await.unwrap().unwrap().mod_revision, 5);
+    assert!(again.get("k4").await.unwrap().is_none(), "an object past a seal is never replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_from_elsewhere_is_refused_not_mixed_in() {
     let disk = SimDisk::new();
     let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
