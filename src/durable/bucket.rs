@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::format::{decode_wal_object, encode_batch_object, encode_seal, LockRecord, WalObject};
+use super::format::{decode_wal_header, decode_wal_object, encode_batch_object, encode_seal, LockRecord, WalObject, WAL_HEADER_LEN};
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;
@@ -106,71 +106,86 @@ pub struct BucketLog {
     pub terms: Vec<TermEnd>,
 }
 
+/// Objects read at once when replaying the log.
+const READS_IN_FLIGHT: usize = 16;
+
 /// Reads the whole log, keeping records above `after_index`, and seals every unsealed term
 /// below `seal_below` at its first missing seq.
 pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Option<u64>) -> Result<BucketLog> {
+    use futures::stream::StreamExt;
     let objects = wal_objects(store).await?;
     let mut log = BucketLog::default();
     let mut next_index: Option<u64> = None;
     for (term, seqs) in objects {
-        let mut seq = 1;
-        let mut seal_at: Option<u64> = None;
-        let sealed = loop {
-            let name = layout::wal_object(term, seq);
-            if seal_at == Some(seq) {
-                break true;
-            }
-            if !seqs.contains(&seq) && seal_at.is_none() {
-                if seqs.range(seq + UPLOADS_IN_FLIGHT_MAX..).next().is_some() {
-                    // Never seal over a hole: object k + UPLOADS_IN_FLIGHT_MAX is only ever
-                    // sent after k landed.
-                    return Err(Error::Corrupt(format!("hole: {name} is missing but later objects of term {term} exist")));
+        // Where the term ends is settled first (sealing it if asked: seal first, read after,
+        // or a writer still running could stay ahead of the reader forever) ...
+        let (end, sealed) = term_end(store, term, &seqs, seal_below).await?;
+        // ... then its objects are read, several at a time, and checked in order.
+        let mut reads = futures::stream::iter(1..end)
+            .map(|seq| async move {
+                let name = layout::wal_object(term, seq);
+                let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+                decode_wal_object(&name, term, seq, &bytes).map(|object| (name, object))
+            })
+            .buffered(READS_IN_FLIGHT);
+        while let Some(read) = reads.next().await {
+            let (name, object) = read?;
+            let WalObject::Batch { records, .. } = object else {
+                return Err(Error::Corrupt(format!("{name}: a seal inside term {term}'s log, before its end at seq {end}")));
+            };
+            let first = records[0].index;
+            match next_index {
+                None if first > after_index + 1 => {
+                    return Err(Error::Corrupt(format!(
+                        "hole: the bucket's log starts at index {first} ({name}) but the store holds only through {after_index}"
+                    )));
                 }
-                let Some(limit) = seal_below.filter(|limit| term < *limit) else { break false };
-                // Seal first, read after: a writer still running keeps adding objects, and
-                // reading each before the next attempt could trail it forever.
-                let at = seal(store, term, seq).await?;
-                tracing::info!(term, seq = at, new_term = limit, "bucket: sealed an older term's log");
-                seal_at = Some(at);
-                if at == seq {
-                    break true;
+                Some(expected) if first != expected => {
+                    return Err(Error::Corrupt(format!(
+                        "hole: {name} starts at index {first}, the log before it ends at {}",
+                        expected - 1
+                    )));
                 }
+                _ => {}
             }
-            let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
-            match decode_wal_object(&name, term, seq, &bytes)? {
-                WalObject::Seal { .. } => break true,
-                WalObject::Batch { records, .. } => {
-                    let first = records[0].index;
-                    match next_index {
-                        None if first > after_index + 1 => {
-                            return Err(Error::Corrupt(format!(
-                                "hole: the bucket's log starts at index {first} ({name}) but the store holds only through {after_index}"
-                            )));
-                        }
-                        Some(expected) if first != expected => {
-                            return Err(Error::Corrupt(format!(
-                                "hole: {name} starts at index {first}, the log before it ends at {}",
-                                expected - 1
-                            )));
-                        }
-                        _ => {}
-                    }
-                    next_index = Some(first + records.len() as u64);
-                    log.records.extend(records.into_iter().filter(|record| record.index > after_index));
-                }
-            }
-            seq += 1;
-        };
-        if !sealed && seqs.range(seq + UPLOADS_IN_FLIGHT_MAX..).next().is_some() {
-            return Err(Error::Corrupt(format!(
-                "hole: {} is missing but later objects of term {term} exist",
-                layout::wal_object(term, seq)
-            )));
+            next_index = Some(first + records.len() as u64);
+            log.records.extend(records.into_iter().filter(|record| record.index > after_index));
         }
-        log.terms.push(TermEnd { term, next_seq: seq, sealed });
+        log.terms.push(TermEnd { term, next_seq: end, sealed });
     }
     log.end_index = next_index.unwrap_or(0);
     Ok(log)
+}
+
+/// The seq where `term`'s log ends (its seal, or its first missing seq) and whether it is
+/// sealed; seals it there first when `term` is below `seal_below`.
+async fn term_end(store: &dyn ObjectStore, term: u64, seqs: &BTreeSet<u64>, seal_below: Option<u64>) -> Result<(u64, bool)> {
+    let first_missing = (1..).find(|seq| !seqs.contains(seq)).expect("a finite set misses some seq");
+    if let Some(stray) = seqs.range(first_missing + UPLOADS_IN_FLIGHT_MAX..).next() {
+        // Object k + UPLOADS_IN_FLIGHT_MAX is only ever sent after k landed.
+        return Err(Error::Corrupt(format!(
+            "hole: {} is missing but {} exists",
+            layout::wal_object(term, first_missing),
+            layout::wal_object(term, *stray)
+        )));
+    }
+    // A seal already there is among the last objects of the run (at most one object in
+    // flight can land after it).
+    for seq in first_missing.saturating_sub(UPLOADS_IN_FLIGHT_MAX).max(1)..first_missing {
+        let name = layout::wal_object(term, seq);
+        let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+        if decode_wal_header(&name, &header)?.0 {
+            return Ok((seq, true));
+        }
+    }
+    match seal_below.filter(|limit| term < *limit) {
+        Some(limit) => {
+            let at = seal(store, term, first_missing).await?;
+            tracing::info!(term, seq = at, new_term = limit, "bucket: sealed an older term's log");
+            Ok((at, true))
+        }
+        None => Ok((first_missing, false)),
+    }
 }
 
 /// Creates a seal at `term`'s first missing seq, starting the search at `seq` (missing when

@@ -189,6 +189,13 @@ async fn restarts_keep_one_log_across_terms() {
     }
     let terms: Vec<String> = bucket.list("wal/", None, 1000).await.unwrap().into_iter().map(|info| info.key).collect();
     assert!(terms.iter().any(|key| key.starts_with("wal/00000000000000000004/")));
+    // Each older term sealed exactly once, however many times the log was read since.
+    let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();
+    assert_eq!(status.lock.unwrap().term, 5);
+    assert_eq!(
+        status.terms.iter().map(|term| (term.term, term.sealed_at.is_some(), term.stray)).collect::<Vec<_>>(),
+        [(1, true, 0), (2, true, 0), (3, true, 0), (4, true, 0)]
+    );
     node.close().await.unwrap();
 }
 
