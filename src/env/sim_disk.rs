@@ -8,10 +8,15 @@
 //!   any order (seeded);
 //! - [`CrashMode::Wipe`]: the whole disk is gone (a replaced node).
 //!
+//! Files are inodes behind names, as on POSIX: a handle keeps reading and writing its file
+//! after the name is removed (or replaced), until the handle is dropped.
+//!
 //! Out-of-contract faults ([`SimDisk::flip_bit`]) corrupt durable bytes; t4 must detect
 //! them, never serve them. Faults in [`SimDiskFaults`] give EIO on sync (dropping the
 //! pending writes, as Linux does) and ENOSPC past a capacity. Handles opened before a crash
 //! fail with an error, like file descriptors of a dead process.
+//!
+//! The data dir lock is exclusive, like `flock`, and dies with its process in a crash.
 //!
 //! Deterministic: no clock, no randomness except the seed a caller passes to `crash`.
 
@@ -56,15 +61,23 @@ struct SimFile {
     current: Vec<u8>,
     /// Whether the directory entry survives a crash.
     entry_durable: bool,
+    /// Live handles of this incarnation.
+    handles: usize,
 }
+
+type Ino = u64;
 
 #[derive(Debug, Default)]
 struct State {
-    files: BTreeMap<String, SimFile>,
-    /// Removed files whose removal is not yet durable (restored by a crash).
-    removed: BTreeMap<String, SimFile>,
+    names: BTreeMap<String, Ino>,
+    inodes: BTreeMap<Ino, SimFile>,
+    next_ino: Ino,
+    /// Removed names whose removal is not yet durable (restored by a crash).
+    removed: BTreeMap<String, Ino>,
     dirs: BTreeMap<String, ()>,
     incarnation: u64,
+    /// Whether a process of this incarnation holds the data dir's lock.
+    locked: bool,
     faults: SimDiskFaults,
     syncs: u64,
     writes: u64,
@@ -137,7 +150,8 @@ impl SimDisk {
     /// Flips one bit of a file's durable bytes (out of contract: must be detected).
     pub fn flip_bit(&self, path: &str, byte_offset: u64, bit: u8) -> io::Result<()> {
         let mut state = self.lock();
-        let file = state.files.get_mut(path).ok_or_else(|| enoent(path))?;
+        let ino = *state.names.get(path).ok_or_else(|| enoent(path))?;
+        let file = state.inodes.get_mut(&ino).expect("named inode");
         let index = byte_offset as usize;
         if index >= file.durable.len() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "flip past end of file"));
@@ -151,40 +165,60 @@ impl SimDisk {
 
     /// Paths of every file, sorted.
     pub fn paths(&self) -> Vec<String> {
-        self.lock().files.keys().cloned().collect()
+        self.lock().names.keys().cloned().collect()
     }
 
     /// Length of a file's current contents.
     pub fn file_len(&self, path: &str) -> Option<u64> {
-        self.lock().files.get(path).map(|file| file.current.len() as u64)
+        let state = self.lock();
+        state.names.get(path).map(|ino| state.inodes[ino].current.len() as u64)
     }
 
+    /// Open but unlinked files still take space, as on POSIX.
     fn used_bytes(state: &State) -> u64 {
-        state.files.values().map(|file| file.current.len() as u64).sum()
+        state.inodes.values().map(|file| file.current.len() as u64).sum()
+    }
+}
+
+impl State {
+    /// Frees an inode nothing refers to any more: no name, no pending removal, no handle.
+    fn collect(&mut self, ino: Ino) {
+        let referenced = self.inodes.get(&ino).is_some_and(|file| file.handles > 0)
+            || self.names.values().any(|named| *named == ino)
+            || self.removed.values().any(|named| *named == ino);
+        if !referenced {
+            self.inodes.remove(&ino);
+        }
     }
 }
 
 /// Power loss applied to the disk's state (see [`SimDisk::crash`]).
 fn crash_state(state: &mut State, mode: CrashMode) {
     state.incarnation += 1;
+    state.locked = false;
     if mode == CrashMode::Wipe {
-        state.files.clear();
+        state.names.clear();
+        state.inodes.clear();
         state.removed.clear();
         state.dirs.clear();
         return;
     }
     let removed = std::mem::take(&mut state.removed);
-    for (path, file) in removed {
-        if file.entry_durable {
-            state.files.insert(path, file);
+    for (path, ino) in removed {
+        if state.inodes[&ino].entry_durable {
+            state.names.insert(path, ino);
         }
     }
-    state.files.retain(|_, file| file.entry_durable);
+    let inodes = &state.inodes;
+    state.names.retain(|_, ino| inodes[ino].entry_durable);
+    let named: std::collections::BTreeSet<Ino> = state.names.values().copied().collect();
+    state.inodes.retain(|ino, _| named.contains(ino));
     let mut random = match mode {
         CrashMode::Torn { seed } => Some(seed),
         _ => None,
     };
-    for file in state.files.values_mut() {
+    for file in state.inodes.values_mut() {
+        file.handles = 0;
         let pending = std::mem::take(&mut file.pending);
         if let Some(random) = random.as_mut() {
             tear(&mut file.durable, pending, random);
@@ -214,26 +248,36 @@ fn tear(durable: &mut Vec<u8>, mut pending: Vec<PendingOp>, random: &mut u64) {
 impl Disk for SimDisk {
     fn open(&self, path: &str, create: bool) -> io::Result<Box<dyn DiskFile>> {
         let mut state = self.lock();
-        if !state.files.contains_key(path) {
-            if !create {
-                return Err(enoent(path));
+        let ino = match state.names.get(path) {
+            Some(ino) => *ino,
+            None => {
+                if !create {
+                    return Err(enoent(path));
+                }
+                let dir = parent(path);
+                if !dir.is_empty() && !state.dirs.contains_key(dir) {
+                    return Err(enoent(dir));
+                }
+                if let Some(old) = state.removed.remove(path) {
+                    state.collect(old);
+                }
+                let ino = state.next_ino;
+                state.next_ino += 1;
+                state.inodes.insert(ino, SimFile::default());
+                state.names.insert(path.to_string(), ino);
+                ino
             }
-            let dir = parent(path);
-            if !dir.is_empty() && !state.dirs.contains_key(dir) {
-                return Err(enoent(dir));
-            }
-            state.removed.remove(path);
-            state.files.insert(path.to_string(), SimFile::default());
-        }
+        };
+        state.inodes.get_mut(&ino).expect("named inode").handles += 1;
         let incarnation = state.incarnation;
-        Ok(Box::new(SimFileHandle { disk: self.clone(), path: path.to_string(), incarnation }))
+        Ok(Box::new(SimFileHandle { disk: self.clone(), ino, incarnation }))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {
         let state = self.lock();
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let names = state
-            .files
+            .names
             .keys()
             .filter_map(|path| path.strip_prefix(&prefix))
             .filter(|rest| !rest.contains('/'))
@@ -244,8 +288,10 @@ impl Disk for SimDisk {
 
     fn remove(&self, path: &str) -> io::Result<()> {
         let mut state = self.lock();
-        if let Some(file) = state.files.remove(path) {
-            state.removed.insert(path.to_string(), file);
+        if let Some(ino) = state.names.remove(path) {
+            if let Some(old) = state.removed.insert(path.to_string(), ino) {
+                state.collect(old);
+            }
         }
         Ok(())
     }
@@ -265,54 +311,91 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         let mut state = self.lock();
-        for (path, file) in state.files.iter_mut() {
+        let State { names, inodes, .. } = &mut *state;
+        for (path, ino) in names.iter() {
             if parent(path) == dir {
-                file.entry_durable = true;
+                inodes.get_mut(ino).expect("named inode").entry_durable = true;
             }
         }
-        state.removed.retain(|path, _| parent(path) != dir);
+        let (gone, kept): (BTreeMap<String, Ino>, BTreeMap<String, Ino>) =
+            std::mem::take(&mut state.removed).into_iter().partition(|(path, _)| parent(path) == dir);
+        state.removed = kept;
+        for ino in gone.into_values() {
+            state.collect(ino);
+        }
         Ok(())
     }
 
     fn exists(&self, path: &str) -> io::Result<bool> {
         let state = self.lock();
-        Ok(state.files.contains_key(path) || state.dirs.contains_key(path))
+        Ok(state.names.contains_key(path) || state.dirs.contains_key(path))
     }
 
+    /// Like `flock`: one holder at a time, released when the guard drops or the holder's
+    /// process dies in a crash.
     fn lock_exclusive(&self) -> io::Result<Box<dyn Send + Sync + std::fmt::Debug>> {
-        // One simulated node owns a SimDisk; a crash ends its process and its lock with it.
-        Ok(Box::new(()))
+        let mut state = self.lock();
+        if state.locked {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "sim disk: data directory is in use by another process"));
+        }
+        state.locked = true;
+        Ok(Box::new(SimDirLock { disk: self.clone(), incarnation: state.incarnation }))
+    }
+}
+
+#[derive(Debug)]
+struct SimDirLock {
+    disk: SimDisk,
+    incarnation: u64,
+}
+
+impl Drop for SimDirLock {
+    fn drop(&mut self) {
+        let Ok(mut state) = self.disk.state.lock() else { return };
+        if state.incarnation == self.incarnation {
+            state.locked = false;
+        }
     }
 }
 
 #[derive(Debug)]
 struct SimFileHandle {
     disk: SimDisk,
-    path: String,
+    ino: Ino,
     incarnation: u64,
 }
 
 impl SimFileHandle {
-    fn with_file<R>(&self, work: impl FnOnce(&mut State, &str) -> io::Result<R>) -> io::Result<R> {
+    fn with_file<R>(&self, work: impl FnOnce(&mut State, Ino) -> io::Result<R>) -> io::Result<R> {
         let mut state = self.disk.lock();
         if state.incarnation != self.incarnation {
             return Err(io::Error::other("sim disk: handle from before a crash"));
         }
-        if !state.files.contains_key(&self.path) {
-            return Err(enoent(&self.path));
+        work(&mut state, self.ino)
+    }
+}
+
+impl Drop for SimFileHandle {
+    fn drop(&mut self) {
+        let Ok(mut state) = self.disk.state.lock() else { return };
+        if state.incarnation != self.incarnation {
+            return;
         }
-        work(&mut state, &self.path)
+        if let Some(file) = state.inodes.get_mut(&self.ino) {
+            file.handles -= 1;
+        }
+        state.collect(self.ino);
     }
 }
 
 impl DiskFile for SimFileHandle {
     fn len(&self) -> io::Result<u64> {
-        self.with_file(|state, path| Ok(state.files[path].current.len() as u64))
+        self.with_file(|state, ino| Ok(state.inodes[&ino].current.len() as u64))
     }
 
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.with_file(|state, path| {
-            let current = &state.files[path].current;
+        self.with_file(|state, ino| {
+            let current = &state.inodes[&ino].current;
             let end = offset as usize + out.len();
             if end > current.len() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "sim disk: read past end"));
@@ -323,8 +406,8 @@ impl DiskFile for SimFileHandle {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.with_file(|state, path| {
-            let file_len = state.files[path].current.len() as u64;
+        self.with_file(|state, ino| {
+            let file_len = state.inodes[&ino].current.len() as u64;
             let growth = (offset + data.len() as u64).saturating_sub(file_len);
             if let Some(capacity) = state.faults.capacity_bytes {
                 if SimDisk::used_bytes(state) + growth > capacity {
@@ -332,7 +415,7 @@ impl DiskFile for SimFileHandle {
                 }
             }
             state.writes += 1;
-            let file = state.files.get_mut(path).expect("checked above");
+            let file = state.inodes.get_mut(&ino).expect("open inode");
             let op = PendingOp::Write { offset, data: data.to_vec() };
             apply(&mut file.current, &op);
             file.pending.push(op);
@@ -341,8 +424,8 @@ impl DiskFile for SimFileHandle {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with_file(|state, path| {
-            let file = state.files.get_mut(path).expect("checked above");
+        self.with_file(|state, ino| {
+            let file = state.inodes.get_mut(&ino).expect("open inode");
             let op = PendingOp::SetLen { len };
             apply(&mut file.current, &op);
             file.pending.push(op);
@@ -357,7 +440,7 @@ impl DiskFile for SimFileHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with_file(|state, path| {
+        self.with_file(|state, ino| {
             state.syncs += 1;
             match state.faults.crash_on_sync {
                 Some((0, mode)) => {
@@ -372,7 +455,7 @@ impl DiskFile for SimFileHandle {
             if fail {
                 state.faults.sync_failures -= 1;
             }
-            let file = state.files.get_mut(path).expect("checked above");
+            let file = state.inodes.get_mut(&ino).expect("open inode");
             if fail {
                 // Linux drops the dirty pages of a failed fsync: the bytes are gone.
                 file.pending.clear();
@@ -449,6 +532,56 @@ mod tests {
         assert_eq!(run(7), run(7));
         let outcomes: std::collections::BTreeSet<Vec<u8>> = (0..20).map(run).collect();
         assert!(outcomes.len() > 1, "different seeds must tear differently");
+    }
+
+    #[test]
+    fn a_handle_outlives_the_removal_of_its_name() {
+        let disk = SimDisk::new();
+        let old = disk.open("a", true).unwrap();
+        old.write_at(0, b"old").unwrap();
+        disk.remove("a").unwrap();
+        assert!(disk.open("a", false).is_err());
+        let new = disk.open("a", true).unwrap();
+        new.write_at(0, b"new!").unwrap();
+        let mut out = [0u8; 3];
+        old.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"old", "the old handle reads its own file, not the new one");
+        assert_eq!(file_bytes(&disk, "a"), b"new!");
+        drop(old);
+        assert_eq!(disk.lock().inodes.len(), 1, "the unlinked file is freed with its last handle");
+    }
+
+    #[test]
+    fn an_unsynced_removal_is_undone_by_a_crash() {
+        let disk = SimDisk::new();
+        let file = disk.open("a", true).unwrap();
+        file.write_at(0, b"kept").unwrap();
+        file.sync_data().unwrap();
+        disk.sync_dir("").unwrap();
+        drop(file);
+        disk.remove("a").unwrap();
+        disk.crash(CrashMode::LoseUnsynced);
+        assert_eq!(file_bytes(&disk, "a"), b"kept");
+        disk.remove("a").unwrap();
+        disk.sync_dir("").unwrap();
+        disk.crash(CrashMode::LoseUnsynced);
+        assert!(!disk.exists("a").unwrap());
+        assert!(disk.lock().inodes.is_empty());
+    }
+
+    #[test]
+    fn the_dir_lock_has_one_holder_until_dropped_or_crashed() {
+        let disk = SimDisk::new();
+        let held = disk.lock_exclusive().unwrap();
+        assert_eq!(disk.lock_exclusive().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        drop(held);
+        let held = disk.lock_exclusive().unwrap();
+        disk.crash(CrashMode::LoseUnsynced);
+        let after_crash = disk.lock_exclusive().unwrap();
+        drop(held);
+        assert!(disk.lock_exclusive().is_err(), "a dead process's guard releases nothing");
+        drop(after_crash);
+        disk.lock_exclusive().unwrap();
     }
 
     #[test]

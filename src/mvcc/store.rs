@@ -7,6 +7,7 @@
 //! record the store has applied.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use t4_proto::etcdserverpb::{
@@ -103,21 +104,29 @@ pub struct Applied {
 
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// `None` once closed. Declared before `dir_lock`: dropping a store closes the database
+    /// (redb writes its clean-shutdown header then) before the lock lets another opener in.
+    db: RwLock<Option<Database>>,
     /// Revision and index the writer has applied (possibly not yet durable in the WAL).
     applied_revision: AtomicI64,
     applied_index: AtomicU64,
     compact_revision: AtomicI64,
+    /// The data dir's lock, held from before the file is opened until it is closed.
+    dir_lock: Mutex<Option<DirLock>>,
 }
 
+type DirLock = Box<dyn Send + Sync + std::fmt::Debug>;
+
 impl Store {
-    /// Opens (or creates) the store file on `disk`. redb repairs itself to its last durable
-    /// commit after a crash; the caller then replays the WAL from [`Store::applied_index`].
+    /// Locks the data dir, then opens (or creates) the store file on `disk`. redb repairs
+    /// itself to its last durable commit after a crash; the caller then replays the WAL from
+    /// [`Store::applied_index`]. The lock is held until [`Store::close`] or the drop.
     pub fn open(disk: &dyn Disk, fence: StorageFence) -> Result<Self> {
-        guarded("open", || Self::open_unguarded(disk, fence))
+        let dir_lock = disk.lock_exclusive().map_err(|error| Error::storage("lock data dir", error))?;
+        guarded("open", || Self::open_unguarded(disk, fence, dir_lock))
     }
 
-    fn open_unguarded(disk: &dyn Disk, fence: StorageFence) -> Result<Self> {
+    fn open_unguarded(disk: &dyn Disk, fence: StorageFence, dir_lock: DirLock) -> Result<Self> {
         let existed = disk.exists(STORE_FILE).map_err(|error| Error::storage("stat store", error))?;
         let file = disk.open(STORE_FILE, true).map_err(|error| Error::storage("open store", error))?;
         if !existed {
@@ -144,11 +153,29 @@ impl Store {
         }
         txn.commit()?;
         Ok(Self {
-            db,
+            db: RwLock::new(Some(db)),
             applied_revision: AtomicI64::new(position.revision),
             applied_index: AtomicU64::new(position.index),
             compact_revision: AtomicI64::new(position.compact_revision),
+            dir_lock: Mutex::new(Some(dir_lock)),
         })
+    }
+
+    /// Closes the database (waiting for operations in flight), then releases the data dir's
+    /// lock: once this returns, the store's file is another opener's. Every later operation
+    /// fails with `Closed`. Blocking.
+    pub fn close(&self) {
+        let db = self.db.write().expect("store lock").take();
+        drop(db);
+        self.dir_lock.lock().expect("dir lock").take();
+    }
+
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<Database>>> {
+        let db = self.db.read().expect("store lock");
+        if db.is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(db)
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -169,7 +196,8 @@ impl Store {
     }
 
     fn range_unguarded(&self, request: &RangeRequest, visible: i64) -> Result<RangeResponse> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.as_ref().expect("open").begin_read()?;
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
         let compact = read_compact_revision(&txn)?;
         range_in(&view, request, visible, compact)
@@ -181,7 +209,8 @@ impl Store {
     }
 
     fn hash_unguarded(&self, revision: i64) -> Result<u32> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.as_ref().expect("open").begin_read()?;
         let compact = read_compact_revision(&txn)?;
         if revision < compact {
             return Err(Error::Compacted { compact_revision: compact });
@@ -201,7 +230,8 @@ impl Store {
     }
 
     fn events_unguarded(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.as_ref().expect("open").begin_read()?;
         let compact = read_compact_revision(&txn)?;
         if from < compact {
             return Err(Error::Compacted { compact_revision: compact });
@@ -219,7 +249,8 @@ impl Store {
     }
 
     fn apply_unguarded(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
-        let txn = self.begin()?;
+        let db = self.db()?;
+        let txn = Self::begin(db.as_ref().expect("open"))?;
         let mut applied = Vec::with_capacity(requests.len());
         let position = {
             let mut writer = self.writer(&txn)?;
@@ -241,7 +272,8 @@ impl Store {
 
     fn replay_unguarded(&self, records: &[Record]) -> Result<()> {
         for chunk in records.chunks(1024) {
-            let txn = self.begin()?;
+            let db = self.db()?;
+            let txn = Self::begin(db.as_ref().expect("open"))?;
             let position = {
                 let mut writer = self.writer(&txn)?;
                 for record in chunk {
@@ -255,8 +287,8 @@ impl Store {
         Ok(())
     }
 
-    fn begin(&self) -> Result<WriteTransaction> {
-        let mut txn = self.db.begin_write()?;
+    fn begin(db: &Database) -> Result<WriteTransaction> {
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None).map_err(|error| Error::storage("set durability", error))?;
         Ok(txn)
     }
@@ -282,7 +314,8 @@ impl Store {
     }
 
     fn sync_unguarded(&self) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let mut txn = db.as_ref().expect("open").begin_write()?;
         txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
         txn.commit()?;
         Ok(())

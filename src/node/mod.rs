@@ -63,7 +63,6 @@ struct Shared {
     stats: pipeline::Counters,
     /// The term this node writes its bucket log under (`None`: local disk only).
     term: Option<u64>,
-    _dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
 }
 
 impl Node {
@@ -95,7 +94,7 @@ impl Node {
                 crate::env::blocking(move || pipeline::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
             }
         };
-        let pipeline::Opened { store, wal, fence, dir_lock, log } = opened;
+        let pipeline::Opened { store, wal, fence, log } = opened;
         let term = log.as_ref().map(|log| log.term);
         let visible = store.applied_revision();
         let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));
@@ -113,7 +112,6 @@ impl Node {
             stopped: Mutex::new(Some(stopped_rx)),
             stats: pipeline::Counters::default(),
             term,
-            _dir_lock: dir_lock,
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
             pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
@@ -258,14 +256,21 @@ impl Node {
     }
 
     /// Stops accepting writes, lets queued ones finish, makes the store durable and drops
-    /// WAL segments it no longer needs. Every clone of this node is closed.
+    /// WAL segments it no longer needs, then closes the store and unlocks the data dir. Every
+    /// clone of this node is closed.
     pub async fn close(&self) -> Result<()> {
         self.shared.jobs.lock().expect("jobs lock").take();
         let stopped = self.shared.stopped.lock().expect("stopped lock").take();
-        match stopped {
+        let outcome = match stopped {
             Some(stopped) => stopped.await.unwrap_or(Err(Error::Closed)),
             None => Ok(()),
-        }
+        };
+        // Tasks may still hold the node for a moment (a lock check, a watch stream): the
+        // store is closed and the data dir unlocked here, not whenever the last one lets go,
+        // so the caller can reopen the dir at once.
+        let store = self.shared.store.clone();
+        crate::env::blocking(move || store.close()).await;
+        outcome
     }
 
     fn check_open(&self) -> Result<()> {

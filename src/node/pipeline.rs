@@ -57,7 +57,6 @@ pub struct Opened {
     pub store: Arc<Store>,
     pub wal: WalWriter,
     pub fence: StorageFence,
-    pub dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
     /// The term's log in the bucket, when the node keeps one.
     pub log: Option<TermLog>,
 }
@@ -112,26 +111,24 @@ pub struct Local {
     pub store: Arc<Store>,
     pub recovered: wal::Recovered,
     pub fence: StorageFence,
-    pub dir_lock: Box<dyn Send + Sync + std::fmt::Debug>,
 }
 
-/// Locks the data dir, opens the store and reads the local WAL (cutting a torn tail).
+/// Opens the store (which locks the data dir) and reads the local WAL (cutting a torn tail).
 /// Blocking.
 pub fn open_local(disk: &Arc<dyn Disk>) -> Result<Local> {
-    let dir_lock = disk.lock_exclusive().map_err(|error| Error::storage("lock data dir", error))?;
     let fence = StorageFence::default();
     let store = Arc::new(Store::open(disk.as_ref(), fence.clone())?);
     let recovered = wal::recover(disk, store.applied_index())?;
     if recovered.torn_bytes > 0 {
         tracing::warn!(bytes = recovered.torn_bytes, "wal: cut a torn tail left by a crash");
     }
-    Ok(Local { store, recovered, fence, dir_lock })
+    Ok(Local { store, recovered, fence })
 }
 
 /// Local-only durability: replays the local WAL above what the store holds durably and
 /// returns a writer positioned after the last valid record. Blocking.
 pub fn finish_local(disk: Arc<dyn Disk>, local: Local, segment_bytes_max: u64) -> Result<Opened> {
-    let Local { store, recovered, fence, dir_lock } = local;
+    let Local { store, recovered, fence } = local;
     let applied = store.applied_index();
     if recovered.end_index > 0 && recovered.end_index <= applied {
         return Err(Error::Corrupt(format!(
@@ -146,14 +143,14 @@ pub fn finish_local(disk: Arc<dyn Disk>, local: Local, segment_bytes_max: u64) -
     }
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, segment_bytes_max)?;
-    Ok(Opened { store, wal, fence, dir_lock, log: None })
+    Ok(Opened { store, wal, fence, log: None })
 }
 
 /// Durability in a bucket: replays what [`crate::durable::recover`] decided, makes the
 /// store durable, and restarts the local WAL after it (the bucket holds everything the old
 /// segments did). Blocking.
 pub fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: BucketRecovery, segment_bytes_max: u64) -> Result<Opened> {
-    let Local { store, recovered, fence, dir_lock } = local;
+    let Local { store, recovered, fence } = local;
     store.replay(&recovery.records)?;
     store.sync_durable()?;
     if !recovery.records.is_empty() {
@@ -168,7 +165,7 @@ pub fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: BucketRec
     crate::durable::write_term_file(disk.as_ref(), recovery.log.term)?;
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, Vec::new(), 0, next_index, segment_bytes_max)?;
-    Ok(Opened { store, wal, fence, dir_lock, log: Some(recovery.log) })
+    Ok(Opened { store, wal, fence, log: Some(recovery.log) })
 }
 
 pub fn start(shared: Arc<Shared>, wal: WalWriter, log: Option<TermLog>, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {

@@ -24,12 +24,22 @@ async fn open(disk: &SimDisk, store: Arc<dyn ObjectStore>, name: &str) -> t4::Re
     Node::open_with_env(config, env).await
 }
 
-/// What one writer had acknowledged: (key, Some(mod revision)) for a put, (key, None) for a
-/// delete.
-type Acked = Vec<(String, Option<i64>)>;
+/// The outcome of one write as its client saw it.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// A put acknowledged at this mod revision.
+    Put(i64),
+    /// An acknowledged delete.
+    Deleted,
+    /// A delete answered by an error: it may or may not have taken effect.
+    DeleteUnknown,
+}
 
-/// Writers put distinct keys (and delete every tenth) until `stop`; returns what was
-/// acknowledged: (key, Some(mod revision)) for puts, (key, None) for deletes.
+/// What one writer saw, in order: (key, outcome).
+type Acked = Vec<(String, Seen)>;
+
+/// Writers put distinct keys (and delete every tenth) until the first error; each returns
+/// what it saw.
 fn writers(node: &Node, count: usize, per_writer: usize, acked: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<Acked>> {
     (0..count)
         .map(|writer| {
@@ -39,14 +49,17 @@ fn writers(node: &Node, count: usize, per_writer: usize, acked: Arc<AtomicUsize>
                 for index in 0..per_writer {
                     let key = format!("w{writer}/{index:05}");
                     match node.put(key.clone(), format!("value {writer} {index}")).await {
-                        Ok(revision) => done.push((key.clone(), Some(revision))),
+                        Ok(revision) => done.push((key.clone(), Seen::Put(revision))),
                         Err(_) => break,
                     }
                     acked.fetch_add(1, Ordering::SeqCst);
                     if index % 10 == 9 {
                         match node.delete(key.clone()).await {
-                            Ok(_) => done.push((key, None)),
-                            Err(_) => break,
+                            Ok(_) => done.push((key, Seen::Deleted)),
+                            Err(_) => {
+                                done.push((key, Seen::DeleteUnknown));
+                                break;
+                            }
                         }
                     }
                 }
@@ -56,21 +69,32 @@ fn writers(node: &Node, count: usize, per_writer: usize, acked: Arc<AtomicUsize>
         .collect()
 }
 
-async fn check_acknowledged(node: &Node, acked: &[(String, Option<i64>)]) {
+/// Every acknowledged put is there (unless a later delete may have landed), every
+/// acknowledged delete stays done.
+async fn check_acknowledged(node: &Node, acked: &[(String, Seen)]) {
+    let mut puts = std::collections::BTreeMap::new();
     let mut last = std::collections::BTreeMap::new();
-    for (key, outcome) in acked {
-        last.insert(key.clone(), *outcome);
+    for (key, seen) in acked {
+        if let Seen::Put(revision) = seen {
+            puts.insert(key.clone(), *revision);
+        }
+        last.insert(key.clone(), *seen);
     }
-    for (key, outcome) in last {
+    for (key, seen) in last {
         let kv = node.get(key.clone()).await.unwrap();
-        match outcome {
-            Some(revision) => {
+        match seen {
+            Seen::Put(revision) => {
                 let kv = kv.unwrap_or_else(|| panic!("acknowledged {key} lost"));
                 assert_eq!(kv.mod_revision, revision, "{key}");
                 let (writer, index) = key[1..].split_once('/').unwrap();
                 assert_eq!(kv.value, format!("value {writer} {}", index.parse::<usize>().unwrap()).into_bytes());
             }
-            None => assert!(kv.is_none(), "acknowledged delete of {key} undone"),
+            Seen::Deleted => assert!(kv.is_none(), "acknowledged delete of {key} undone"),
+            Seen::DeleteUnknown => {
+                if let Some(kv) = kv {
+                    assert_eq!(kv.mod_revision, puts[&key], "{key}: either the acknowledged put or nothing");
+                }
+            }
         }
     }
 }
@@ -100,7 +124,14 @@ async fn a_node_whose_disk_is_gone_rebuilds_everything_from_the_bucket() {
     let node = open(&fresh, bucket.clone(), "a-again").await.unwrap();
     assert_eq!(node.term(), Some(2), "a new term for every opening");
     check_acknowledged(&node, &acked).await;
-    let highest = acked.iter().filter_map(|(_, revision)| *revision).max().unwrap();
+    let highest = acked
+        .iter()
+        .filter_map(|(_, seen)| match seen {
+            Seen::Put(revision) => Some(*revision),
+            _ => None,
+        })
+        .max()
+        .unwrap();
     assert!(node.current_revision() >= highest);
 
     // Watches from an early revision replay the history in order, with nothing missing.
@@ -114,7 +145,7 @@ async fn a_node_whose_disk_is_gone_rebuilds_everything_from_the_bucket() {
         last_revision = batch.revision;
         seen.extend(batch.events.into_iter().map(|event| (event.kv.unwrap().key, event.r#type)));
     }
-    let expected: Vec<_> = acked.iter().filter(|(key, _)| key.starts_with("w0/")).collect();
+    let expected: Vec<_> = acked.iter().filter(|(key, seen)| key.starts_with("w0/") && !matches!(seen, Seen::DeleteUnknown)).collect();
     assert!(seen.len() >= expected.len(), "every acknowledged w0 change is replayed ({} < {})", seen.len(), expected.len());
     let next = node.put("after", "restore").await.unwrap();
     assert_eq!(next, node.current_revision());
