@@ -91,7 +91,7 @@ impl Metrics {
         for (method, histogram) in &self.methods {
             histogram.render("t4_request_duration_seconds", &format!("method=\"{method}\""), &mut out);
         }
-        let gauges: [(&str, &str, &str, f64); 14] = [
+        let gauges = [
             ("t4_revision", "gauge", "Current (visible) revision.", node.revision as f64),
             ("t4_compact_revision", "gauge", "Revision history is compacted below.", node.compact_revision as f64),
             ("t4_db_size_bytes", "gauge", "Bytes the store file occupies.", node.db_size_bytes as f64),
@@ -121,6 +121,28 @@ impl Metrics {
                 "WAL uploads that failed after the object store's own retries (writes wait meanwhile).",
                 node.stats.wal_upload_failures as f64,
             ),
+            ("t4_checkpoints_total", "counter", "Checkpoints written to the bucket.", node.stats.checkpoints as f64),
+            (
+                "t4_checkpoint_failures_total",
+                "counter",
+                "Checkpoints that failed (tried again later).",
+                node.stats.checkpoint_failures as f64,
+            ),
+            ("t4_checkpoint_bytes_total", "counter", "Payload bytes of the checkpoints written.", node.stats.checkpoint_bytes as f64),
+            (
+                "t4_checkpoint_uploaded_bytes_total",
+                "counter",
+                "Bytes checkpoints actually uploaded (new chunks and manifests; chunks already in the bucket are not sent).",
+                node.stats.checkpoint_bytes_uploaded as f64,
+            ),
+            ("t4_checkpoint_seconds_total", "counter", "Time spent writing checkpoints.", node.stats.checkpoint_micros as f64 / 1e6),
+            (
+                "t4_checkpoint_revision",
+                "gauge",
+                "Revision of the newest checkpoint this node wrote.",
+                node.stats.checkpoint_revision as f64,
+            ),
+            ("t4_gc_deleted_objects_total", "counter", "Objects GC deleted from the bucket.", node.stats.gc_objects_deleted as f64),
         ];
         for (name, kind, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

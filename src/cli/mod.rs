@@ -33,8 +33,12 @@ enum Command {
     Run(Box<RunArgs>),
     /// Load-test an etcd v3 endpoint (t4 or etcd) and report ops/s and latency percentiles.
     Bench(BenchArgs),
-    /// Show what a bucket holds (the lock, each term's log), read-only.
+    /// Show what a bucket holds (the lock, each term's log, checkpoints), read-only.
     Status(Box<BucketArgs>),
+    /// Delete what no retained checkpoint needs from a bucket: the log below the newest
+    /// complete checkpoint, older checkpoints, unreferenced chunks. Meant for a bucket no node
+    /// is writing to; safe either way (a checkpoint being written meanwhile may be wasted).
+    Gc(Box<GcArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +92,33 @@ struct RunArgs {
     watch_progress_notify_interval: Duration,
     #[command(flatten)]
     bucket: BucketArgs,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+}
+
+/// When checkpoints are taken (with a bucket) and how many GC keeps.
+#[derive(Debug, clap::Args)]
+struct CheckpointArgs {
+    /// Take a checkpoint this many minutes after the last one, if anything was written
+    /// since (0: never by time).
+    #[arg(long, env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
+    checkpoint_interval_min: u64,
+    /// Also take one after this many log records since the last one (0: never by count).
+    #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
+    checkpoint_entries: u64,
+    /// Complete checkpoints GC keeps (at least 1); the log below the newest one and chunks
+    /// no kept checkpoint lists are deleted.
+    #[arg(long, env = "T4_CHECKPOINT_RETAIN", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_retain: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    bucket: BucketArgs,
+    /// Complete checkpoints to keep (at least 1).
+    #[arg(long, env = "T4_CHECKPOINT_RETAIN", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_retain: u64,
 }
 
 /// Where the log is kept besides the local disk.
@@ -218,6 +249,37 @@ pub fn main() -> i32 {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
         Command::Status(args) => runtime.block_on(status(*args)),
+        Command::Gc(args) => runtime.block_on(gc(*args)),
+    }
+}
+
+async fn gc(args: GcArgs) -> i32 {
+    let store = match args.bucket.object_store() {
+        Ok(Some(store)) => store,
+        Ok(None) => {
+            eprintln!("t4 gc: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
+            return 2;
+        }
+        Err(error) => {
+            eprintln!("t4 gc: {error}");
+            return 2;
+        }
+    };
+    match crate::durable::gc::collect(&store, args.checkpoint_retain as usize, None).await {
+        Ok(report) => {
+            match report.below_revision {
+                None => println!("no complete checkpoint in the bucket: nothing to collect"),
+                Some(revision) => println!(
+                    "kept {} checkpoint(s), the newest at revision {revision} (log index {}); deleted {} WAL object(s), {} chunk(s), {} manifest(s)",
+                    report.checkpoints_kept, report.below_index, report.wal_objects_deleted, report.chunks_deleted, report.manifests_deleted
+                ),
+            }
+            0
+        }
+        Err(error) => {
+            eprintln!("t4 gc: {error}");
+            1
+        }
     }
 }
 
@@ -276,8 +338,13 @@ async fn run(args: RunArgs) -> i32 {
         Ok(None) => {}
         Ok(Some(store)) => {
             let node_name = format!("{}@{}", args.name, args.listen);
-            node.object_store =
-                Some(ObjectDurability { wal_sync_upload: args.bucket.wal_sync_upload, ..ObjectDurability::new(store, node_name) });
+            node.object_store = Some(ObjectDurability {
+                wal_sync_upload: args.bucket.wal_sync_upload,
+                checkpoint_interval: Duration::from_secs(args.checkpoints.checkpoint_interval_min.saturating_mul(60)),
+                checkpoint_entries: args.checkpoints.checkpoint_entries,
+                checkpoint_retain: args.checkpoints.checkpoint_retain as usize,
+                ..ObjectDurability::new(store, node_name)
+            });
         }
         Err(error) => {
             eprintln!("t4: {error}");

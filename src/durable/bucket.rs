@@ -10,6 +10,9 @@
 //!   seal, and nothing past a seal is ever replayed.
 //! - Record indexes run on across terms: a term's first record follows the last record
 //!   before the previous term's seal. A gap is a hole, and a hole fails closed.
+//! - GC removes objects whose records are all below a checkpoint, from the low end of each
+//!   term, never a seal and never a term's highest object: a term's log is then the dense run
+//!   from its lowest seq left, and where it ends is found as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -120,8 +123,11 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
         // Where the term ends is settled first (sealing it if asked: seal first, read after,
         // or a writer still running could stay ahead of the reader forever) ...
         let (end, sealed) = term_end(store, term, &seqs, seal_below).await?;
-        // ... then its objects are read, several at a time, and checked in order.
-        let mut reads = futures::stream::iter(1..end)
+        // ... then its objects are read, several at a time, and checked in order. GC may
+        // have removed the objects below a checkpoint: the run starts at the lowest seq
+        // left, and the index check below still catches anything missing.
+        let lowest = seqs.first().copied().unwrap_or(1).min(end);
+        let mut reads = futures::stream::iter(lowest..end)
             .map(|seq| async move {
                 let name = layout::wal_object(term, seq);
                 let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
@@ -160,7 +166,8 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
 /// The seq where `term`'s log ends (its seal, or its first missing seq) and whether it is
 /// sealed; seals it there first when `term` is below `seal_below`.
 async fn term_end(store: &dyn ObjectStore, term: u64, seqs: &BTreeSet<u64>, seal_below: Option<u64>) -> Result<(u64, bool)> {
-    let first_missing = (1..).find(|seq| !seqs.contains(seq)).expect("a finite set misses some seq");
+    let lowest = seqs.first().copied().unwrap_or(1);
+    let first_missing = (lowest..).find(|seq| !seqs.contains(seq)).expect("a finite set misses some seq");
     if let Some(stray) = seqs.range(first_missing + UPLOADS_IN_FLIGHT_MAX..).next() {
         // Object k + UPLOADS_IN_FLIGHT_MAX is only ever sent after k landed.
         return Err(Error::Corrupt(format!(

@@ -8,17 +8,20 @@
 //! catches up, and a second process on the same bucket fences the first (its next upload
 //! meets the seal and it stops acknowledging).
 //!
-//! Not built yet: checkpoints (recovery replays the whole log from index 1), GC, the
-//! asynchronous upload mode.
+//! Checkpoints ([`checkpoint`]) bound what recovery replays, and let GC ([`gc`]) remove the
+//! log below them. Not built yet: the asynchronous upload mode.
 
 pub mod bucket;
+pub mod checkpoint;
 pub mod format;
+pub mod gc;
 pub mod status;
 
 use std::sync::Arc;
 
 use crate::env::{Clock, Disk, ObjectStore};
 use crate::error::{Error, Result};
+use crate::mvcc::Store;
 use crate::wal::Record;
 
 pub use bucket::{BucketLog, TermEnd, TermLog};
@@ -41,11 +44,27 @@ pub struct ObjectDurability {
     /// How often an idle node reads `lock` to learn that a newer term fenced it (a busy one
     /// learns at its next upload).
     pub lock_check_interval: std::time::Duration,
+    /// A checkpoint is taken when this long has passed since the last one and anything was
+    /// written since (`--checkpoint-interval-min`; zero: never by time).
+    pub checkpoint_interval: std::time::Duration,
+    /// ... or when this many log records were written since the last one
+    /// (`--checkpoint-entries`; 0: never by count).
+    pub checkpoint_entries: u64,
+    /// Complete checkpoints GC keeps (`--checkpoint-retain`, at least 1).
+    pub checkpoint_retain: usize,
 }
 
 impl ObjectDurability {
     pub fn new(store: Arc<dyn ObjectStore>, node_name: impl Into<String>) -> Self {
-        Self { store, node_name: node_name.into(), wal_sync_upload: true, lock_check_interval: std::time::Duration::from_secs(5) }
+        Self {
+            store,
+            node_name: node_name.into(),
+            wal_sync_upload: true,
+            lock_check_interval: std::time::Duration::from_secs(5),
+            checkpoint_interval: std::time::Duration::from_secs(15 * 60),
+            checkpoint_entries: 0,
+            checkpoint_retain: 2,
+        }
     }
 }
 
@@ -105,7 +124,7 @@ pub async fn recover(
     durability: &ObjectDurability,
     disk: &Arc<dyn Disk>,
     clock: &Arc<dyn Clock>,
-    store_index: u64,
+    target: &Arc<Store>,
     local: Vec<Record>,
 ) -> Result<BucketRecovery> {
     if !durability.wal_sync_upload {
@@ -116,8 +135,24 @@ pub async fn recover(
     let local_term = crate::env::blocking(move || read_term_file(disk_for_read.as_ref())).await?;
     let previous = bucket::read_lock(store).await?.map(|(lock, _)| lock.term);
     let term = bucket::take_term(store, &durability.node_name, clock.wall_ms()).await?;
+    // The newest complete checkpoint: the log below it may be gone, and a store behind it
+    // starts from it (a node without a disk, or one that was down for long).
+    let chunks = bucket::list_all(store, crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
+    let newest = checkpoint::complete(store, &chunks).await?.into_iter().next();
+    let mut store_index = target.applied_index();
+    let floor = newest.as_ref().map_or(0, |manifest| manifest.position.index);
+    if let Some(manifest) = newest.filter(|manifest| manifest.position.index > store_index) {
+        checkpoint::restore(&durability.store, &manifest, target).await?;
+        tracing::info!(
+            revision = manifest.position.revision,
+            index = manifest.position.index,
+            entries = manifest.entries,
+            "bucket: restored the store from a checkpoint"
+        );
+        store_index = manifest.position.index;
+    }
     let mut log = bucket::read_log(store, store_index, Some(term)).await?;
-    let bucket_last = log.end_index.saturating_sub(1);
+    let bucket_last = log.end_index.saturating_sub(1).max(floor);
     tracing::info!(term, previous_term = ?previous, bucket_last_index = bucket_last, store_index, "bucket: took a term and read the log");
     if store_index > bucket_last && !(store_index == 0 && log.end_index == 0) {
         // Only possible if the store ran ahead of the bucket: a data dir from another

@@ -12,7 +12,9 @@ use crate::object::layout;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TermStatus {
     pub term: u64,
-    /// Batch objects in the dense run from seq 1.
+    /// The lowest seq left (GC removes the low end of a term below a checkpoint).
+    pub first_seq: u64,
+    /// Batch objects in the dense run from `first_seq`.
     pub objects: u64,
     /// Indexes of the first and last record in that run (None: no record).
     pub indexes: Option<(u64, u64)>,
@@ -26,7 +28,9 @@ pub struct TermStatus {
 pub struct Status {
     pub lock: Option<LockRecord>,
     pub terms: Vec<TermStatus>,
-    pub checkpoints: usize,
+    /// Every checkpoint manifest, oldest first, and whether all its chunks are there.
+    pub checkpoints: Vec<(super::checkpoint::Manifest, bool)>,
+    pub chunks: usize,
 }
 
 /// Reads the lock and the headers of each term's WAL objects (not their bodies).
@@ -34,8 +38,9 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
     let lock = read_lock(store).await?.map(|(lock, _)| lock);
     let mut terms = Vec::new();
     for (term, seqs) in wal_objects(store).await? {
-        let mut status = TermStatus { term, objects: 0, indexes: None, sealed_at: None, stray: 0 };
-        let mut seq = 1;
+        let first_seq = seqs.first().copied().unwrap_or(1);
+        let mut status = TermStatus { term, first_seq, objects: 0, indexes: None, sealed_at: None, stray: 0 };
+        let mut seq = first_seq;
         while seqs.contains(&seq) {
             let name = layout::wal_object(term, seq);
             let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| super::bucket::object_error(&name, error))?;
@@ -54,8 +59,14 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
         status.stray = seqs.range(seq + 1..).count() as u64;
         terms.push(status);
     }
-    let checkpoints = super::bucket::list_all(store, layout::CHECKPOINT_DIR).await?.len();
-    Ok(Status { lock, terms, checkpoints })
+    let chunks: std::collections::BTreeSet<String> = super::bucket::list_all(store, layout::CHUNK_DIR).await?.into_iter().collect();
+    let mut checkpoints = Vec::new();
+    for revision in super::checkpoint::list(store).await? {
+        let manifest = super::checkpoint::read_manifest(store, revision).await?;
+        let complete = manifest.chunks.iter().all(|chunk| chunks.contains(&chunk.name()));
+        checkpoints.push((manifest, complete));
+    }
+    Ok(Status { lock, terms, checkpoints, chunks: chunks.len() })
 }
 
 impl fmt::Display for Status {
@@ -73,16 +84,39 @@ impl fmt::Display for Status {
                 Some(seq) => format!("sealed at seq {seq}"),
                 None => "not sealed (current, or its writer never got replaced)".to_string(),
             };
-            write!(f, "wal term {}: {} objects, {indexes}, {end}", term.term, term.objects)?;
+            let from = if term.first_seq > 1 { format!(" from seq {} (older ones collected)", term.first_seq) } else { String::new() };
+            write!(f, "wal term {}: {} objects{from}, {indexes}, {end}", term.term, term.objects)?;
             if term.stray > 0 {
                 write!(f, ", {} objects beyond its end (never replayed; past a hole they stop recovery)", term.stray)?;
             }
             writeln!(f)?;
         }
+        let first = self.terms.iter().filter_map(|term| term.indexes).map(|(low, _)| low).min();
         let last = self.terms.iter().filter_map(|term| term.indexes).map(|(_, high)| high).max();
-        if let Some(last) = last {
-            writeln!(f, "log: records 1..={last}")?;
+        if let (Some(first), Some(last)) = (first, last) {
+            writeln!(f, "log: records {first}..={last}")?;
         }
-        writeln!(f, "checkpoints: {} (checkpoints are not built yet)", self.checkpoints)
+        if self.checkpoints.is_empty() {
+            writeln!(f, "checkpoints: none")?;
+        }
+        for (manifest, complete) in &self.checkpoints {
+            let position = manifest.position;
+            write!(
+                f,
+                "checkpoint at revision {} (log index {}, compacted at {}): {} entries, {} bytes in {} chunks, written in term {}",
+                position.revision,
+                position.index,
+                position.compact_revision,
+                manifest.entries,
+                manifest.bytes,
+                manifest.chunks.len(),
+                manifest.term
+            )?;
+            if !complete {
+                write!(f, ", INCOMPLETE (a chunk is missing: recovery passes it over)")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "chunks: {}", self.chunks)
     }
 }

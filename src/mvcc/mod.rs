@@ -26,5 +26,5 @@ mod store_test;
 
 pub use codec::StoredKv;
 pub use range::KeySpan;
-pub use store::{Applied, RevisionEvents, Store, WriteRequest, WriteResponse, STORE_FILE};
+pub use store::{Applied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
 pub use txn::{validate_range, validate_write, Limits, Position};

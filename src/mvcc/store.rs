@@ -7,7 +7,8 @@
 //! record the store has applied.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use t4_proto::etcdserverpb::{
@@ -20,6 +21,7 @@ use crate::env::{Disk, RedbBackend, StorageFence};
 use crate::error::{Error, Result};
 use crate::wal::Record;
 
+use super::codec::StoredKv;
 use super::range::{self, KeySpan};
 use super::txn::{Position, Writer};
 use super::view::{View, KV_INDEX, KV_LATEST, KV_REV, META};
@@ -111,11 +113,17 @@ pub struct Store {
     applied_revision: AtomicI64,
     applied_index: AtomicU64,
     compact_revision: AtomicI64,
+    /// Live snapshots: closing waits for them (a read transaction alive when redb closes
+    /// would defer its clean-shutdown write past the release of the lock).
+    snapshots: Arc<(Mutex<usize>, Condvar)>,
     /// The data dir's lock, held from before the file is opened until it is closed.
     dir_lock: Mutex<Option<DirLock>>,
 }
 
 type DirLock = Box<dyn Send + Sync + std::fmt::Debug>;
+
+/// How long closing waits for open snapshots (a checkpoint's export step) to end.
+const SNAPSHOT_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Locks the data dir, then opens (or creates) the store file on `disk`. redb repairs
@@ -157,6 +165,7 @@ impl Store {
             applied_revision: AtomicI64::new(position.revision),
             applied_index: AtomicU64::new(position.index),
             compact_revision: AtomicI64::new(position.compact_revision),
+            snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
         })
     }
@@ -165,6 +174,13 @@ impl Store {
     /// lock: once this returns, the store's file is another opener's. Every later operation
     /// fails with `Closed`. Blocking.
     pub fn close(&self) {
+        let (count, released) = &*self.snapshots;
+        let live = count.lock().expect("snapshot count");
+        let (live, waited) = released.wait_timeout_while(live, SNAPSHOT_CLOSE_WAIT, |live| *live > 0).expect("snapshot count");
+        if waited.timed_out() {
+            tracing::warn!(snapshots = *live, "store: closing with snapshots still open");
+        }
+        drop(live);
         let db = self.db.write().expect("store lock").take();
         drop(db);
         self.dir_lock.lock().expect("dir lock").take();
@@ -308,6 +324,56 @@ impl Store {
         self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
     }
 
+    /// A consistent view of everything applied so far (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        guarded("snapshot", || {
+            let db = self.db()?;
+            let txn = db.as_ref().expect("open").begin_read()?;
+            let position = read_position(&txn.open_table(META)?)?;
+            *self.snapshots.0.lock().expect("snapshot count") += 1;
+            Ok(Snapshot { txn: Some(txn), position, live: self.snapshots.clone() })
+        })
+    }
+
+    /// Replaces everything the store holds with `entries` (history entries in log order, as
+    /// a [`Snapshot`] gave them) at `position`, in one durable transaction: a crash leaves
+    /// the old content or the new, never a mix. The indexes are rebuilt from the entries.
+    pub fn restore(&self, position: Position, entries: &mut dyn Iterator<Item = Result<Vec<u8>>>) -> Result<()> {
+        guarded("restore", || {
+            let db = self.db()?;
+            let mut txn = db.as_ref().expect("open").begin_write()?;
+            txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
+            txn.delete_table(KV_REV)?;
+            txn.delete_table(KV_INDEX)?;
+            txn.delete_table(KV_LATEST)?;
+            {
+                let mut revs = txn.open_table(KV_REV)?;
+                let mut index = txn.open_table(KV_INDEX)?;
+                let mut latest = txn.open_table(KV_LATEST)?;
+                let mut previous: Option<(u64, u32)> = None;
+                for bytes in entries {
+                    let bytes = bytes?;
+                    let entry = StoredKv::decode(&bytes)?;
+                    let at = (entry.mod_revision as u64, entry.sub);
+                    if previous.is_some_and(|previous| previous >= at) || entry.mod_revision > position.revision {
+                        return Err(Error::Corrupt(format!("restore: entry at revision {}.{} out of order", at.0, at.1)));
+                    }
+                    previous = Some(at);
+                    revs.insert(at, bytes.as_slice())?;
+                    index.insert((entry.key.as_slice(), at.0), entry.sub)?;
+                    latest.insert(entry.key.as_slice(), bytes.as_slice())?;
+                }
+                let mut meta = txn.open_table(META)?;
+                write_position(&mut meta, position)?;
+            }
+            txn.commit()?;
+            self.applied_revision.store(position.revision, Ordering::SeqCst);
+            self.applied_index.store(position.index, Ordering::SeqCst);
+            self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
     /// Makes every commit so far durable (one fsync of the store file).
     pub fn sync_durable(&self) -> Result<()> {
         guarded("sync", || self.sync_unguarded())
@@ -319,6 +385,66 @@ impl Store {
         txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// Where a history entry is filed: (revision, sub).
+pub type EntryAt = (u64, u32);
+
+/// A consistent read of the whole store at one position: what a checkpoint exports. It
+/// holds a redb read transaction, so the pages it sees stay put until it is dropped.
+pub struct Snapshot {
+    /// Always Some until dropped (taken first in `drop`, before the count goes down).
+    txn: Option<redb::ReadTransaction>,
+    pub position: Position,
+    live: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        drop(self.txn.take());
+        let (count, released) = &*self.live;
+        *count.lock().expect("snapshot count") -= 1;
+        released.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("position", &self.position).finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// History entries (as stored: each checksummed) after `after`, in log order, until
+    /// about `bytes_max` bytes; and the (revision, sub) of the last one.
+    pub fn entries_after(&self, after: Option<EntryAt>, bytes_max: usize) -> Result<(Vec<Vec<u8>>, Option<EntryAt>)> {
+        guarded("snapshot read", || {
+            let revs = self.txn.as_ref().expect("a live snapshot").open_table(KV_REV)?;
+            let mut range = match after {
+                Some(after) => {
+                    let mut range = revs.range::<(u64, u32)>(after..)?;
+                    if let Some(first) = range.next() {
+                        if first?.0.value() != after {
+                            return Err(Error::Corrupt("snapshot: the entry read last is gone".into()));
+                        }
+                    }
+                    range
+                }
+                None => revs.range::<(u64, u32)>(..)?,
+            };
+            let (mut entries, mut bytes, mut last) = (Vec::new(), 0, after);
+            while bytes < bytes_max {
+                let Some(item) = range.next() else { break };
+                let (key, value) = item?;
+                let (revision, sub) = key.value();
+                StoredKv::decode_expected(value.value(), None, Some((revision, sub)))?;
+                bytes += value.value().len();
+                entries.push(value.value().to_vec());
+                last = Some((revision, sub));
+            }
+            Ok((entries, last))
+        })
     }
 }
 

@@ -63,6 +63,9 @@ struct Shared {
     stats: pipeline::Counters,
     /// The term this node writes its bucket log under (`None`: local disk only).
     term: Option<u64>,
+    /// Checkpoints in the bucket, and the task that takes them when due (stopped before the
+    /// store closes).
+    checkpoints: Mutex<Option<(pipeline::Checkpoints, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Node {
@@ -90,7 +93,7 @@ impl Node {
                     Arc::new(RetryingStore::new(durability.store.clone(), env.clock.clone(), policy));
                 let durability = ObjectDurability { store: retrying, ..durability.clone() };
                 let records = std::mem::take(&mut local.recovered.records);
-                let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, local.store.applied_index(), records).await?;
+                let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
                 crate::env::blocking(move || pipeline::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
             }
         };
@@ -112,6 +115,7 @@ impl Node {
             stopped: Mutex::new(Some(stopped_rx)),
             stats: pipeline::Counters::default(),
             term,
+            checkpoints: Mutex::new(None),
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
             pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
@@ -255,6 +259,15 @@ impl Node {
         .await
     }
 
+    /// Takes a checkpoint now (with a bucket): everything applied so far, once it is all in
+    /// the bucket's log; then collects garbage. Writes go on meanwhile.
+    pub async fn checkpoint(&self) -> Result<crate::durable::checkpoint::CheckpointReport> {
+        self.check_open()?;
+        let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").as_ref().map(|(checkpoints, _)| checkpoints.clone());
+        let checkpoints = checkpoints.ok_or_else(|| Error::InvalidArgument("checkpoints need a bucket (an object store)".into()))?;
+        pipeline::take_checkpoint(&self.shared, &checkpoints).await
+    }
+
     /// Stops accepting writes, lets queued ones finish, makes the store durable and drops
     /// WAL segments it no longer needs, then closes the store and unlocks the data dir. Every
     /// clone of this node is closed.
@@ -268,6 +281,13 @@ impl Node {
         // Tasks may still hold the node for a moment (a lock check, a watch stream): the
         // store is closed and the data dir unlocked here, not whenever the last one lets go,
         // so the caller can reopen the dir at once.
+        let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").take();
+        if let Some((checkpoints, task)) = checkpoints {
+            task.abort();
+            let _ = task.await;
+            // A checkpoint asked for through the API finishes first.
+            let _ = checkpoints.running.lock().await;
+        }
         let store = self.shared.store.clone();
         crate::env::blocking(move || store.close()).await;
         outcome

@@ -73,6 +73,13 @@ pub struct Counters {
     wal_upload_bytes: AtomicU64,
     wal_upload_micros: AtomicU64,
     wal_upload_failures: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_failures: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    checkpoint_bytes_uploaded: AtomicU64,
+    checkpoint_micros: AtomicU64,
+    checkpoint_revision: AtomicU64,
+    gc_objects_deleted: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,6 +95,16 @@ pub struct NodeStats {
     pub wal_upload_bytes: u64,
     pub wal_upload_micros: u64,
     pub wal_upload_failures: u64,
+    /// Checkpoints written, those that failed, their payload bytes, the bytes actually
+    /// uploaded (new chunks and manifests), the time spent, and the newest one's revision.
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_bytes_uploaded: u64,
+    pub checkpoint_micros: u64,
+    pub checkpoint_revision: u64,
+    /// Objects GC deleted from the bucket (WAL objects, chunks, manifests).
+    pub gc_objects_deleted: u64,
 }
 
 impl Counters {
@@ -102,6 +119,13 @@ impl Counters {
             wal_upload_bytes: self.wal_upload_bytes.load(Ordering::Relaxed),
             wal_upload_micros: self.wal_upload_micros.load(Ordering::Relaxed),
             wal_upload_failures: self.wal_upload_failures.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: self.checkpoint_failures.load(Ordering::Relaxed),
+            checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
+            checkpoint_bytes_uploaded: self.checkpoint_bytes_uploaded.load(Ordering::Relaxed),
+            checkpoint_micros: self.checkpoint_micros.load(Ordering::Relaxed),
+            checkpoint_revision: self.checkpoint_revision.load(Ordering::Relaxed),
+            gc_objects_deleted: self.gc_objects_deleted.load(Ordering::Relaxed),
         }
     }
 }
@@ -171,6 +195,22 @@ pub fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: BucketRec
 pub fn start(shared: Arc<Shared>, wal: WalWriter, log: Option<TermLog>, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
     let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
+    if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
+        let checkpoints = Checkpoints {
+            bucket: log.store.clone(),
+            term: log.term,
+            retain: durability.checkpoint_retain,
+            synced: synced_rx.clone(),
+            running: Arc::default(),
+        };
+        let task = tokio::spawn(checkpointer(
+            Arc::downgrade(&shared),
+            checkpoints.clone(),
+            durability.checkpoint_interval,
+            durability.checkpoint_entries,
+        ));
+        *shared.checkpoints.lock().expect("checkpoints lock") = Some((checkpoints, task));
+    }
     let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, log, sync_rx, synced_tx));
     tokio::spawn(async move {
         let result = writer_loop(shared.clone(), jobs, sync_tx, synced_rx).await;
@@ -601,4 +641,110 @@ pub fn spawn_lock_watch(shared: &Arc<Shared>, log: &TermLog, interval: Duration)
             }
         }
     });
+}
+
+/// How often the checkpointer looks whether a checkpoint is due.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+
+/// The checkpoint task's handle on the bucket.
+#[derive(Clone)]
+pub struct Checkpoints {
+    pub bucket: Arc<dyn crate::env::ObjectStore>,
+    pub term: u64,
+    pub retain: usize,
+    pub synced: watch::Receiver<u64>,
+    /// One checkpoint at a time (the task's and any asked for through the API).
+    pub running: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Takes a checkpoint of everything applied so far, then collects garbage. The snapshot is
+/// read while writes go on; its manifest is written only once every record it holds is in
+/// the bucket, so a checkpoint never holds anything but history.
+pub async fn take_checkpoint(shared: &Arc<Shared>, checkpoints: &Checkpoints) -> Result<crate::durable::checkpoint::CheckpointReport> {
+    let _one = checkpoints.running.lock().await;
+    let store = shared.store.clone();
+    let snapshot = Arc::new(crate::env::blocking(move || store.snapshot()).await?);
+    let target = snapshot.position.index;
+    let mut synced = checkpoints.synced.clone();
+    loop {
+        if let Some(failure) = shared.failed() {
+            return Err(failure);
+        }
+        tokio::select! {
+            reached = synced.wait_for(|synced| *synced >= target) => match reached {
+                Ok(_) => break,
+                Err(_) => return Err(shared.failed().unwrap_or(Error::Closed)),
+            },
+            _ = shared.env.clock.sleep(CHECKPOINT_POLL) => {}
+        }
+    }
+    let clock = shared.env.clock.clone();
+    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock).await;
+    let stats = &shared.stats;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error) => {
+            stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    stats.checkpoint_bytes.fetch_add(report.bytes, Ordering::Relaxed);
+    stats.checkpoint_bytes_uploaded.fetch_add(report.bytes_uploaded, Ordering::Relaxed);
+    stats.checkpoint_micros.fetch_add(report.elapsed.as_micros() as u64, Ordering::Relaxed);
+    stats.checkpoint_revision.store(report.revision as u64, Ordering::Relaxed);
+    tracing::info!(
+        revision = report.revision,
+        index = report.index,
+        entries = report.entries,
+        chunks = report.chunks,
+        bytes = report.bytes,
+        chunks_uploaded = report.chunks_uploaded,
+        bytes_uploaded = report.bytes_uploaded,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "checkpoint: written"
+    );
+    match crate::durable::gc::collect(&checkpoints.bucket, checkpoints.retain, Some(checkpoints.term)).await {
+        Ok(gc) => {
+            let deleted = gc.wal_objects_deleted + gc.chunks_deleted + gc.manifests_deleted;
+            stats.gc_objects_deleted.fetch_add(deleted, Ordering::Relaxed);
+            if deleted > 0 {
+                tracing::info!(
+                    wal_objects = gc.wal_objects_deleted,
+                    chunks = gc.chunks_deleted,
+                    manifests = gc.manifests_deleted,
+                    below_index = gc.below_index,
+                    "gc: deleted what no retained checkpoint needs"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "gc: failed; will try after the next checkpoint"),
+    }
+    Ok(report)
+}
+
+/// Takes a checkpoint whenever one is due, by time or by records written since the last.
+async fn checkpointer(shared: std::sync::Weak<Shared>, checkpoints: Checkpoints, interval: Duration, entries: u64) {
+    let Some(clock) = shared.upgrade().map(|shared| shared.env.clock.clone()) else { return };
+    let mut last_index = shared.upgrade().map_or(0, |shared| shared.store.applied_index());
+    let mut last_at = clock.monotonic();
+    loop {
+        clock.sleep(CHECKPOINT_POLL).await;
+        let Some(node) = shared.upgrade() else { return };
+        if node.failed().is_some() || node.jobs.lock().expect("jobs lock").is_none() {
+            return;
+        }
+        let applied = node.store.applied_index();
+        let by_count = entries > 0 && applied.saturating_sub(last_index) >= entries;
+        let by_time = !interval.is_zero() && clock.monotonic().saturating_sub(last_at) >= interval;
+        let newest = node.stats.checkpoint_revision.load(Ordering::Relaxed);
+        if applied <= last_index || !(by_count || by_time) {
+            continue;
+        }
+        match take_checkpoint(&node, &checkpoints).await {
+            Ok(report) => last_index = report.index,
+            Err(error) => tracing::warn!(%error, newest, "checkpoint: failed; will try again"),
+        }
+        last_at = clock.monotonic();
+    }
 }

@@ -362,3 +362,120 @@ async fn writes_wait_out_a_bucket_outage_and_then_resume() {
     assert_eq!(restored.get("during").await.unwrap().unwrap().mod_revision, revision);
     assert!(restored.get("after").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let disk = SimDisk::new();
+    let node = open(&disk, bucket.clone(), "a").await.unwrap();
+    let mut reports = Vec::new();
+    for round in 0..3 {
+        for index in 0..300 {
+            node.put(format!("k{:03}", index % 200), format!("round {round} write {index}")).await.unwrap();
+        }
+        for index in (0..200).step_by(7) {
+            node.delete(format!("k{index:03}")).await.unwrap();
+        }
+        if round == 1 {
+            node.compact(node.current_revision() - 100).await.unwrap();
+        }
+        reports.push(node.checkpoint().await.unwrap());
+    }
+    assert!(reports.iter().all(|report| !report.existed && report.chunks >= 1 && report.entries > 0), "{reports:?}");
+    assert_eq!(reports[2].revision, node.current_revision());
+    // The log after the newest checkpoint lives only in WAL objects.
+    for index in 0..50 {
+        node.put(format!("tail/{index}"), "after the checkpoint").await.unwrap();
+    }
+    let revision = node.current_revision();
+    let (hash, _) = node.hash_kv(revision).await.unwrap();
+    let compact = node.compact_revision();
+    let uploads = node.stats().wal_uploads;
+    assert!(node.stats().gc_objects_deleted > 0);
+    node.close().await.unwrap();
+
+    let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();
+    assert_eq!(status.checkpoints.len(), 2, "retain 2: the oldest checkpoint was collected");
+    assert!(status.checkpoints.iter().all(|(_, complete)| *complete));
+    assert_eq!(status.checkpoints[1].0.position.revision, reports[2].revision);
+    let referenced: std::collections::BTreeSet<String> =
+        status.checkpoints.iter().flat_map(|(manifest, _)| manifest.chunks.iter().map(|chunk| chunk.name())).collect();
+    assert_eq!(status.chunks, referenced.len(), "every chunk left is listed by a kept checkpoint");
+    let term = &status.terms[0];
+    assert!(term.first_seq > 1 && term.objects < uploads, "the log below the newest checkpoint was collected: {term:?}");
+    assert!(term.indexes.unwrap().0 <= reports[2].index + 1, "and nothing above it: {term:?}");
+
+    // A fresh disk starts from the newest checkpoint, replays the log after it, and holds
+    // the same history: every revision above the compaction hashes the same.
+    let fresh = open(&SimDisk::new(), bucket.clone(), "b").await.unwrap();
+    assert_eq!(fresh.current_revision(), revision);
+    assert_eq!(fresh.compact_revision(), compact);
+    assert_eq!(fresh.hash_kv(revision).await.unwrap(), (hash, revision));
+    assert_eq!(fresh.get("tail/49").await.unwrap().unwrap().value, b"after the checkpoint");
+    assert_eq!(fresh.get("k001").await.unwrap().unwrap().value, b"round 2 write 201");
+    assert!(fresh.get("k007").await.unwrap().is_none());
+    let old = fresh
+        .range(t4_proto::etcdserverpb::RangeRequest { key: b"k001".to_vec(), revision: compact + 1, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(old.kvs.len(), 1, "history above the compaction is there");
+    let error = fresh
+        .range(t4_proto::etcdserverpb::RangeRequest { key: b"k001".to_vec(), revision: compact - 1, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Compacted);
+    fresh.put("after", "restore").await.unwrap();
+    fresh.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_after_changing_one_percent_of_the_keys_uploads_little() {
+    // 100,000 keys in CI; `T4_DEDUP_KEYS=1000000` for the measurement in docs/durability.md.
+    let keys_total: usize = std::env::var("T4_DEDUP_KEYS").ok().and_then(|keys| keys.parse().ok()).unwrap_or(100_000);
+    let compact_between = std::env::var("T4_DEDUP_COMPACT").is_ok();
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let node = open(&SimDisk::new(), bucket.clone(), "a").await.unwrap();
+    let put_many = |keys: Vec<usize>, round: usize| {
+        let node = node.clone();
+        async move {
+            for group in keys.chunks(128) {
+                let success = group
+                    .iter()
+                    .map(|key| t4_proto::etcdserverpb::RequestOp {
+                        request: Some(t4_proto::etcdserverpb::request_op::Request::RequestPut(t4_proto::etcdserverpb::PutRequest {
+                            key: format!("/registry/pods/ns-{:03}/pod-{key:07}", key % 100).into_bytes(),
+                            value: format!("{{\"round\":{round},\"spec\":\"{}\"}}", "x".repeat(60)).into_bytes(),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                node.txn(t4_proto::etcdserverpb::TxnRequest { success, ..Default::default() }).await.unwrap();
+            }
+        }
+    };
+    put_many((0..keys_total).collect(), 0).await;
+    let first = node.checkpoint().await.unwrap();
+    // 1% of the keys, spread over the whole keyspace.
+    put_many((0..keys_total).step_by(100).collect(), 1).await;
+    if compact_between {
+        node.compact(node.current_revision()).await.unwrap();
+    }
+    let second = node.checkpoint().await.unwrap();
+    if !compact_between {
+        assert_eq!(second.entries, first.entries + (keys_total / 100) as u64);
+    }
+    let ratio = second.bytes_uploaded as f64 / first.bytes_uploaded as f64;
+    println!(
+        "dedup ({keys_total} keys, compaction between: {compact_between}): first checkpoint {} bytes in {} chunks; after 1% changed: {} of {} bytes uploaded ({} new chunks) = {:.2}%",
+        first.bytes_uploaded,
+        first.chunks,
+        second.bytes_uploaded,
+        second.bytes,
+        second.chunks_uploaded,
+        ratio * 100.0
+    );
+    if !compact_between {
+        assert!(ratio < 0.05, "the second checkpoint uploaded {:.2}% of the first", ratio * 100.0);
+    }
+    node.close().await.unwrap();
+}
