@@ -39,6 +39,66 @@ enum Command {
     /// complete checkpoint, older checkpoints, unreferenced chunks. Meant for a bucket no node
     /// is writing to; safe either way (a checkpoint being written meanwhile may be wasted).
     Gc(Box<GcArgs>),
+    /// Restore from a bucket into a new data directory.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Look into a data directory or a bucket, offline and read-only.
+    Inspect(Box<InspectArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum RestoreCommand {
+    /// The newest complete checkpoint (or the one at --checkpoint REVISION) into an empty
+    /// --data-dir. `t4 run` on it serves that state; with the same bucket it also catches up
+    /// with the log after the checkpoint.
+    Checkpoint(Box<RestoreArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// The new data directory (must be empty or absent).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Revision of the checkpoint to restore (`t4 status` lists them); default: the newest.
+    #[arg(long)]
+    checkpoint: Option<u64>,
+    #[command(flatten)]
+    bucket: BucketArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// Read this data directory (copied into memory; nothing in it changes) instead of a
+    /// bucket.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    bucket: BucketArgs,
+    #[command(subcommand)]
+    what: InspectCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// One key, at the newest revision or at --revision.
+    Get {
+        key: String,
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Keys under a prefix (every key without one), with their revisions and value sizes.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        revision: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Every change of one key still held (above the compaction point), oldest first.
+    History { key: String },
+    /// Where the store stands: revision, compaction point, log index, what was read.
+    Meta,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,12 +153,12 @@ struct RunArgs {
     #[command(flatten)]
     bucket: BucketArgs,
     #[command(flatten)]
-    checkpoints: CheckpointArgs,
+    log: LogArgs,
 }
 
-/// When checkpoints are taken (with a bucket) and how many GC keeps.
+/// The log's segments, its upload in the background, checkpoints and what GC keeps.
 #[derive(Debug, clap::Args)]
-struct CheckpointArgs {
+struct LogArgs {
     /// Take a checkpoint this many minutes after the last one, if anything was written
     /// since (0: never by time).
     #[arg(long, env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
@@ -110,6 +170,13 @@ struct CheckpointArgs {
     /// no kept checkpoint lists are deleted.
     #[arg(long, env = "T4_CHECKPOINT_RETAIN", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_retain: u64,
+    /// Size at which the local WAL starts a new segment file.
+    #[arg(long, env = "T4_SEGMENT_MAX_SIZE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    segment_max_size_mb: u64,
+    /// With --wal-sync-upload=false: the most acknowledged history (in seconds of writes)
+    /// the bucket may lack; writes wait when the upload falls further behind.
+    #[arg(long, env = "T4_SEGMENT_MAX_AGE_SEC", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    segment_max_age_sec: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,8 +220,9 @@ struct BucketArgs {
     /// need a filesystem that honours flock and link).
     #[arg(long, env = "T4_OBJECT_DIR")]
     object_dir: Option<PathBuf>,
-    /// Acknowledge a write only once its batch is in the bucket. `false` (upload in the
-    /// background) is not built yet and is refused.
+    /// Acknowledge a write only once its batch is in the bucket. `false`: once it is fsynced
+    /// locally; the upload follows in the background (see --segment-max-age-sec, and
+    /// docs/durability.md for what a lost disk can then take).
     #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
     wal_sync_upload: bool,
 }
@@ -250,6 +318,115 @@ pub fn main() -> i32 {
         Command::Bench(args) => runtime.block_on(bench(args)),
         Command::Status(args) => runtime.block_on(status(*args)),
         Command::Gc(args) => runtime.block_on(gc(*args)),
+        Command::Restore(RestoreCommand::Checkpoint(args)) => runtime.block_on(restore_checkpoint(*args)),
+        Command::Inspect(args) => runtime.block_on(inspect(*args)),
+    }
+}
+
+async fn restore_checkpoint(args: RestoreArgs) -> i32 {
+    let store = match args.bucket.object_store() {
+        Ok(Some(store)) => store,
+        Ok(None) => {
+            eprintln!("t4 restore checkpoint: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
+            return 2;
+        }
+        Err(error) => {
+            eprintln!("t4 restore checkpoint: {error}");
+            return 2;
+        }
+    };
+    match crate::durable::inspect::restore_checkpoint(&store, &args.data_dir, args.checkpoint).await {
+        Ok(manifest) => {
+            println!(
+                "restored the checkpoint at revision {} (log index {}, {} entries, compacted at {}) into {}",
+                manifest.position.revision,
+                manifest.position.index,
+                manifest.entries,
+                manifest.position.compact_revision,
+                args.data_dir.display()
+            );
+            0
+        }
+        Err(error) => {
+            eprintln!("t4 restore checkpoint: {error}");
+            1
+        }
+    }
+}
+
+fn show_kv(kv: &t4_proto::mvccpb::KeyValue) -> String {
+    let value = String::from_utf8(kv.value.clone()).unwrap_or_else(|_| format!("<{} bytes, not UTF-8>", kv.value.len()));
+    format!(
+        "{}\n  value: {value}\n  create_revision: {}  mod_revision: {}  version: {}  lease: {}",
+        String::from_utf8_lossy(&kv.key),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        kv.lease
+    )
+}
+
+async fn inspect(args: InspectArgs) -> i32 {
+    let opened = match &args.data_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            crate::env::blocking(move || crate::durable::inspect::open_data_dir(&dir)).await
+        }
+        None => match args.bucket.object_store() {
+            Ok(Some(store)) => crate::durable::inspect::open_bucket(&store).await,
+            Ok(None) => {
+                eprintln!("t4 inspect: name a data directory (--data-dir) or a bucket (--s3-bucket ... or --object-dir)");
+                return 2;
+            }
+            Err(error) => {
+                eprintln!("t4 inspect: {error}");
+                return 2;
+            }
+        },
+    };
+    let inspected = match opened {
+        Ok(inspected) => inspected,
+        Err(error) => {
+            eprintln!("t4 inspect: {error}");
+            return 1;
+        }
+    };
+    let outcome = match args.what {
+        InspectCommand::Get { key, revision } => inspected.get(key.as_bytes(), revision).map(|kv| match kv {
+            Some(kv) => println!("{}", show_kv(&kv)),
+            None => println!("{key}: not found"),
+        }),
+        InspectCommand::List { prefix, revision, limit } => inspected.list(prefix.as_bytes(), revision, limit).map(|(kvs, count)| {
+            for kv in &kvs {
+                println!("{}  mod_revision {}  {} bytes", String::from_utf8_lossy(&kv.key), kv.mod_revision, kv.value.len());
+            }
+            println!("{} of {count} key(s)", kvs.len());
+        }),
+        InspectCommand::History { key } => inspected.history(key.as_bytes()).map(|changes| {
+            for kv in &changes {
+                if kv.version == 0 {
+                    println!("revision {}: deleted", kv.mod_revision);
+                } else {
+                    println!("revision {}: {}", kv.mod_revision, show_kv(kv));
+                }
+            }
+            println!("{} change(s) held for {key}", changes.len());
+        }),
+        InspectCommand::Meta => {
+            let position = inspected.position();
+            println!("source: {}", inspected.source);
+            println!("revision: {}", position.revision);
+            println!("compact revision: {}", position.compact_revision);
+            println!("log index: {}", position.index);
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("t4 inspect: {error}");
+            1
+        }
     }
 }
 
@@ -334,15 +511,17 @@ async fn run(args: RunArgs) -> i32 {
     let mut node = Config::new(&args.data_dir);
     node.request_bytes_max = args.max_request_bytes;
     node.txn_ops_max = args.max_txn_ops;
+    node.wal_segment_bytes_max = args.log.segment_max_size_mb << 20;
     match args.bucket.object_store() {
         Ok(None) => {}
         Ok(Some(store)) => {
             let node_name = format!("{}@{}", args.name, args.listen);
             node.object_store = Some(ObjectDurability {
                 wal_sync_upload: args.bucket.wal_sync_upload,
-                checkpoint_interval: Duration::from_secs(args.checkpoints.checkpoint_interval_min.saturating_mul(60)),
-                checkpoint_entries: args.checkpoints.checkpoint_entries,
-                checkpoint_retain: args.checkpoints.checkpoint_retain as usize,
+                checkpoint_interval: Duration::from_secs(args.log.checkpoint_interval_min.saturating_mul(60)),
+                checkpoint_entries: args.log.checkpoint_entries,
+                checkpoint_retain: args.log.checkpoint_retain as usize,
+                segment_max_age: Duration::from_secs(args.log.segment_max_age_sec),
                 ..ObjectDurability::new(store, node_name)
             });
         }

@@ -9,12 +9,14 @@
 //! meets the seal and it stops acknowledging).
 //!
 //! Checkpoints ([`checkpoint`]) bound what recovery replays, and let GC ([`gc`]) remove the
-//! log below them. Not built yet: the asynchronous upload mode.
+//! log below them. With `wal_sync_upload == false` a write is acknowledged after the local
+//! fsync and reaches the bucket in the background, at most `segment_max_age` behind.
 
 pub mod bucket;
 pub mod checkpoint;
 pub mod format;
 pub mod gc;
+pub mod inspect;
 pub mod status;
 
 use std::sync::Arc;
@@ -38,9 +40,13 @@ pub struct ObjectDurability {
     pub store: Arc<dyn ObjectStore>,
     /// A name for this node in the lock record (for humans).
     pub node_name: String,
-    /// Acknowledge a write only once its batch is in the bucket. `false` (upload in the
-    /// background) is not built yet and is refused at open.
+    /// Acknowledge a write only once its batch is in the bucket. `false`: once it is
+    /// fsynced locally; the upload follows in the background, and writes wait whenever the
+    /// oldest batch not yet in the bucket is older than `segment_max_age`.
     pub wal_sync_upload: bool,
+    /// With `wal_sync_upload == false`, the most acknowledged history the bucket may lack
+    /// (`--segment-max-age-sec`).
+    pub segment_max_age: std::time::Duration,
     /// How often an idle node reads `lock` to learn that a newer term fenced it (a busy one
     /// learns at its next upload).
     pub lock_check_interval: std::time::Duration,
@@ -60,6 +66,7 @@ impl ObjectDurability {
             store,
             node_name: node_name.into(),
             wal_sync_upload: true,
+            segment_max_age: std::time::Duration::from_secs(10),
             lock_check_interval: std::time::Duration::from_secs(5),
             checkpoint_interval: std::time::Duration::from_secs(15 * 60),
             checkpoint_entries: 0,
@@ -127,9 +134,6 @@ pub async fn recover(
     target: &Arc<Store>,
     local: Vec<Record>,
 ) -> Result<BucketRecovery> {
-    if !durability.wal_sync_upload {
-        return Err(Error::InvalidArgument("asynchronous WAL upload (--wal-sync-upload=false) is not built yet".into()));
-    }
     let store = durability.store.as_ref();
     let disk_for_read = disk.clone();
     let local_term = crate::env::blocking(move || read_term_file(disk_for_read.as_ref())).await?;

@@ -401,7 +401,12 @@ async fn syncer_loop(
 ) {
     let mut wal = Some(wal);
     // With a bucket, batches go on to the uploader once fsynced, and it publishes them; the
-    // syncer meanwhile fsyncs the next one. Without, the syncer publishes.
+    // syncer meanwhile fsyncs the next one. Without, the syncer publishes. With the upload
+    // in the background (`wal_sync_upload == false`) the syncer publishes too, as long as the
+    // bucket is less than `segment_max_age` behind.
+    let background = shared.config.object_store.as_ref().filter(|durability| !durability.wal_sync_upload).map(|d| d.segment_max_age);
+    let mut uploaded = synced.subscribe();
+    let mut behind: std::collections::VecDeque<(u64, Duration)> = std::collections::VecDeque::new();
     let (mut synced, uploads, uploader) = match log {
         Some(log) => {
             let (uploads_tx, uploads_rx) = mpsc::channel(UPLOAD_QUEUE_MAX);
@@ -414,8 +419,24 @@ async fn syncer_loop(
             SyncJob::Batch { wal: batch, revision, events, replies } => {
                 let outcome = persist(&shared, &mut wal, batch.as_ref()).await;
                 match (&uploads, outcome) {
+                    (Some(uploads), Ok(())) if background.is_some() => {
+                        let max_age = background.expect("checked");
+                        if let Some((_, first, count)) = &batch {
+                            behind.push_back((first + count - 1, shared.env.clock.monotonic()));
+                        }
+                        let upload = Upload { batch, revision, events: None, replies: Vec::new(), publish: false };
+                        let outcome = match uploads.send(upload).await {
+                            Ok(()) => wait_for_bucket_lag(&shared, &mut behind, &mut uploaded, max_age).await,
+                            Err(_) => Err(shared.fail(Error::StorageFailure("wal uploader stopped".into()))),
+                        };
+                        if outcome.is_ok() {
+                            shared.visible.store(revision, Ordering::SeqCst);
+                            shared.hub.publish(revision, events);
+                        }
+                        answer(replies, outcome);
+                    }
                     (Some(uploads), Ok(())) => {
-                        let upload = Upload { batch, revision, events, replies };
+                        let upload = Upload { batch, revision, events, replies, publish: true };
                         if let Err(mpsc::error::SendError(upload)) = uploads.send(upload).await {
                             let failure = shared.fail(Error::StorageFailure("wal uploader stopped".into()));
                             answer(upload.replies, Err(failure));
@@ -453,6 +474,50 @@ async fn syncer_loop(
     }
 }
 
+/// With the upload in the background: waits while the oldest locally durable batch not yet
+/// in the bucket is older than `max_age`, so what a lost disk can take stays bounded; a
+/// bucket that keeps failing thereby stops the node from acknowledging.
+async fn wait_for_bucket_lag(
+    shared: &Arc<Shared>,
+    behind: &mut std::collections::VecDeque<(u64, Duration)>,
+    uploaded: &mut watch::Receiver<u64>,
+    max_age: Duration,
+) -> Result<()> {
+    let mut warned = false;
+    loop {
+        if let Some(failure) = shared.failed() {
+            return Err(failure);
+        }
+        let done = *uploaded.borrow_and_update();
+        while behind.front().is_some_and(|(last, _)| *last <= done) {
+            behind.pop_front();
+        }
+        let Some(&(_, since)) = behind.front() else { return Ok(()) };
+        let age = shared.env.clock.monotonic().saturating_sub(since);
+        if age <= max_age {
+            if warned {
+                tracing::info!("t4: the bucket caught up; writes are acknowledged again");
+            }
+            return Ok(());
+        }
+        if !warned {
+            warned = true;
+            tracing::warn!(
+                behind_ms = age.as_millis() as u64,
+                "t4: the bucket is more than --segment-max-age-sec behind; writes wait for it"
+            );
+        }
+        tokio::select! {
+            changed = uploaded.changed() => {
+                if changed.is_err() {
+                    return Err(shared.failed().unwrap_or(Error::Closed));
+                }
+            }
+            _ = shared.env.clock.sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
 fn answer(replies: Vec<Reply>, outcome: Result<()>) {
     for (sender, response) in replies {
         let _ = sender.send(match &outcome {
@@ -473,6 +538,9 @@ struct Upload {
     revision: i64,
     events: Option<Vec<RevisionEvents>>,
     replies: Vec<Reply>,
+    /// Made visible (and answered) once in the bucket; `false` when the syncer already did
+    /// (upload in the background).
+    publish: bool,
 }
 
 /// Uploads fsynced batches in log order, up to [`UPLOADS_IN_FLIGHT_MAX`] objects at once.
@@ -525,7 +593,7 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
                 }
                 let outcome = outcome.map(|_| ());
                 for upload in group {
-                    if outcome.is_ok() {
+                    if outcome.is_ok() && upload.publish {
                         shared.visible.store(upload.revision, Ordering::SeqCst);
                         shared.hub.publish(upload.revision, upload.events);
                     }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::{GetOptions, WatchOptions};
 use futures::StreamExt;
 
@@ -21,12 +23,17 @@ struct T4 {
 
 impl T4 {
     async fn start(s4: &S4Process, data_dir: &std::path::Path, prefix: &str) -> Self {
+        Self::start_with(s4, data_dir, prefix, &[]).await
+    }
+
+    async fn start_with(s4: &S4Process, data_dir: &std::path::Path, prefix: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let endpoint = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_t4"))
             .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
             .arg(data_dir)
             .args(["--s3-bucket", BUCKET, "--s3-prefix", prefix, "--s3-endpoint", &s4.endpoint])
+            .args(extra)
             .env("T4_S3_ACCESS_KEY_ID", ACCESS)
             .env("T4_S3_SECRET_ACCESS_KEY", SECRET)
             .stdout(Stdio::null())
@@ -63,18 +70,22 @@ impl Drop for T4 {
     }
 }
 
-async fn s4_with_bucket() -> S4Process {
-    let s4 = S4Process::start().await;
+fn bucket_store(s4: &S4Process, prefix: &str) -> t4::object::S3ObjectStore {
     let config = t4::object::S3Config {
         endpoint: Some(s4.endpoint.clone()),
         region: "us-east-1".into(),
         bucket: BUCKET.into(),
-        prefix: String::new(),
+        prefix: prefix.into(),
         access_key_id: ACCESS.into(),
         secret_access_key: SECRET.into(),
         ca_certificate_pem: None,
     };
-    t4::object::S3ObjectStore::new(config).unwrap().client().create_bucket().bucket(BUCKET).send().await.unwrap();
+    t4::object::S3ObjectStore::new(config).unwrap()
+}
+
+async fn s4_with_bucket() -> S4Process {
+    let s4 = S4Process::start().await;
+    bucket_store(&s4, "").client().create_bucket().bucket(BUCKET).send().await.unwrap();
     s4
 }
 
@@ -136,7 +147,9 @@ async fn check(t4: &T4, acked: &[(String, i64)], clients: usize) {
 async fn t4_on_s4_loses_its_disk_under_load_and_gets_every_acknowledged_write_back() {
     let s4 = s4_with_bucket().await;
     let data = tempfile::tempdir().unwrap();
-    let mut t4 = T4::start(&s4, data.path(), "node/").await;
+    // Checkpoints during the load: the restore starts from one, and GC removes the log below.
+    let checkpoints = ["--checkpoint-entries", "30000", "--checkpoint-interval-min", "0"];
+    let mut t4 = T4::start_with(&s4, data.path(), "node/", &checkpoints).await;
     const CLIENTS: usize = 32;
     let acked_count = Arc::new(AtomicUsize::new(0));
     let tasks = writers(&t4.endpoint, CLIENTS, acked_count.clone());
@@ -148,8 +161,12 @@ async fn t4_on_s4_loses_its_disk_under_load_and_gets_every_acknowledged_write_ba
     }
     assert!(acked.len() >= 100_000);
     std::fs::remove_dir_all(data.path()).unwrap();
+    let status = t4::durable::status::status(&bucket_store(&s4, "node/")).await.unwrap();
+    let newest = status.checkpoints.iter().rev().find(|(_, complete)| *complete).expect("a complete checkpoint").0.position;
+    assert!(newest.index >= 30_000, "{newest:?}");
+    assert!(status.terms[0].first_seq > 1, "GC removed the log below the checkpoint: {:?}", status.terms[0]);
 
-    let t4 = T4::start(&s4, data.path(), "node/").await;
+    let t4 = T4::start_with(&s4, data.path(), "node/", &checkpoints).await;
     check(&t4, &acked, CLIENTS).await;
     let highest = acked.iter().map(|(_, revision)| *revision).max().unwrap();
 
@@ -268,4 +285,108 @@ async fn t4_keeps_its_log_in_a_directory_and_t4_status_reads_it() {
     assert!(text.contains("log: records 1..=20"), "{text}");
     let refused = Command::new(env!("CARGO_BIN_EXE_t4")).args(["status"]).output().unwrap();
     assert!(!refused.status.success());
+}
+
+/// Writers putting `/async/<round>/<writer>/<n>` until an error; each returns (key, mod
+/// revision, when the acknowledgement arrived).
+fn timed_writers(
+    endpoint: &str,
+    clients: usize,
+    round: &str,
+    acked: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, i64, Instant)>>> {
+    (0..clients)
+        .map(|writer| {
+            let (endpoint, round, acked) = (endpoint.to_string(), round.to_string(), acked.clone());
+            tokio::spawn(async move {
+                let mut client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+                let mut done = Vec::new();
+                for index in 0.. {
+                    let key = format!("/async/{round}/{writer:02}/{index:06}");
+                    match tokio::time::timeout(Duration::from_secs(30), client.put(key.clone(), key.clone(), None)).await {
+                        Ok(Ok(response)) => done.push((key, response.header().unwrap().revision(), Instant::now())),
+                        _ => break,
+                    }
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+async fn joined(tasks: Vec<tokio::task::JoinHandle<Vec<(String, i64, Instant)>>>) -> Vec<(String, i64, Instant)> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+/// (mod revision, value) of every key under `prefix`.
+async fn stored(t4: &T4, prefix: &str) -> BTreeMap<String, (i64, String)> {
+    let mut client = t4.client().await;
+    let response = client.get(prefix, Some(GetOptions::new().with_prefix())).await.unwrap();
+    response.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), (kv.mod_revision(), kv.value_str().unwrap().to_string()))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_upload_in_the_background_a_lost_disk_loses_at_most_the_last_seconds() {
+    const CLIENTS: usize = 16;
+    const MAX_AGE: Duration = Duration::from_secs(1);
+    let mut s4 = s4_with_bucket().await;
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--wal-sync-upload=false", "--segment-max-age-sec", "1"];
+    let mut t4 = T4::start_with(&s4, data.path(), "async/", &args).await;
+
+    // kill -9 with the disk kept: the local WAL holds every acknowledged write, and the
+    // restart puts what the bucket lacked into it.
+    let count = Arc::new(AtomicUsize::new(0));
+    let tasks = timed_writers(&t4.endpoint, CLIENTS, "kept", count.clone());
+    wait_for(&count, 5_000, Duration::from_secs(120)).await;
+    t4.kill_9();
+    let kept = joined(tasks).await;
+    let mut t4 = T4::start_with(&s4, data.path(), "async/", &args).await;
+    let found = stored(&t4, "/async/kept/").await;
+    for (key, revision, _) in &kept {
+        assert_eq!(found.get(key), Some(&(*revision, key.clone())), "acknowledged {key} lost with the disk kept");
+    }
+
+    // The bucket down: acknowledgements stop once it is MAX_AGE behind, and resume after.
+    let count = Arc::new(AtomicUsize::new(0));
+    let tasks = timed_writers(&t4.endpoint, CLIENTS, "outage", count.clone());
+    wait_for(&count, 1_000, Duration::from_secs(60)).await;
+    s4.kill_9();
+    let down_at = Instant::now();
+    tokio::time::sleep(MAX_AGE * 4).await;
+    let during = count.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count.load(Ordering::SeqCst), during, "no write is acknowledged while the bucket is too far behind");
+    s4.restart().await;
+    wait_for(&count, during + 1_000, Duration::from_secs(60)).await;
+
+    // Now the disk is lost: writes acknowledged more than MAX_AGE before the last
+    // acknowledgement are in the bucket (half a second allowed for answers in flight).
+    t4.kill_9();
+    let outage = joined(tasks).await;
+    let last_ack = outage.iter().map(|(_, _, at)| *at).max().unwrap();
+    let late_in_outage = outage.iter().filter(|(_, _, at)| *at > down_at + MAX_AGE * 2 && *at < down_at + MAX_AGE * 4).count();
+    assert_eq!(late_in_outage, 0, "acknowledged while the bucket was down for more than MAX_AGE");
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let t4 = T4::start_with(&s4, data.path(), "async/", &args).await;
+    let found = stored(&t4, "/async/outage/").await;
+    let bound = last_ack - MAX_AGE - Duration::from_millis(500);
+    let (mut promised, mut extra) = (0, 0);
+    for (key, revision, at) in &outage {
+        match found.get(key) {
+            Some(entry) => {
+                assert_eq!(entry, &(*revision, key.clone()), "{key} came back different");
+                extra += usize::from(*at > bound);
+            }
+            None => assert!(*at > bound, "{key}, acknowledged {:?} before the last acknowledgement, was lost", last_ack - *at),
+        }
+        promised += usize::from(*at <= bound);
+    }
+    assert!(promised > 1_000, "the check covered {promised} writes");
+    println!("background upload: {promised} writes promised and present, {extra} of the last second present too");
 }
