@@ -11,8 +11,10 @@
 //! - Record indexes run on across terms: a term's first record follows the last record
 //!   before the previous term's seal. A gap is a hole, and a hole fails closed.
 //! - GC removes objects whose records are all below a checkpoint, from the low end of each
-//!   term, never a seal and never a term's highest object: a term's log is then the dense run
-//!   from its lowest seq left, and where it ends is found as before.
+//!   term, never a seal and never a term's highest object. It first raises the term's floor
+//!   (`wal/<term>/floor`, by CAS, only upwards) to the first seq it keeps; readers take a
+//!   term's log as the dense run from its floor (or 1), so a collection cut short leaves
+//!   garbage below the floor, never a hole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -79,15 +81,42 @@ pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Strin
     }
 }
 
-/// The seqs of every WAL object in the bucket, by term.
+/// The seqs of every WAL object in the bucket that is part of its term's log, by term:
+/// those at or above the term's floor (GC's mark; objects below it are garbage being
+/// removed), or every one when the term has no floor.
 pub async fn wal_objects(store: &dyn ObjectStore) -> Result<BTreeMap<u64, BTreeSet<u64>>> {
     let mut terms: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut floored = Vec::new();
     for key in list_all(store, layout::WAL_DIR).await? {
         if let Some((term, seq)) = layout::parse_wal_object(&key) {
             terms.entry(term).or_default().insert(seq);
+        } else if let Some(term) = layout::parse_wal_floor(&key) {
+            floored.push(term);
+        }
+    }
+    for term in floored {
+        if let Some((floor, _)) = read_floor(store, term).await? {
+            if let Some(seqs) = terms.get_mut(&term) {
+                seqs.retain(|seq| *seq >= floor);
+            }
         }
     }
     Ok(terms)
+}
+
+/// A term's floor and its ETag, if GC set one.
+pub async fn read_floor(store: &dyn ObjectStore, term: u64) -> Result<Option<(u64, String)>> {
+    let name = layout::wal_floor(term);
+    match store.get(&name).await {
+        Ok((bytes, etag)) => Ok(Some((super::format::decode_floor(&name, term, &bytes)?, etag))),
+        Err(ObjectError::NotFound(_)) => Ok(None),
+        Err(error) => Err(object_error(&format!("read {name}"), error)),
+    }
+}
+
+/// The first seq of a term's log: its floor, or 1.
+pub async fn first_seq(store: &dyn ObjectStore, term: u64) -> Result<u64> {
+    Ok(read_floor(store, term).await?.map_or(1, |(floor, _)| floor))
 }
 
 /// How one term's log ends.
@@ -122,12 +151,11 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
     for (term, seqs) in objects {
         // Where the term ends is settled first (sealing it if asked: seal first, read after,
         // or a writer still running could stay ahead of the reader forever) ...
-        let (end, sealed) = term_end(store, term, &seqs, seal_below).await?;
-        // ... then its objects are read, several at a time, and checked in order. GC may
-        // have removed the objects below a checkpoint: the run starts at the lowest seq
-        // left, and the index check below still catches anything missing.
-        let lowest = seqs.first().copied().unwrap_or(1).min(end);
-        let mut reads = futures::stream::iter(lowest..end)
+        let base = first_seq(store, term).await?;
+        let (end, sealed) = term_end(store, term, base, &seqs, seal_below).await?;
+        // ... then its objects are read, several at a time, and checked in order (from the
+        // floor GC left, if any: the index check below still catches anything missing).
+        let mut reads = futures::stream::iter(base..end)
             .map(|seq| async move {
                 let name = layout::wal_object(term, seq);
                 let (bytes, _) = store.get(&name).await.map_err(|error| object_error(&format!("read {name}"), error))?;
@@ -165,9 +193,8 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
 
 /// The seq where `term`'s log ends (its seal, or its first missing seq) and whether it is
 /// sealed; seals it there first when `term` is below `seal_below`.
-async fn term_end(store: &dyn ObjectStore, term: u64, seqs: &BTreeSet<u64>, seal_below: Option<u64>) -> Result<(u64, bool)> {
-    let lowest = seqs.first().copied().unwrap_or(1);
-    let first_missing = (lowest..).find(|seq| !seqs.contains(seq)).expect("a finite set misses some seq");
+async fn term_end(store: &dyn ObjectStore, term: u64, base: u64, seqs: &BTreeSet<u64>, seal_below: Option<u64>) -> Result<(u64, bool)> {
+    let first_missing = (base..).find(|seq| !seqs.contains(seq)).expect("a finite set misses some seq");
     if let Some(stray) = seqs.range(first_missing + UPLOADS_IN_FLIGHT_MAX..).next() {
         // Object k + UPLOADS_IN_FLIGHT_MAX is only ever sent after k landed.
         return Err(Error::Corrupt(format!(
@@ -178,7 +205,7 @@ async fn term_end(store: &dyn ObjectStore, term: u64, seqs: &BTreeSet<u64>, seal
     }
     // A seal already there is among the last objects of the run (at most one object in
     // flight can land after it).
-    for seq in first_missing.saturating_sub(UPLOADS_IN_FLIGHT_MAX).max(1)..first_missing {
+    for seq in first_missing.saturating_sub(UPLOADS_IN_FLIGHT_MAX).max(base)..first_missing {
         let name = layout::wal_object(term, seq);
         let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
         if decode_wal_header(&name, &header)?.0 {

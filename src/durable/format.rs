@@ -21,6 +21,37 @@ const WAL_HEADER_BYTES: usize = 56;
 const KIND_BATCH: u32 = 1;
 const KIND_SEAL: u32 = 2;
 const LOCK_MAGIC: &[u8; 8] = b"T4LOCK01";
+const FLOOR_MAGIC: &[u8; 8] = b"T4FLOOR1";
+const FLOOR_BYTES: usize = 8 + 4 + 8 + 8 + 4;
+
+/// `wal/<term>/floor`: the term's log starts at `seq`; objects below it are garbage being
+/// collected. Magic `T4FLOOR1`, version (u32), term, seq (u64 each), CRC32C.
+pub fn encode_floor(term: u64, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FLOOR_BYTES);
+    out.extend_from_slice(FLOOR_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&term.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The seq a floor object names, after checking it belongs to `term`.
+pub fn decode_floor(name: &str, term: u64, bytes: &[u8]) -> Result<u64> {
+    let corrupt = |what: &str| Error::Corrupt(format!("bucket object {name}: {what}"));
+    if bytes.len() != FLOOR_BYTES || &bytes[..8] != FLOOR_MAGIC {
+        return Err(corrupt("not a t4 log floor"));
+    }
+    if crc32c::crc32c(&bytes[..FLOOR_BYTES - 4]).to_le_bytes() != bytes[FLOOR_BYTES - 4..] {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) != FORMAT_VERSION || u64_at(12) != term {
+        return Err(corrupt("version or term does not match its name"));
+    }
+    Ok(u64_at(20))
+}
 
 /// A decoded WAL object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,21 +5,25 @@
 //! - Chunks no kept manifest lists go.
 //! - WAL objects whose records all lie at or below the newest complete checkpoint go, from
 //!   the low end of each term: never a seal (it fences that term's writer for good) and
-//!   never a term's highest object (it marks where the term's log ends).
+//!   never a term's highest object (it marks where the term's log ends). The term's floor
+//!   (`wal/<term>/floor`) is raised first, so a collection cut short leaves only garbage
+//!   below the floor, which the next one removes.
 //!
 //! Everything removed is below a checkpoint that is complete in the bucket, so removing it
 //! is safe whoever does it; a node collects only while it holds the term, and `t4 gc` takes
 //! a term first, so two collectors do not race over the same objects.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::stream::{StreamExt, TryStreamExt};
 
-use super::bucket::{list_all, object_error, read_lock, wal_objects};
+use bytes::Bytes;
+
+use super::bucket::{list_all, object_error, read_floor, read_lock, wal_objects};
 use super::checkpoint::{self, Manifest};
-use super::format::{decode_wal_header, WAL_HEADER_LEN};
-use crate::env::{ObjectError, ObjectStore};
+use super::format::{decode_wal_header, encode_floor, WAL_HEADER_LEN};
+use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;
 
@@ -76,27 +80,56 @@ pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u
     report.manifests_deleted = delete_all(store, doomed).await?;
     let referenced: BTreeSet<String> = kept.iter().flat_map(|(manifest, _)| manifest.chunks.iter().map(|chunk| chunk.name())).collect();
     report.chunks_deleted = delete_all(store, chunks.difference(&referenced).cloned().collect()).await?;
+    // Each term: raise its floor to the first object to keep, then delete everything below.
+    let mut present: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for key in list_all(store.as_ref(), layout::WAL_DIR).await? {
+        if let Some((term, seq)) = layout::parse_wal_object(&key) {
+            present.entry(term).or_default().insert(seq);
+        }
+    }
     let mut wal = Vec::new();
     for (term, seqs) in wal_objects(store.as_ref()).await? {
         let Some(&highest) = seqs.last() else { continue };
-        let mut expected = seqs.first().copied();
+        let mut keep = seqs.first().copied().unwrap_or(highest);
         for &seq in seqs.range(..highest) {
-            // Only the dense run from the lowest seq: objects past a gap are not history.
-            if expected != Some(seq) {
+            // Only the dense run: objects past a gap are not history.
+            if seq != keep {
                 break;
             }
-            expected = Some(seq + 1);
             let name = layout::wal_object(term, seq);
             let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
             let (seal, _, _, first, count) = decode_wal_header(&name, &header)?;
             if seal || count == 0 || first + count - 1 > below.index {
                 break;
             }
-            wal.push(name);
+            keep = seq + 1;
         }
+        if keep > seqs.first().copied().unwrap_or(keep) {
+            raise_floor(store.as_ref(), term, keep).await?;
+        }
+        let floor = super::bucket::first_seq(store.as_ref(), term).await?;
+        let garbage = present.get(&term).map(|all| all.range(..floor).copied().collect::<Vec<_>>()).unwrap_or_default();
+        wal.extend(garbage.into_iter().map(|seq| layout::wal_object(term, seq)));
     }
     report.wal_objects_deleted = delete_all(store, wal).await?;
     Ok(report)
+}
+
+/// Moves `term`'s floor up to `seq` (never down), by compare-and-swap.
+async fn raise_floor(store: &dyn ObjectStore, term: u64, seq: u64) -> Result<()> {
+    let name = layout::wal_floor(term);
+    loop {
+        let condition = match read_floor(store, term).await? {
+            Some((floor, _)) if floor >= seq => return Ok(()),
+            Some((_, etag)) => Condition::IfMatch(etag),
+            None => Condition::IfNoneMatch,
+        };
+        match store.put(&name, Bytes::from(encode_floor(term, seq)), condition).await {
+            Ok(_) => return Ok(()),
+            Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => continue,
+            Err(error) => return Err(object_error(&format!("write {name}"), error)),
+        }
+    }
 }
 
 async fn delete_all(store: &Arc<dyn ObjectStore>, names: Vec<String>) -> Result<u64> {

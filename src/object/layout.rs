@@ -4,6 +4,7 @@
 //! ```text
 //! lock                          leadership record {term, node, ...}; CAS only
 //! wal/<term>/<seq>              create-only log objects of one term; seq dense from 1
+//! wal/<term>/floor              where the term's log starts once GC removed its low end
 //! checkpoint/<rev>/manifest     one checkpoint: revision, term, chunk list
 //! chunks/<sha256>               content-addressed checkpoint chunks
 //! branches/<id>                 pins a checkpoint against GC
@@ -31,6 +32,16 @@ pub fn wal_term_prefix(term: u64) -> String {
 /// `wal/<term>/<seq>`.
 pub fn wal_object(term: u64, seq: u64) -> String {
     format!("{}{}", wal_term_prefix(term), number(seq))
+}
+
+/// `wal/<term>/floor`.
+pub fn wal_floor(term: u64) -> String {
+    format!("{}floor", wal_term_prefix(term))
+}
+
+/// The term of a `wal/<term>/floor` name.
+pub fn parse_wal_floor(name: &str) -> Option<u64> {
+    parse_number(name.strip_prefix(WAL_DIR)?.strip_suffix("/floor")?)
 }
 
 /// The (term, seq) of a `wal/<term>/<seq>` name.
@@ -76,6 +87,8 @@ mod tests {
         assert_eq!(parse_wal_object(&wal_object(3, 12)), Some((3, 12)));
         assert_eq!(parse_wal_object(&wal_object(u64::MAX, 1)), Some((u64::MAX, 1)));
         assert_eq!(parse_wal_object("wal/3/12"), None, "unpadded names are not t4's");
+        assert_eq!(parse_wal_floor(&wal_floor(3)), Some(3));
+        assert_eq!(parse_wal_object(&wal_floor(3)), None);
         assert_eq!(parse_checkpoint_manifest(&checkpoint_manifest(42)), Some(42));
         assert_eq!(parse_checkpoint_manifest("checkpoint/00000000000000000042/other"), None);
         let mut names: Vec<String> = [10, 9, 100, 1].iter().map(|seq| wal_object(1, *seq)).collect();

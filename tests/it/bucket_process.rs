@@ -390,3 +390,106 @@ async fn with_the_upload_in_the_background_a_lost_disk_loses_at_most_the_last_se
     assert!(promised > 1_000, "the check covered {promised} writes");
     println!("background upload: {promised} writes promised and present, {extra} of the last second present too");
 }
+
+/// Runs the `t4` binary; returns (success, stdout + stderr).
+fn t4_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_t4")).args(args).output().unwrap();
+    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_tools_restore_inspect_and_collect_a_bucket() {
+    let (objects, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+        .arg(data.path())
+        .arg("--object-dir")
+        .arg(objects.path())
+        .args(["--checkpoint-entries", "10", "--checkpoint-interval-min", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await);
+    let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap();
+    let (objects_arg, data_arg) = (objects.path().as_os_str(), data.path().as_os_str());
+    // The checkpointer looks every second: wait for the checkpoint of each phase.
+    let checkpointed = |revision: i64| async move {
+        let at_revision = format!("checkpoint at revision {revision} ");
+        let mut status = String::new();
+        for _ in 0..100 {
+            status = t4_cli(&["status".as_ref(), "--object-dir".as_ref(), objects_arg]).1;
+            if status.contains(&at_revision) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no checkpoint at {revision}: {status}");
+    };
+    for index in 0..30 {
+        client.put(format!("/tool/k{index:02}"), format!("value {index}"), None).await.unwrap();
+    }
+    checkpointed(31).await;
+    for version in 1..=5 {
+        client.put("/tool/hot", format!("v{version}"), None).await.unwrap();
+    }
+    client.delete("/tool/k07", None).await.unwrap();
+    for index in 0..5 {
+        client.put(format!("/tool/late{index}"), "x", None).await.unwrap();
+    }
+    let revision = client.get("/tool/hot", None).await.unwrap().header().unwrap().revision();
+    let status = checkpointed(revision).await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert_eq!(status.matches("checkpoint at revision").count(), 2, "GC keeps two: {status}");
+    assert!(status.contains("from seq"), "the log below the newest checkpoint was collected: {status}");
+
+    // From the bucket (a checkpoint and the log after it) and from the data dir alike.
+    for source in [["--object-dir".as_ref(), objects_arg], ["--data-dir".as_ref(), data_arg]] {
+        let run = |command: &[&str]| {
+            let mut args: Vec<&std::ffi::OsStr> = vec!["inspect".as_ref()];
+            args.extend(source);
+            args.extend(command.iter().map(|arg| std::ffi::OsStr::new(*arg)));
+            let (ok, text) = t4_cli(&args);
+            assert!(ok, "{command:?}: {text}");
+            text
+        };
+        let get = run(&["get", "/tool/hot"]);
+        assert!(get.contains("value: v5") && get.contains("mod_revision: 36") && get.contains("version: 5"), "{get}");
+        let old = run(&["get", "/tool/hot", "--revision", "34"]);
+        assert!(old.contains("value: v3"), "{old}");
+        assert!(run(&["get", "/tool/k07"]).contains("/tool/k07: not found"));
+        let list = run(&["list", "/tool/"]);
+        assert!(list.contains("35 of 35 key(s)") && list.contains("/tool/k29  mod_revision 31  8 bytes"), "{list}");
+        let history = run(&["history", "/tool/hot"]);
+        assert!(history.contains("5 change(s) held for /tool/hot") && history.contains("value: v1"), "{history}");
+        let deleted = run(&["history", "/tool/k07"]);
+        assert!(deleted.contains("revision 37: deleted") && deleted.contains("2 change(s)"), "{deleted}");
+        let meta = run(&["meta"]);
+        assert!(meta.contains(&format!("revision: {revision}\n")), "{meta}");
+    }
+    let inspected = t4_cli(&["inspect".as_ref(), "--object-dir".as_ref(), objects_arg, "meta".as_ref()]).1;
+    assert!(inspected.contains("source: bucket: checkpoint at revision"), "{inspected}");
+
+    // A restored data dir serves the checkpoint's state; a full directory is refused.
+    let restored = tempfile::tempdir().unwrap();
+    let (ok, text) = t4_cli(&[
+        "restore".as_ref(),
+        "checkpoint".as_ref(),
+        "--data-dir".as_ref(),
+        restored.path().as_os_str(),
+        "--object-dir".as_ref(),
+        objects_arg,
+    ]);
+    assert!(ok && text.contains(&format!("restored the checkpoint at revision {revision}")), "{text}");
+    let meta = t4_cli(&["inspect".as_ref(), "--data-dir".as_ref(), restored.path().as_os_str(), "meta".as_ref()]).1;
+    assert!(meta.contains(&format!("revision: {revision}\n")), "{meta}");
+    let (ok, text) =
+        t4_cli(&["restore".as_ref(), "checkpoint".as_ref(), "--data-dir".as_ref(), data_arg, "--object-dir".as_ref(), objects_arg]);
+    assert!(!ok && text.contains("is not empty"), "{text}");
+
+    let (ok, text) = t4_cli(&["gc".as_ref(), "--object-dir".as_ref(), objects_arg, "--checkpoint-retain".as_ref(), "1".as_ref()]);
+    assert!(ok && text.contains("kept 1 checkpoint(s)") && text.contains("1 manifest(s)"), "{text}");
+    let status = t4_cli(&["status".as_ref(), "--object-dir".as_ref(), objects_arg]).1;
+    assert_eq!(status.matches("checkpoint at revision").count(), 1, "{status}");
+}
