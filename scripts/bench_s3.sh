@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # t4 on local disk only against t4 with its log on s4 (sync upload: a write is acknowledged
 # once its batch is in the bucket), same machine, same client (`t4 bench`). Prints one JSON
-# line per run and the ratio. Then measures how long a fresh node takes to rebuild the
-# store from the bucket.
+# line per run and the ratio. The node on s4 takes checkpoints during the load (every 45%
+# of it, by --checkpoint-entries: two, the last with about 10% of the log after it); then a
+# fresh node's restore is timed: it starts from the newest checkpoint and replays the log
+# after it.
 #
 #   scripts/bench_s3.sh               # par-put with 64 clients, 50,000 puts
 #   TOTAL=20000 scripts/bench_s3.sh
@@ -10,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${TOTAL:-50000}"
 CLIENTS="${CLIENTS:-64}"
+CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((TOTAL * 45 / 100))}"
 cargo build -q --release --features bench --bin t4 --bin s4
 T4=target/release/t4 S4=target/release/s4
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/t4-bench-s3.XXXXXX")
@@ -30,10 +33,19 @@ wait_up 127.0.0.1:29101
 "$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29101 --label local --output json | tee -a "$results"
 
 "$T4" run --data-dir "$work/s3" --listen 127.0.0.1:29102 --metrics-addr 127.0.0.1:29103 --log-level warn \
-  --s3-bucket t4-bench --s3-prefix bench/ --s3-endpoint http://127.0.0.1:29100 >"$work/s3.log" 2>&1 & s3_pid=$!; pids+=($s3_pid)
+  --s3-bucket t4-bench --s3-prefix bench/ --s3-endpoint http://127.0.0.1:29100 \
+  --checkpoint-entries "$CHECKPOINT_ENTRIES" --checkpoint-interval-min 0 >"$work/s3.log" 2>&1 & s3_pid=$!; pids+=($s3_pid)
 wait_up 127.0.0.1:29102
 "$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29102 --label s3-sync --output json | tee -a "$results"
-uploads=$(curl -sf http://127.0.0.1:29103/metrics | awk '$1 == "t4_wal_uploads_total" {print $2}')
+metric() { curl -sf http://127.0.0.1:29103/metrics | awk -v name="$1" '$1 == name {print $2}'; }
+uploads=$(metric t4_wal_uploads_total)
+# Wait for the second checkpoint to be written (and collected after).
+for _ in $(seq 600); do
+  [ "$(metric t4_checkpoints_total)" -ge 2 ] 2>/dev/null && break; sleep 0.2
+done
+sleep 2
+checkpoints=$(metric t4_checkpoints_total); checkpoint_s=$(metric t4_checkpoint_seconds_total)
+checkpoint_bytes=$(metric t4_checkpoint_bytes_total); uploaded_bytes=$(metric t4_checkpoint_uploaded_bytes_total)
 kill "$s3_pid"; wait "$s3_pid" 2>/dev/null || true
 
 # Restore: a fresh data dir rebuilds the store from the bucket's log.
@@ -45,7 +57,7 @@ wait_up 127.0.0.1:29104
 restore_s=$(python3 -c "print($(now) - $start)")
 keys=$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:29104 get bench/ --prefix --limit 1 --write-out=json | python3 -c 'import json, sys; print(json.load(sys.stdin)["count"])')
 
-python3 - "$results" "$uploads" "$restore_s" "$keys" <<'PY'
+python3 - "$results" "$uploads" "$restore_s" "$keys" "$checkpoints" "$checkpoint_s" "$checkpoint_bytes" "$uploaded_bytes" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 local, s3 = rows
@@ -55,5 +67,6 @@ print("|---|---|---|---|---|")
 for row in rows:
     print(f"| {row['label']} | {row['clients']} | {row['ops_per_sec']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
 print(f"\ns3-sync / local: {s3['ops_per_sec'] / local['ops_per_sec']:.2f}x; WAL objects uploaded: {sys.argv[2]} ({s3['ops'] / max(1, int(float(sys.argv[2]))):.1f} puts per object)")
+print(f"checkpoints during the load: {sys.argv[5]}, {float(sys.argv[6]):.1f} s in all, {float(sys.argv[7]) / 1e6:.1f} MB of history listed, {float(sys.argv[8]) / 1e6:.1f} MB uploaded")
 print(f"restore of {sys.argv[4]} keys from the bucket into a fresh data dir, until the node answers: {float(sys.argv[3]):.1f} s")
 PY

@@ -147,10 +147,35 @@ impl Metrics {
         for (name, kind, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        if let Some(totals) = &node.object_store {
+            let families: [MetricFamily; 3] = [
+                ("t4_object_store_requests_total", "counter", "Requests to the bucket (each retry counts), by operation.", |t| {
+                    t.requests as f64
+                }),
+                (
+                    "t4_object_store_errors_total",
+                    "counter",
+                    "Requests to the bucket that failed (404 on a read and 412 are answers, not errors).",
+                    |t| t.errors as f64,
+                ),
+                ("t4_object_store_seconds_total", "counter", "Time spent in requests to the bucket, by operation.", |t| {
+                    t.micros as f64 / 1e6
+                }),
+            ];
+            for (name, kind, help, value) in families {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (operation, totals) in crate::object::metered::OPERATIONS.iter().zip(totals) {
+                    let _ = writeln!(out, "{name}{{op=\"{operation}\"}} {}", value(totals));
+                }
+            }
+        }
         let _ = writeln!(out, "# HELP t4_healthy 1 while the node serves.\n# TYPE t4_healthy gauge\nt4_healthy {}", u8::from(node.healthy));
         out
     }
 }
+
+/// A metric labelled by object-store operation: name, type, help, and its value.
+type MetricFamily = (&'static str, &'static str, &'static str, fn(&crate::object::metered::OperationTotals) -> f64);
 
 /// A snapshot of the node for rendering.
 #[derive(Debug, Clone, Default)]
@@ -163,6 +188,8 @@ pub struct NodeGauges {
     /// The bucket term (0: local disk only).
     pub term: u64,
     pub stats: crate::node::NodeStats,
+    /// Requests to the bucket, per operation (None: local disk only).
+    pub object_store: Option<[crate::object::metered::OperationTotals; 6]>,
 }
 
 #[cfg(feature = "server")]
@@ -231,6 +258,7 @@ pub mod http {
             healthy: node.health().is_ok(),
             term: node.term().unwrap_or(0),
             stats: node.stats(),
+            object_store: node.object_store_totals(),
         }
     }
 }

@@ -203,13 +203,15 @@ struct BucketArgs {
     s3_endpoint: Option<String>,
     #[arg(long, env = "T4_S3_REGION", default_value = "us-east-1")]
     s3_region: String,
-    /// Static access key (also read from AWS_ACCESS_KEY_ID).
+    /// Static access key (with the secret key; else the credential chain, see --s3-profile).
     #[arg(long, env = "T4_S3_ACCESS_KEY_ID")]
     s3_access_key_id: Option<String>,
-    /// Static secret key (also read from AWS_SECRET_ACCESS_KEY).
+    /// Static secret key.
     #[arg(long, env = "T4_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
-    /// A profile of the AWS credential chain. Not built yet: use static keys.
+    /// A profile of the shared credentials file (~/.aws/credentials or
+    /// AWS_SHARED_CREDENTIALS_FILE). Without keys or a profile: AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then AWS_PROFILE or `default`.
     #[arg(long, env = "T4_S3_PROFILE")]
     s3_profile: Option<String>,
     /// An extra CA certificate (PEM) to trust for an https:// endpoint (an s4 with a
@@ -235,24 +237,17 @@ impl BucketArgs {
             return Ok(Some(std::sync::Arc::new(store)));
         }
         let Some(bucket) = &self.s3_bucket else { return Ok(None) };
-        if self.s3_profile.is_some() {
-            return Err(
-                "--s3-profile (the AWS credential chain) is not built yet: give --s3-access-key-id and --s3-secret-access-key".into()
-            );
-        }
         self.s3_store(bucket).map(Some)
     }
 
     #[cfg(feature = "s3")]
     fn s3_store(&self, bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
-        let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let access_key_id = self.s3_access_key_id.clone().or_else(|| from_env("AWS_ACCESS_KEY_ID"));
-        let secret_access_key = self.s3_secret_access_key.clone().or_else(|| from_env("AWS_SECRET_ACCESS_KEY"));
-        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key) else {
-            return Err(
-                "--s3-bucket needs --s3-access-key-id and --s3-secret-access-key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)".into()
-            );
-        };
+        let credentials = crate::object::credentials::resolve(
+            (self.s3_access_key_id.clone(), self.s3_secret_access_key.clone()),
+            self.s3_profile.as_deref(),
+            &crate::object::credentials::ProcessSources,
+        )?;
+        tracing::debug!(source = %credentials.source, "s3 credentials");
         let ca_certificate_pem = match &self.s3_ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|error| format!("--s3-ca-file {}: {error}", path.display()))?),
             None => None,
@@ -262,8 +257,9 @@ impl BucketArgs {
             region: self.s3_region.clone(),
             bucket: bucket.to_string(),
             prefix: self.s3_prefix.clone(),
-            access_key_id,
-            secret_access_key,
+            access_key_id: credentials.access_key_id,
+            secret_access_key: credentials.secret_access_key,
+            session_token: credentials.session_token,
             ca_certificate_pem,
         };
         let store = crate::object::S3ObjectStore::new(config).map_err(|error| format!("--s3-ca-file: {error}"))?;

@@ -32,6 +32,7 @@ use crate::durable::ObjectDurability;
 use crate::env::{Env, StorageFence};
 use crate::error::{Error, Result};
 use crate::mvcc::{self, Limits, Store, WriteRequest, WriteResponse};
+use crate::object::metered::MeteredStore;
 use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
@@ -63,6 +64,8 @@ struct Shared {
     stats: pipeline::Counters,
     /// The term this node writes its bucket log under (`None`: local disk only).
     term: Option<u64>,
+    /// Requests to the bucket, per operation.
+    object_meters: Arc<crate::object::metered::StoreMeters>,
     /// Checkpoints in the bucket, and the task that takes them when due (stopped before the
     /// store closes).
     checkpoints: Mutex<Option<(pipeline::Checkpoints, tokio::task::JoinHandle<()>)>>,
@@ -81,6 +84,7 @@ impl Node {
         let segment_bytes_max = config.wal_segment_bytes_max;
         let mut local = crate::env::blocking(move || pipeline::open_local(&disk)).await?;
         let disk = env.disk.clone();
+        let object_meters = Arc::new(crate::object::metered::StoreMeters::default());
         let opened = match &config.object_store {
             None => crate::env::blocking(move || pipeline::finish_local(disk, local, segment_bytes_max)).await?,
             Some(durability) => {
@@ -89,8 +93,9 @@ impl Node {
                 // A few quick retries for blips; an outage is waited out by the upload loop
                 // (which logs and counts it), not hidden in here.
                 let policy = RetryPolicy { attempts: 4, first_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(1) };
-                let retrying: Arc<dyn crate::env::ObjectStore> =
-                    Arc::new(RetryingStore::new(durability.store.clone(), env.clock.clone(), policy));
+                let metered: Arc<dyn crate::env::ObjectStore> =
+                    Arc::new(MeteredStore::new(durability.store.clone(), env.clock.clone(), object_meters.clone()));
+                let retrying: Arc<dyn crate::env::ObjectStore> = Arc::new(RetryingStore::new(metered, env.clock.clone(), policy));
                 let durability = ObjectDurability { store: retrying, ..durability.clone() };
                 let records = std::mem::take(&mut local.recovered.records);
                 let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
@@ -116,6 +121,7 @@ impl Node {
             stats: pipeline::Counters::default(),
             term,
             checkpoints: Mutex::new(None),
+            object_meters,
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
             pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
@@ -257,6 +263,12 @@ impl Node {
             file.len().map_err(|error| Error::storage("stat store", error))
         })
         .await
+    }
+
+    /// Requests to the bucket so far, per operation ([`crate::object::metered::OPERATIONS`]);
+    /// `None` on local disk only.
+    pub fn object_store_totals(&self) -> Option<[crate::object::metered::OperationTotals; 6]> {
+        self.shared.config.object_store.as_ref().map(|_| self.shared.object_meters.snapshot())
     }
 
     /// Takes a checkpoint now (with a bucket): everything applied so far, once it is all in

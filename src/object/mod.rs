@@ -5,10 +5,12 @@
 //! [`conformance`] is the one behaviour suite every implementation must pass.
 
 pub mod conformance;
+pub mod credentials;
 #[cfg(not(madsim))]
 mod fs;
 pub mod layout;
 mod mem;
+pub mod metered;
 mod retry;
 #[cfg(feature = "s3")]
 mod s3;

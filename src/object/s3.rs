@@ -41,6 +41,8 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// For temporary credentials (`AWS_SESSION_TOKEN`, `aws_session_token`).
+    pub session_token: Option<String>,
     /// An extra CA certificate (PEM) to trust for an `https://` endpoint, besides the
     /// system's roots: for an s4 with a private certificate.
     pub ca_certificate_pem: Option<Vec<u8>>,
@@ -56,7 +58,7 @@ pub struct S3ObjectStore {
 impl S3ObjectStore {
     /// Fails only on a `ca_certificate_pem` that holds no valid certificate.
     pub fn new(config: S3Config) -> Result<Self, ObjectError> {
-        let credentials = Credentials::new(config.access_key_id, config.secret_access_key, None, None, "t4-static");
+        let credentials = Credentials::new(config.access_key_id, config.secret_access_key, config.session_token, None, "t4");
         let plain_http = config.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"));
         let http_client = if plain_http {
             aws_smithy_http_client::Builder::new().build_http()

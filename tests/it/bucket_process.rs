@@ -78,6 +78,7 @@ fn bucket_store(s4: &S4Process, prefix: &str) -> t4::object::S3ObjectStore {
         prefix: prefix.into(),
         access_key_id: ACCESS.into(),
         secret_access_key: SECRET.into(),
+        session_token: None,
         ca_certificate_pem: None,
     };
     t4::object::S3ObjectStore::new(config).unwrap()
@@ -492,4 +493,43 @@ async fn the_offline_tools_restore_inspect_and_collect_a_bucket() {
     assert!(ok && text.contains("kept 1 checkpoint(s)") && text.contains("1 manifest(s)"), "{text}");
     let status = t4_cli(&["status".as_ref(), "--object-dir".as_ref(), objects_arg]).1;
     assert_eq!(status.matches("checkpoint at revision").count(), 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
+    let s4 = s4_with_bucket().await;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("credentials");
+    std::fs::write(&file, format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[s4]\naws_access_key_id = {ACCESS}\naws_secret_access_key = {SECRET}\n")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t4 = |profile: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_t4"));
+        command
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(data.path())
+            .args(["--s3-bucket", BUCKET, "--s3-prefix", "profile/", "--s3-endpoint", &s4.endpoint, "--s3-profile", profile])
+            .env("AWS_SHARED_CREDENTIALS_FILE", &file)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let missing = t4("nope").output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("profile \"nope\" is not in"), "{missing:?}");
+    let mut node = t4("s4").spawn().unwrap();
+    assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await);
+    let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap();
+    client.put("/profile", "works", None).await.unwrap();
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["status", "--s3-bucket", BUCKET, "--s3-prefix", "profile/", "--s3-endpoint", &s4.endpoint, "--s3-profile", "s4"])
+        .env("AWS_SHARED_CREDENTIALS_FILE", &file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success() && text.contains("records 1..=1"), "{text}{}", String::from_utf8_lossy(&status.stderr));
 }

@@ -432,6 +432,15 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     let compact = node.compact_revision();
     let uploads = node.stats().wal_uploads;
     assert!(node.stats().gc_objects_deleted > 0);
+    // Every request to the bucket is counted, per operation, and rendered for /metrics.
+    let totals = node.object_store_totals().unwrap();
+    let (puts, deletes) = (totals[4], totals[5]);
+    assert!(puts.requests >= uploads && deletes.requests >= node.stats().gc_objects_deleted, "{totals:?}");
+    assert!(totals.iter().all(|operation| operation.errors == 0), "{totals:?}");
+    let gauges = t4::metrics::NodeGauges { stats: node.stats(), object_store: Some(totals), ..Default::default() };
+    let text = t4::metrics::Metrics::new(Arc::new(RealClock::new())).render(&gauges);
+    assert!(text.contains(&format!("t4_object_store_requests_total{{op=\"put\"}} {}", puts.requests)), "{text}");
+    assert!(text.contains(&format!("t4_checkpoints_total {}", node.stats().checkpoints)), "{text}");
     node.close().await.unwrap();
 
     let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();

@@ -170,6 +170,7 @@ async fn t4s_s3_object_store_passes_the_conformance_suite_against_the_s4_binary(
         prefix: prefix.into(),
         access_key_id: ACCESS.into(),
         secret_access_key: SECRET.into(),
+        session_token: None,
         ca_certificate_pem: None,
     };
     let store = t4::object::S3ObjectStore::new(config("")).unwrap();

@@ -116,6 +116,7 @@ fn store_config(server: &Server, prefix: &str, ca_certificate_pem: Option<&str>)
         prefix: prefix.into(),
         access_key_id: ACCESS.into(),
         secret_access_key: SECRET.into(),
+        session_token: None,
         ca_certificate_pem: ca_certificate_pem.map(|pem| pem.as_bytes().to_vec()),
     }
 }
