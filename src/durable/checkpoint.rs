@@ -8,6 +8,13 @@
 //! checkpoint cuts into the same chunks, which are already in the bucket and are not
 //! uploaded again. Restoring reads the chunks and rebuilds the indexes.
 //!
+//! Compaction removes old entries all over the history, which would change most chunks. So
+//! a checkpoint keeps the previous checkpoint's chunks as they are, stale entries and all,
+//! and adds chunks only for the history after it; the manifest says how many entries are
+//! live, and a restore applies the compaction at the manifest's compact revision. Once the
+//! kept chunks hold half again as many entries as the store does, the next checkpoint is
+//! written afresh (and content-defined chunking still finds the unchanged stretches).
+//!
 //! A checkpoint is taken only at a position whose every record is in the bucket's log, so
 //! it holds nothing but history, whoever writes it; its manifest is created only if absent.
 //!
@@ -15,7 +22,8 @@
 //! - chunk: magic `T4CHUNK1`, version (u32), entry count (u32), CRC32C of the payload (u32),
 //!   then the payload: per entry its length (u32) and its bytes.
 //! - manifest: magic `T4CKPT01`, version (u32), term, index, revision, compact revision,
-//!   wall time in ms, entry count, payload bytes (u64 each), chunk count (u32), then per
+//!   wall time in ms, entry count, live entry count, payload bytes (u64 each), chunk count
+//!   (u32), then per
 //!   chunk its SHA-256 (32 bytes), payload bytes (u64) and entry count (u32); then CRC32C of
 //!   everything before it.
 
@@ -37,7 +45,7 @@ use crate::object::layout;
 const CHUNK_MAGIC: &[u8; 8] = b"T4CHUNK1";
 const CHUNK_HEADER_BYTES: usize = 20;
 const MANIFEST_MAGIC: &[u8; 8] = b"T4CKPT01";
-const MANIFEST_FIXED_BYTES: usize = 8 + 4 + 8 * 7 + 4;
+const MANIFEST_FIXED_BYTES: usize = 8 + 4 + 8 * 8 + 4;
 const MANIFEST_CHUNK_BYTES: usize = 32 + 8 + 4;
 
 /// No boundary before a chunk holds this much; one at the first entry past the maximum.
@@ -73,7 +81,12 @@ pub struct Manifest {
     pub term: u64,
     pub position: Position,
     pub wall_ms: u64,
+    /// Entries in the chunks: more than `live_entries` when chunks of an earlier checkpoint
+    /// were kept although compaction removed some of their entries since (a restore then
+    /// applies the compaction).
     pub entries: u64,
+    /// Entries the store held at this position.
+    pub live_entries: u64,
     pub bytes: u64,
     pub chunks: Vec<ChunkRef>,
 }
@@ -90,6 +103,7 @@ impl Manifest {
             self.position.compact_revision as u64,
             self.wall_ms,
             self.entries,
+            self.live_entries,
             self.bytes,
         ] {
             out.extend_from_slice(&field.to_le_bytes());
@@ -134,7 +148,8 @@ impl Manifest {
             position: Position { index: u64_at(20), revision: u64_at(28) as i64, compact_revision: u64_at(36) as i64 },
             wall_ms: u64_at(44),
             entries: u64_at(52),
-            bytes: u64_at(60),
+            live_entries: u64_at(60),
+            bytes: u64_at(68),
             chunks,
         })
     }
@@ -240,6 +255,8 @@ pub struct CheckpointReport {
     /// Payload bytes of the whole checkpoint.
     pub bytes: u64,
     pub chunks_uploaded: u64,
+    /// Chunks kept from the previous checkpoint without looking at them.
+    pub chunks_reused: u64,
     /// Object bytes actually sent (new chunks and the manifest).
     pub bytes_uploaded: u64,
     /// A checkpoint at this revision was already there (nothing written).
@@ -248,8 +265,15 @@ pub struct CheckpointReport {
 }
 
 /// Writes a checkpoint of `snapshot` (whose every record must already be in the bucket's
-/// log). Chunks already in the bucket are not sent again.
-pub async fn write(store: &Arc<dyn ObjectStore>, snapshot: Arc<Snapshot>, term: u64, clock: &Arc<dyn Clock>) -> Result<CheckpointReport> {
+/// log). Chunks already in the bucket are not sent again. `previous` is the newest complete
+/// checkpoint in the bucket, if any: its chunks are kept as they are (see the module docs).
+pub async fn write(
+    store: &Arc<dyn ObjectStore>,
+    snapshot: Arc<Snapshot>,
+    term: u64,
+    clock: &Arc<dyn Clock>,
+    previous: Option<Manifest>,
+) -> Result<CheckpointReport> {
     let started = clock.monotonic();
     let position = snapshot.position;
     let manifest_name = layout::checkpoint_manifest(position.revision as u64);
@@ -260,9 +284,24 @@ pub async fn write(store: &Arc<dyn ObjectStore>, snapshot: Arc<Snapshot>, term: 
         return Ok(report);
     }
     let present: BTreeSet<String> = list_all(store.as_ref(), layout::CHUNK_DIR).await?.into_iter().collect();
+    let counted = snapshot.clone();
+    let live = crate::env::blocking(move || counted.entry_count()).await?;
     let mut chunker = Chunker::default();
-    let mut manifest = Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, bytes: 0, chunks: Vec::new() };
+    let mut manifest = Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, live_entries: live, bytes: 0, chunks: Vec::new() };
     let mut cursor = None;
+    let kept = previous.filter(|previous| {
+        previous.position.revision <= position.revision
+            && previous.position.index <= position.index
+            && previous.position.compact_revision <= position.compact_revision
+            && previous.entries <= live + live / 2
+    });
+    if let Some(previous) = kept {
+        manifest.entries = previous.entries;
+        manifest.bytes = previous.bytes;
+        manifest.chunks = previous.chunks;
+        cursor = Some((previous.position.revision as u64, u32::MAX));
+        report.chunks_reused = manifest.chunks.len() as u64;
+    }
     loop {
         let step = snapshot.clone();
         let (entries, last) = crate::env::blocking(move || step.entries_after(cursor, EXPORT_STEP_BYTES)).await?;
@@ -366,12 +405,13 @@ pub async fn restore(store: &Arc<dyn ObjectStore>, manifest: &Manifest, target: 
     });
     let objects: Vec<(ChunkRef, Bytes)> = futures::stream::iter(reads).buffered(TRANSFERS_IN_FLIGHT).try_collect().await?;
     let (position, target) = (manifest.position, target.clone());
+    let compact = manifest.entries != manifest.live_entries;
     crate::env::blocking(move || {
         let mut entries = objects.iter().flat_map(|(reference, object)| match decode_chunk(reference, object) {
             Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(error) => vec![Err(error)],
         });
-        target.restore(position, &mut entries)
+        target.restore(position, &mut entries, compact)
     })
     .await
 }
@@ -428,6 +468,7 @@ mod tests {
             position: Position { index: 77, revision: 70, compact_revision: 12 },
             wall_ms: 1234,
             entries: 10,
+            live_entries: 9,
             bytes: payload.len() as u64,
             chunks: vec![chunk.reference.clone(), chunk.reference],
         };

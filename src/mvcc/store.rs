@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use t4_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, TxnRequest, TxnResponse,
@@ -338,7 +338,9 @@ impl Store {
     /// Replaces everything the store holds with `entries` (history entries in log order, as
     /// a [`Snapshot`] gave them) at `position`, in one durable transaction: a crash leaves
     /// the old content or the new, never a mix. The indexes are rebuilt from the entries.
-    pub fn restore(&self, position: Position, entries: &mut dyn Iterator<Item = Result<Vec<u8>>>) -> Result<()> {
+    /// With `compact`, the entries may include some that compaction at
+    /// `position.compact_revision` removes, and it is applied.
+    pub fn restore(&self, position: Position, entries: &mut dyn Iterator<Item = Result<Vec<u8>>>, compact: bool) -> Result<()> {
         guarded("restore", || {
             let db = self.db()?;
             let mut txn = db.as_ref().expect("open").begin_write()?;
@@ -363,8 +365,12 @@ impl Store {
                     index.insert((entry.key.as_slice(), at.0), entry.sub)?;
                     latest.insert(entry.key.as_slice(), bytes.as_slice())?;
                 }
-                let mut meta = txn.open_table(META)?;
-                write_position(&mut meta, position)?;
+            }
+            let writer = Writer::new(&txn, position)?;
+            if compact {
+                writer.compact_restored()?;
+            } else {
+                writer.finish()?;
             }
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
@@ -416,21 +422,18 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// History entries (as stored: each checksummed) after `after`, in log order, until
+    /// How many history entries the snapshot holds.
+    pub fn entry_count(&self) -> Result<u64> {
+        guarded("snapshot read", || Ok(self.txn.as_ref().expect("a live snapshot").open_table(KV_REV)?.len()?))
+    }
+
+    /// History entries (as stored: each checksummed) strictly after `after`, in log order, until
     /// about `bytes_max` bytes; and the (revision, sub) of the last one.
     pub fn entries_after(&self, after: Option<EntryAt>, bytes_max: usize) -> Result<(Vec<Vec<u8>>, Option<EntryAt>)> {
         guarded("snapshot read", || {
             let revs = self.txn.as_ref().expect("a live snapshot").open_table(KV_REV)?;
             let mut range = match after {
-                Some(after) => {
-                    let mut range = revs.range::<(u64, u32)>(after..)?;
-                    if let Some(first) = range.next() {
-                        if first?.0.value() != after {
-                            return Err(Error::Corrupt("snapshot: the entry read last is gone".into()));
-                        }
-                    }
-                    range
-                }
+                Some(after) => revs.range::<(u64, u32)>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
                 None => revs.range::<(u64, u32)>(..)?,
             };
             let (mut entries, mut bytes, mut last) = (Vec::new(), 0, after);

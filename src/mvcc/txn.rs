@@ -75,6 +75,18 @@ impl<'t> Writer<'t> {
         Ok(Self { view, meta: txn.open_table(META)?, position })
     }
 
+    /// Restoring a checkpoint that kept entries compacted away since it was first written:
+    /// drops them as compaction at `position.compact_revision` would have, then records the
+    /// position. Compacting at C2 leaves what compacting at C1 < C2 then at C2 leaves.
+    pub fn compact_restored(mut self) -> Result<Position> {
+        let target = self.position.compact_revision;
+        if target > 0 {
+            self.position.compact_revision = -1;
+            self.compact_through(target)?;
+        }
+        self.finish()
+    }
+
     /// Records where the store now stands; returns it.
     pub fn finish(mut self) -> Result<Position> {
         write_position(&mut self.meta, self.position)?;

@@ -747,7 +747,12 @@ pub async fn take_checkpoint(shared: &Arc<Shared>, checkpoints: &Checkpoints) ->
         }
     }
     let clock = shared.env.clock.clone();
-    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock).await;
+    let chunks = crate::durable::bucket::list_all(checkpoints.bucket.as_ref(), crate::object::layout::CHUNK_DIR).await?;
+    let previous = crate::durable::checkpoint::complete(checkpoints.bucket.as_ref(), &chunks.into_iter().collect())
+        .await?
+        .into_iter()
+        .find(|manifest| manifest.position.revision <= snapshot.position.revision);
+    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock, previous).await;
     let stats = &shared.stats;
     let report = match outcome {
         Ok(report) => report,
@@ -768,6 +773,7 @@ pub async fn take_checkpoint(shared: &Arc<Shared>, checkpoints: &Checkpoints) ->
         chunks = report.chunks,
         bytes = report.bytes,
         chunks_uploaded = report.chunks_uploaded,
+        chunks_reused = report.chunks_reused,
         bytes_uploaded = report.bytes_uploaded,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "checkpoint: written"
