@@ -380,13 +380,24 @@ pub async fn read_manifest(store: &dyn ObjectStore, revision: u64) -> Result<Man
 /// passed over, never half used.
 pub async fn complete(store: &dyn ObjectStore, chunks: &BTreeSet<String>) -> Result<Vec<Manifest>> {
     let mut found = Vec::new();
-    for revision in list(store).await?.into_iter().rev() {
-        let manifest = read_manifest(store, revision).await?;
-        if manifest.chunks.iter().all(|chunk| chunks.contains(&chunk.name())) {
+    for (manifest, complete) in manifests(store, chunks).await? {
+        if complete {
             found.push(manifest);
         } else {
-            tracing::warn!(revision, "checkpoint: a chunk of this checkpoint is missing; passing it over");
+            tracing::warn!(revision = manifest.position.revision, "checkpoint: a chunk of this checkpoint is missing; passing it over");
         }
+    }
+    Ok(found)
+}
+
+/// Every checkpoint manifest, newest first, and whether all its chunks are in `chunks` (a
+/// listing of them).
+pub async fn manifests(store: &dyn ObjectStore, chunks: &BTreeSet<String>) -> Result<Vec<(Manifest, bool)>> {
+    let mut found = Vec::new();
+    for revision in list(store).await?.into_iter().rev() {
+        let manifest = read_manifest(store, revision).await?;
+        let complete = manifest.chunks.iter().all(|chunk| chunks.contains(&chunk.name()));
+        found.push((manifest, complete));
     }
     Ok(found)
 }

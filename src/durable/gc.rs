@@ -48,12 +48,7 @@ pub struct GcReport {
 pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u64>) -> Result<GcReport> {
     let mut report = GcReport::default();
     let chunks: BTreeSet<String> = list_all(store.as_ref(), layout::CHUNK_DIR).await?.into_iter().collect();
-    let mut manifests: Vec<(Manifest, bool)> = Vec::new();
-    for revision in checkpoint::list(store.as_ref()).await?.into_iter().rev() {
-        let manifest = checkpoint::read_manifest(store.as_ref(), revision).await?;
-        let complete = manifest.chunks.iter().all(|chunk| chunks.contains(&chunk.name()));
-        manifests.push((manifest, complete));
-    }
+    let manifests: Vec<(Manifest, bool)> = checkpoint::manifests(store.as_ref(), &chunks).await?;
     let Some(newest) = manifests.iter().position(|(_, complete)| *complete) else { return Ok(report) };
     let below = manifests[newest].0.position;
     if let Some(term) = term {

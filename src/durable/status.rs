@@ -60,12 +60,8 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
         terms.push(status);
     }
     let chunks: std::collections::BTreeSet<String> = super::bucket::list_all(store, layout::CHUNK_DIR).await?.into_iter().collect();
-    let mut checkpoints = Vec::new();
-    for revision in super::checkpoint::list(store).await? {
-        let manifest = super::checkpoint::read_manifest(store, revision).await?;
-        let complete = manifest.chunks.iter().all(|chunk| chunks.contains(&chunk.name()));
-        checkpoints.push((manifest, complete));
-    }
+    let mut checkpoints = super::checkpoint::manifests(store, &chunks).await?;
+    checkpoints.reverse();
     Ok(Status { lock, terms, checkpoints, chunks: chunks.len() })
 }
 
