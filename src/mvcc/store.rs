@@ -141,6 +141,8 @@ impl Store {
             // Without this a crash can drop the file's directory entry, and with it every
             // durable commit, while the WAL below it was already trimmed.
             disk.sync_dir("").map_err(|error| Error::storage("sync data dir", error))?;
+        } else {
+            start_over_if_never_initialised(file.as_ref())?;
         }
         let db = redb::Builder::new().create_with_backend(RedbBackend::new(file, fence))?;
         let txn = db.begin_write()?;
@@ -449,6 +451,25 @@ impl Snapshot {
             Ok((entries, last))
         })
     }
+}
+
+/// redb writes its magic number last when it creates a file: a file whose first bytes are
+/// all zero was never initialised (power failed while it was being created), so it held no
+/// commit and nothing was trimmed from the WAL on its account. It is emptied, and redb
+/// creates it afresh. Anything else that is not a redb file is left for redb to refuse.
+fn start_over_if_never_initialised(file: &dyn crate::env::DiskFile) -> Result<()> {
+    const MAGIC_BYTES: u64 = 9;
+    let len = file.len().map_err(|error| Error::storage("stat store", error))?;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut head = vec![0u8; len.min(MAGIC_BYTES) as usize];
+    file.read_at(0, &mut head).map_err(|error| Error::storage("read store", error))?;
+    if head.iter().any(|byte| *byte != 0) {
+        return Ok(());
+    }
+    tracing::warn!(bytes = len, "store: the store file was never initialised (a crash while it was created); creating it afresh");
+    file.set_len(0).and_then(|()| file.sync_data()).map_err(|error| Error::storage("reset store", error))
 }
 
 /// Runs a store operation, turning a panic inside redb (it panics on some damaged pages

@@ -278,3 +278,21 @@ fn txn_rules() {
     assert_eq!(apply(&store, ignore), Err(Error::KeyNotFound));
     assert_eq!(store.applied_revision(), 1);
 }
+
+#[test]
+fn power_failing_at_any_sync_while_the_store_is_created_leaves_a_disk_that_opens() {
+    use crate::env::{CrashMode, SimDiskFaults};
+    for mode in [CrashMode::LoseUnsynced, CrashMode::Torn { seed: 3 }] {
+        for sync in 0..12 {
+            let disk = SimDisk::new();
+            disk.set_faults(SimDiskFaults { crash_on_sync: Some((sync, mode)), ..Default::default() });
+            let first = Store::open(&disk, StorageFence::default());
+            drop(first);
+            disk.set_faults(SimDiskFaults::default());
+            let store =
+                Store::open(&disk, StorageFence::default()).unwrap_or_else(|error| panic!("{mode:?}, crash at sync {sync}: {error}"));
+            assert_eq!(store.applied_revision(), 1);
+            apply(&store, WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })).unwrap();
+        }
+    }
+}
