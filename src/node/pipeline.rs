@@ -713,6 +713,8 @@ pub fn spawn_lock_watch(shared: &Arc<Shared>, log: &TermLog, interval: Duration)
 
 /// How often the checkpointer looks whether a checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+/// After a failed checkpoint, the wait before the next attempt.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(30);
 
 /// The checkpoint task's handle on the bucket.
 #[derive(Clone)]
@@ -802,11 +804,15 @@ async fn checkpointer(shared: std::sync::Weak<Shared>, checkpoints: Checkpoints,
     let Some(clock) = shared.upgrade().map(|shared| shared.env.clock.clone()) else { return };
     let mut last_index = shared.upgrade().map_or(0, |shared| shared.store.applied_index());
     let mut last_at = clock.monotonic();
+    let mut failed_at: Option<Duration> = None;
     loop {
         clock.sleep(CHECKPOINT_POLL).await;
         let Some(node) = shared.upgrade() else { return };
         if node.failed().is_some() || node.jobs.lock().expect("jobs lock").is_none() {
             return;
+        }
+        if failed_at.is_some_and(|at| clock.monotonic().saturating_sub(at) < CHECKPOINT_RETRY) {
+            continue;
         }
         let applied = node.store.applied_index();
         let by_count = entries > 0 && applied.saturating_sub(last_index) >= entries;
@@ -816,8 +822,14 @@ async fn checkpointer(shared: std::sync::Weak<Shared>, checkpoints: Checkpoints,
             continue;
         }
         match take_checkpoint(&node, &checkpoints).await {
-            Ok(report) => last_index = report.index,
-            Err(error) => tracing::warn!(%error, newest, "checkpoint: failed; will try again"),
+            Ok(report) => {
+                last_index = report.index;
+                failed_at = None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, newest, "checkpoint: failed; will try again in 30 s");
+                failed_at = Some(clock.monotonic());
+            }
         }
         last_at = clock.monotonic();
     }
