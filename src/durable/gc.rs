@@ -84,22 +84,25 @@ pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u
     }
     let mut wal = Vec::new();
     for (term, seqs) in wal_objects(store.as_ref()).await? {
-        let Some(&highest) = seqs.last() else { continue };
-        let mut keep = seqs.first().copied().unwrap_or(highest);
-        for &seq in seqs.range(..highest) {
-            // Only the dense run: objects past a gap are not history.
-            if seq != keep {
-                break;
-            }
-            let name = layout::wal_object(term, seq);
+        let (Some(&lowest), Some(&highest)) = (seqs.first(), seqs.last()) else { continue };
+        // The candidates: the dense run from the lowest seq, short of the highest object.
+        // Within it, "all records at or below the checkpoint" holds for a prefix (indexes
+        // grow with seq; a seal only ends a term): a binary search finds where it stops.
+        let end = (lowest..highest).find(|seq| !seqs.contains(seq)).unwrap_or(highest);
+        let (mut low, mut high) = (lowest, end);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let name = layout::wal_object(term, middle);
             let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
             let (seal, _, _, first, count) = decode_wal_header(&name, &header)?;
-            if seal || count == 0 || first + count - 1 > below.index {
-                break;
+            if !seal && count > 0 && first + count - 1 <= below.index {
+                low = middle + 1;
+            } else {
+                high = middle;
             }
-            keep = seq + 1;
         }
-        if keep > seqs.first().copied().unwrap_or(keep) {
+        let keep = low;
+        if keep > lowest {
             raise_floor(store.as_ref(), term, keep).await?;
         }
         let floor = super::bucket::first_seq(store.as_ref(), term).await?;
