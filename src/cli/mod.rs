@@ -320,16 +320,9 @@ pub fn main() -> i32 {
 }
 
 async fn restore_checkpoint(args: RestoreArgs) -> i32 {
-    let store = match args.bucket.object_store() {
-        Ok(Some(store)) => store,
-        Ok(None) => {
-            eprintln!("t4 restore checkpoint: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
-            return 2;
-        }
-        Err(error) => {
-            eprintln!("t4 restore checkpoint: {error}");
-            return 2;
-        }
+    let store = match required_bucket(&args.bucket, "t4 restore checkpoint") {
+        Ok(store) => store,
+        Err(code) => return code,
     };
     match crate::durable::inspect::restore_checkpoint(&store, &args.data_dir, args.checkpoint).await {
         Ok(manifest) => {
@@ -368,16 +361,9 @@ async fn inspect(args: InspectArgs) -> i32 {
             let dir = dir.clone();
             crate::env::blocking(move || crate::durable::inspect::open_data_dir(&dir)).await
         }
-        None => match args.bucket.object_store() {
-            Ok(Some(store)) => crate::durable::inspect::open_bucket(&store).await,
-            Ok(None) => {
-                eprintln!("t4 inspect: name a data directory (--data-dir) or a bucket (--s3-bucket ... or --object-dir)");
-                return 2;
-            }
-            Err(error) => {
-                eprintln!("t4 inspect: {error}");
-                return 2;
-            }
+        None => match required_bucket(&args.bucket, "t4 inspect (without --data-dir)") {
+            Ok(store) => crate::durable::inspect::open_bucket(&store).await,
+            Err(code) => return code,
         },
     };
     let inspected = match opened {
@@ -426,17 +412,26 @@ async fn inspect(args: InspectArgs) -> i32 {
     }
 }
 
-async fn gc(args: GcArgs) -> i32 {
-    let store = match args.bucket.object_store() {
-        Ok(Some(store)) => store,
+/// The bucket the flags name, for the commands that need one; else the message and the exit
+/// code (2).
+fn required_bucket(args: &BucketArgs, command: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, i32> {
+    match args.object_store() {
+        Ok(Some(store)) => Ok(store),
         Ok(None) => {
-            eprintln!("t4 gc: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
-            return 2;
+            eprintln!("{command}: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
+            Err(2)
         }
         Err(error) => {
-            eprintln!("t4 gc: {error}");
-            return 2;
+            eprintln!("{command}: {error}");
+            Err(2)
         }
+    }
+}
+
+async fn gc(args: GcArgs) -> i32 {
+    let store = match required_bucket(&args.bucket, "t4 gc") {
+        Ok(store) => store,
+        Err(code) => return code,
     };
     match crate::durable::gc::collect(&store, args.checkpoint_retain as usize, None).await {
         Ok(report) => {
@@ -457,16 +452,9 @@ async fn gc(args: GcArgs) -> i32 {
 }
 
 async fn status(args: BucketArgs) -> i32 {
-    let store = match args.object_store() {
-        Ok(Some(store)) => store,
-        Ok(None) => {
-            eprintln!("t4 status: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
-            return 2;
-        }
-        Err(error) => {
-            eprintln!("t4 status: {error}");
-            return 2;
-        }
+    let store = match required_bucket(&args, "t4 status") {
+        Ok(store) => store,
+        Err(code) => return code,
     };
     match crate::durable::status::status(store.as_ref()).await {
         Ok(status) => {

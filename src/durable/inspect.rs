@@ -125,13 +125,14 @@ impl Inspected {
         }
     }
 
-    fn at(&self, revision: Option<i64>) -> i64 {
-        revision.unwrap_or_else(|| self.store.applied_revision())
+    /// Everything replayed is visible: nothing here waits for a WAL fsync.
+    fn visible(&self) -> i64 {
+        self.store.applied_revision()
     }
 
     pub fn get(&self, key: &[u8], revision: Option<i64>) -> Result<Option<KeyValue>> {
         let request = RangeRequest { key: key.to_vec(), revision: revision.unwrap_or(0), ..Default::default() };
-        Ok(self.store.range(&request, self.at(None))?.kvs.into_iter().next())
+        Ok(self.store.range(&request, self.visible())?.kvs.into_iter().next())
     }
 
     /// Keys starting with `prefix` (every key when empty), at most `limit`.
@@ -139,7 +140,7 @@ impl Inspected {
         let range_end = if prefix.is_empty() { vec![0] } else { prefix_end(prefix) };
         let key = if prefix.is_empty() { vec![0] } else { prefix.to_vec() };
         let request = RangeRequest { key, range_end, revision: revision.unwrap_or(0), limit, ..Default::default() };
-        let response = self.store.range(&request, self.at(None))?;
+        let response = self.store.range(&request, self.visible())?;
         Ok((response.kvs, response.count))
     }
 
