@@ -81,24 +81,36 @@ pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Strin
     }
 }
 
-/// The seqs of every WAL object in the bucket that is part of its term's log, by term:
-/// those at or above the term's floor (GC's mark; objects below it are garbage being
-/// removed), or every one when the term has no floor.
-pub async fn wal_objects(store: &dyn ObjectStore) -> Result<BTreeMap<u64, BTreeSet<u64>>> {
-    let mut terms: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+/// One term's WAL objects as listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TermObjects {
+    /// Where the term's log starts: the floor GC raised, or 1.
+    pub floor: u64,
+    /// Seqs at or above the floor: the term's log and anything past its end.
+    pub seqs: BTreeSet<u64>,
+    /// Seqs below the floor: garbage a collection cut short left behind.
+    pub below_floor: Vec<u64>,
+}
+
+/// Every term's WAL objects, by term, from one listing (and one read per floor).
+pub async fn wal_objects(store: &dyn ObjectStore) -> Result<BTreeMap<u64, TermObjects>> {
+    let mut terms: BTreeMap<u64, TermObjects> = BTreeMap::new();
     let mut floored = Vec::new();
     for key in list_all(store, layout::WAL_DIR).await? {
         if let Some((term, seq)) = layout::parse_wal_object(&key) {
-            terms.entry(term).or_default().insert(seq);
+            terms.entry(term).or_default().seqs.insert(seq);
         } else if let Some(term) = layout::parse_wal_floor(&key) {
             floored.push(term);
         }
     }
+    for objects in terms.values_mut() {
+        objects.floor = 1;
+    }
     for term in floored {
-        if let Some((floor, _)) = read_floor(store, term).await? {
-            if let Some(seqs) = terms.get_mut(&term) {
-                seqs.retain(|seq| *seq >= floor);
-            }
+        if let (Some((floor, _)), Some(objects)) = (read_floor(store, term).await?, terms.get_mut(&term)) {
+            objects.floor = floor;
+            objects.below_floor = objects.seqs.range(..floor).copied().collect();
+            objects.seqs.retain(|seq| *seq >= floor);
         }
     }
     Ok(terms)
@@ -112,11 +124,6 @@ pub async fn read_floor(store: &dyn ObjectStore, term: u64) -> Result<Option<(u6
         Err(ObjectError::NotFound(_)) => Ok(None),
         Err(error) => Err(object_error(&format!("read {name}"), error)),
     }
-}
-
-/// The first seq of a term's log: its floor, or 1.
-pub async fn first_seq(store: &dyn ObjectStore, term: u64) -> Result<u64> {
-    Ok(read_floor(store, term).await?.map_or(1, |(floor, _)| floor))
 }
 
 /// How one term's log ends.
@@ -148,10 +155,9 @@ pub async fn read_log(store: &dyn ObjectStore, after_index: u64, seal_below: Opt
     let objects = wal_objects(store).await?;
     let mut log = BucketLog::default();
     let mut next_index: Option<u64> = None;
-    for (term, seqs) in objects {
+    for (term, TermObjects { floor: base, seqs, .. }) in objects {
         // Where the term ends is settled first (sealing it if asked: seal first, read after,
         // or a writer still running could stay ahead of the reader forever) ...
-        let base = first_seq(store, term).await?;
         let (end, sealed) = term_end(store, term, base, &seqs, seal_below).await?;
         // ... then its objects are read, several at a time, and checked in order (from the
         // floor GC left, if any: the index check below still catches anything missing).

@@ -267,11 +267,13 @@ pub struct CheckpointReport {
 /// Writes a checkpoint of `snapshot` (whose every record must already be in the bucket's
 /// log). Chunks already in the bucket are not sent again. `previous` is the newest complete
 /// checkpoint in the bucket, if any: its chunks are kept as they are (see the module docs).
+/// `present` is a listing of the chunks in the bucket.
 pub async fn write(
     store: &Arc<dyn ObjectStore>,
     snapshot: Arc<Snapshot>,
     term: u64,
     clock: &Arc<dyn Clock>,
+    present: &BTreeSet<String>,
     previous: Option<Manifest>,
 ) -> Result<CheckpointReport> {
     let started = clock.monotonic();
@@ -283,7 +285,6 @@ pub async fn write(
         report.existed = true;
         return Ok(report);
     }
-    let present: BTreeSet<String> = list_all(store.as_ref(), layout::CHUNK_DIR).await?.into_iter().collect();
     let counted = snapshot.clone();
     let live = crate::env::blocking(move || counted.entry_count()).await?;
     let mut chunker = Chunker::default();

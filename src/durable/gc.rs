@@ -13,14 +13,14 @@
 //! is safe whoever does it; a node collects only while it holds the term, and `t4 gc` takes
 //! a term first, so two collectors do not race over the same objects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::stream::{StreamExt, TryStreamExt};
 
 use bytes::Bytes;
 
-use super::bucket::{list_all, object_error, read_floor, read_lock, wal_objects};
+use super::bucket::{list_all, object_error, read_floor, read_lock, wal_objects, TermObjects};
 use super::checkpoint::{self, Manifest};
 use super::format::{decode_wal_header, encode_floor, WAL_HEADER_LEN};
 use crate::env::{Condition, ObjectError, ObjectStore};
@@ -76,14 +76,9 @@ pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u
     let referenced: BTreeSet<String> = kept.iter().flat_map(|(manifest, _)| manifest.chunks.iter().map(|chunk| chunk.name())).collect();
     report.chunks_deleted = delete_all(store, chunks.difference(&referenced).cloned().collect()).await?;
     // Each term: raise its floor to the first object to keep, then delete everything below.
-    let mut present: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
-    for key in list_all(store.as_ref(), layout::WAL_DIR).await? {
-        if let Some((term, seq)) = layout::parse_wal_object(&key) {
-            present.entry(term).or_default().insert(seq);
-        }
-    }
     let mut wal = Vec::new();
-    for (term, seqs) in wal_objects(store.as_ref()).await? {
+    for (term, TermObjects { floor, seqs, below_floor }) in wal_objects(store.as_ref()).await? {
+        let mut garbage = below_floor;
         let (Some(&lowest), Some(&highest)) = (seqs.first(), seqs.last()) else { continue };
         // The candidates: the dense run from the lowest seq, short of the highest object.
         // Within it, "all records at or below the checkpoint" holds for a prefix (indexes
@@ -101,29 +96,26 @@ pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u
                 high = middle;
             }
         }
-        let keep = low;
-        if keep > lowest {
-            raise_floor(store.as_ref(), term, keep).await?;
-        }
-        let floor = super::bucket::first_seq(store.as_ref(), term).await?;
-        let garbage = present.get(&term).map(|all| all.range(..floor).copied().collect::<Vec<_>>()).unwrap_or_default();
+        let floor = if low > lowest { raise_floor(store.as_ref(), term, low).await? } else { floor };
+        garbage.extend(seqs.range(..floor));
         wal.extend(garbage.into_iter().map(|seq| layout::wal_object(term, seq)));
     }
     report.wal_objects_deleted = delete_all(store, wal).await?;
     Ok(report)
 }
 
-/// Moves `term`'s floor up to `seq` (never down), by compare-and-swap.
-async fn raise_floor(store: &dyn ObjectStore, term: u64, seq: u64) -> Result<()> {
+/// Moves `term`'s floor up to `seq` (never down), by compare-and-swap. Returns the floor
+/// now in place (higher than `seq` if another collector got further).
+async fn raise_floor(store: &dyn ObjectStore, term: u64, seq: u64) -> Result<u64> {
     let name = layout::wal_floor(term);
     loop {
         let condition = match read_floor(store, term).await? {
-            Some((floor, _)) if floor >= seq => return Ok(()),
+            Some((floor, _)) if floor >= seq => return Ok(floor),
             Some((_, etag)) => Condition::IfMatch(etag),
             None => Condition::IfNoneMatch,
         };
         match store.put(&name, Bytes::from(encode_floor(term, seq)), condition).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(seq),
             Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => continue,
             Err(error) => return Err(object_error(&format!("write {name}"), error)),
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::bucket::{read_lock, wal_objects};
+use super::bucket::{read_lock, wal_objects, TermObjects};
 use super::format::{decode_wal_header, LockRecord, WAL_HEADER_LEN};
 use crate::env::ObjectStore;
 use crate::error::Result;
@@ -12,7 +12,7 @@ use crate::object::layout;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TermStatus {
     pub term: u64,
-    /// The lowest seq left (GC removes the low end of a term below a checkpoint).
+    /// Where the term's log starts: the floor GC raised below a checkpoint, or 1.
     pub first_seq: u64,
     /// Batch objects in the dense run from `first_seq`.
     pub objects: u64,
@@ -37,8 +37,7 @@ pub struct Status {
 pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
     let lock = read_lock(store).await?.map(|(lock, _)| lock);
     let mut terms = Vec::new();
-    for (term, seqs) in wal_objects(store).await? {
-        let first_seq = seqs.first().copied().unwrap_or(1);
+    for (term, TermObjects { floor: first_seq, seqs, .. }) in wal_objects(store).await? {
         let mut status = TermStatus { term, first_seq, objects: 0, indexes: None, sealed_at: None, stray: 0 };
         let mut seq = first_seq;
         while seqs.contains(&seq) {

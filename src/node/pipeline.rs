@@ -749,12 +749,13 @@ pub async fn take_checkpoint(shared: &Arc<Shared>, checkpoints: &Checkpoints) ->
         }
     }
     let clock = shared.env.clock.clone();
-    let chunks = crate::durable::bucket::list_all(checkpoints.bucket.as_ref(), crate::object::layout::CHUNK_DIR).await?;
-    let previous = crate::durable::checkpoint::complete(checkpoints.bucket.as_ref(), &chunks.into_iter().collect())
+    let chunks =
+        crate::durable::bucket::list_all(checkpoints.bucket.as_ref(), crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
+    let previous = crate::durable::checkpoint::complete(checkpoints.bucket.as_ref(), &chunks)
         .await?
         .into_iter()
         .find(|manifest| manifest.position.revision <= snapshot.position.revision);
-    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock, previous).await;
+    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock, &chunks, previous).await;
     let stats = &shared.stats;
     let report = match outcome {
         Ok(report) => report,
