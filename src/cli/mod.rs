@@ -231,23 +231,22 @@ struct BucketArgs {
 
 impl BucketArgs {
     /// The object store the flags name, or `None` for local disk only.
-    fn object_store(&self) -> Result<Option<std::sync::Arc<dyn crate::env::ObjectStore>>, String> {
+    async fn object_store(&self) -> Result<Option<std::sync::Arc<dyn crate::env::ObjectStore>>, String> {
         if let Some(dir) = &self.object_dir {
             let store = crate::object::FsObjectStore::new(dir).map_err(|error| format!("--object-dir {}: {error}", dir.display()))?;
             return Ok(Some(std::sync::Arc::new(store)));
         }
         let Some(bucket) = &self.s3_bucket else { return Ok(None) };
-        self.s3_store(bucket).map(Some)
+        self.s3_store(bucket).await.map(Some)
     }
 
     #[cfg(feature = "s3")]
-    fn s3_store(&self, bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
-        let credentials = crate::object::credentials::resolve(
-            (self.s3_access_key_id.clone(), self.s3_secret_access_key.clone()),
-            self.s3_profile.as_deref(),
-            &crate::object::credentials::ProcessSources,
+    async fn s3_store(&self, bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
+        let credentials = crate::object::S3Credentials::from_flags(
+            self.s3_access_key_id.clone(),
+            self.s3_secret_access_key.clone(),
+            self.s3_profile.clone(),
         )?;
-        tracing::debug!(source = %credentials.source, "s3 credentials");
         let ca_certificate_pem = match &self.s3_ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|error| format!("--s3-ca-file {}: {error}", path.display()))?),
             None => None,
@@ -257,17 +256,15 @@ impl BucketArgs {
             region: self.s3_region.clone(),
             bucket: bucket.to_string(),
             prefix: self.s3_prefix.clone(),
-            access_key_id: credentials.access_key_id,
-            secret_access_key: credentials.secret_access_key,
-            session_token: credentials.session_token,
+            credentials,
             ca_certificate_pem,
         };
-        let store = crate::object::S3ObjectStore::new(config).map_err(|error| format!("--s3-ca-file: {error}"))?;
+        let store = crate::object::S3ObjectStore::connect(config).await.map_err(|error| error.to_string())?;
         Ok(std::sync::Arc::new(store))
     }
 
     #[cfg(not(feature = "s3"))]
-    fn s3_store(&self, _bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
+    async fn s3_store(&self, _bucket: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, String> {
         Err("this t4 was built without the `s3` feature".into())
     }
 }
@@ -320,7 +317,7 @@ pub fn main() -> i32 {
 }
 
 async fn restore_checkpoint(args: RestoreArgs) -> i32 {
-    let store = match required_bucket(&args.bucket, "t4 restore checkpoint") {
+    let store = match required_bucket(&args.bucket, "t4 restore checkpoint").await {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -361,7 +358,7 @@ async fn inspect(args: InspectArgs) -> i32 {
             let dir = dir.clone();
             crate::env::blocking(move || crate::durable::inspect::open_data_dir(&dir)).await
         }
-        None => match required_bucket(&args.bucket, "t4 inspect (without --data-dir)") {
+        None => match required_bucket(&args.bucket, "t4 inspect (without --data-dir)").await {
             Ok(store) => crate::durable::inspect::open_bucket(&store).await,
             Err(code) => return code,
         },
@@ -414,8 +411,8 @@ async fn inspect(args: InspectArgs) -> i32 {
 
 /// The bucket the flags name, for the commands that need one; else the message and the exit
 /// code (2).
-fn required_bucket(args: &BucketArgs, command: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, i32> {
-    match args.object_store() {
+async fn required_bucket(args: &BucketArgs, command: &str) -> Result<std::sync::Arc<dyn crate::env::ObjectStore>, i32> {
+    match args.object_store().await {
         Ok(Some(store)) => Ok(store),
         Ok(None) => {
             eprintln!("{command}: name a bucket (--s3-bucket ...) or a directory (--object-dir)");
@@ -429,7 +426,7 @@ fn required_bucket(args: &BucketArgs, command: &str) -> Result<std::sync::Arc<dy
 }
 
 async fn gc(args: GcArgs) -> i32 {
-    let store = match required_bucket(&args.bucket, "t4 gc") {
+    let store = match required_bucket(&args.bucket, "t4 gc").await {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -452,7 +449,7 @@ async fn gc(args: GcArgs) -> i32 {
 }
 
 async fn status(args: BucketArgs) -> i32 {
-    let store = match required_bucket(&args, "t4 status") {
+    let store = match required_bucket(&args, "t4 status").await {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -496,7 +493,7 @@ async fn run(args: RunArgs) -> i32 {
     node.request_bytes_max = args.max_request_bytes;
     node.txn_ops_max = args.max_txn_ops;
     node.wal_segment_bytes_max = args.log.segment_max_size_mb << 20;
-    match args.bucket.object_store() {
+    match args.bucket.object_store().await {
         Ok(None) => {}
         Ok(Some(store)) => {
             let node_name = format!("{}@{}", args.name, args.listen);

@@ -15,6 +15,7 @@ mod retry;
 #[cfg(feature = "s3")]
 mod s3;
 
+pub use credentials::S3Credentials;
 #[cfg(not(madsim))]
 pub use fs::FsObjectStore;
 pub use mem::MemObjectStore;

@@ -6,12 +6,13 @@
 //! caller resolves it by reading back (DESIGN §2). Keys are stored under `prefix`.
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use super::credentials::{self, S3Credentials};
 use crate::env::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome};
 
 /// The SDK's TLS layer panics on a certificate it cannot parse; refuse one up front.
@@ -39,10 +40,7 @@ pub struct S3Config {
     pub bucket: String,
     /// Prepended to every key (`t4/` style); may be empty.
     pub prefix: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    /// For temporary credentials (`AWS_SESSION_TOKEN`, `aws_session_token`).
-    pub session_token: Option<String>,
+    pub credentials: S3Credentials,
     /// An extra CA certificate (PEM) to trust for an `https://` endpoint, besides the
     /// system's roots: for an s4 with a private certificate.
     pub ca_certificate_pem: Option<Vec<u8>>,
@@ -56,9 +54,9 @@ pub struct S3ObjectStore {
 }
 
 impl S3ObjectStore {
-    /// Fails only on a `ca_certificate_pem` that holds no valid certificate.
-    pub fn new(config: S3Config) -> Result<Self, ObjectError> {
-        let credentials = Credentials::new(config.access_key_id, config.secret_access_key, config.session_token, None, "t4");
+    /// Fails on a `ca_certificate_pem` that holds no valid certificate, and when the
+    /// credential chain finds no credentials (it is asked once here).
+    pub async fn connect(config: S3Config) -> Result<Self, ObjectError> {
         let plain_http = config.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"));
         let http_client = if plain_http {
             aws_smithy_http_client::Builder::new().build_http()
@@ -76,9 +74,11 @@ impl S3ObjectStore {
                 .tls_context(context)
                 .build_https()
         };
+        let region = Region::new(config.region);
+        let credentials = credentials::provider(config.credentials, region.clone(), http_client.clone()).await?;
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.region))
+            .region(region)
             .credentials_provider(credentials)
             .http_client(http_client)
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())

@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::s4_clients::{S4Process, ACCESS, SECRET};
 
-const BUCKET: &str = "t4-durable";
+pub(crate) const BUCKET: &str = "t4-durable";
 
 struct T4 {
     child: Child,
@@ -70,23 +70,21 @@ impl Drop for T4 {
     }
 }
 
-fn bucket_store(s4: &S4Process, prefix: &str) -> t4::object::S3ObjectStore {
+async fn bucket_store(s4: &S4Process, prefix: &str) -> t4::object::S3ObjectStore {
     let config = t4::object::S3Config {
         endpoint: Some(s4.endpoint.clone()),
         region: "us-east-1".into(),
         bucket: BUCKET.into(),
         prefix: prefix.into(),
-        access_key_id: ACCESS.into(),
-        secret_access_key: SECRET.into(),
-        session_token: None,
+        credentials: t4::object::S3Credentials::keys(ACCESS, SECRET),
         ca_certificate_pem: None,
     };
-    t4::object::S3ObjectStore::new(config).unwrap()
+    t4::object::S3ObjectStore::connect(config).await.unwrap()
 }
 
-async fn s4_with_bucket() -> S4Process {
+pub(crate) async fn s4_with_bucket() -> S4Process {
     let s4 = S4Process::start().await;
-    bucket_store(&s4, "").client().create_bucket().bucket(BUCKET).send().await.unwrap();
+    bucket_store(&s4, "").await.client().create_bucket().bucket(BUCKET).send().await.unwrap();
     s4
 }
 
@@ -162,7 +160,7 @@ async fn t4_on_s4_loses_its_disk_under_load_and_gets_every_acknowledged_write_ba
     }
     assert!(acked.len() >= 100_000);
     std::fs::remove_dir_all(data.path()).unwrap();
-    let status = t4::durable::status::status(&bucket_store(&s4, "node/")).await.unwrap();
+    let status = t4::durable::status::status(&bucket_store(&s4, "node/").await).await.unwrap();
     let newest = status.checkpoints.iter().rev().find(|(_, complete)| *complete).expect("a complete checkpoint").0.position;
     assert!(newest.index >= 30_000, "{newest:?}");
     assert!(status.terms[0].first_seq > 1, "GC removed the log below the checkpoint: {:?}", status.terms[0]);
@@ -518,7 +516,7 @@ async fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
     };
     let missing = t4("nope").output().unwrap();
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("profile \"nope\" is not in"), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no S3 credentials from profile \"nope\""), "{missing:?}");
     let mut node = t4("s4").spawn().unwrap();
     assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await);
     let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap();

@@ -2,6 +2,7 @@
 
 mod bucket_process;
 mod crash_binary;
+mod credentials_chain;
 mod differential;
 mod etcd_process;
 mod etcdctl;

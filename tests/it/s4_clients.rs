@@ -168,15 +168,13 @@ async fn t4s_s3_object_store_passes_the_conformance_suite_against_the_s4_binary(
         region: "us-east-1".into(),
         bucket: "t4-conformance".into(),
         prefix: prefix.into(),
-        access_key_id: ACCESS.into(),
-        secret_access_key: SECRET.into(),
-        session_token: None,
+        credentials: t4::object::S3Credentials::keys(ACCESS, SECRET),
         ca_certificate_pem: None,
     };
-    let store = t4::object::S3ObjectStore::new(config("")).unwrap();
+    let store = t4::object::S3ObjectStore::connect(config("")).await.unwrap();
     store.client().create_bucket().bucket("t4-conformance").send().await.unwrap();
     t4::object::conformance::run(&store, "suite/").await;
-    let prefixed = t4::object::S3ObjectStore::new(config("cluster-b/")).unwrap();
+    let prefixed = t4::object::S3ObjectStore::connect(config("cluster-b/")).await.unwrap();
     t4::object::conformance::run(&prefixed, "suite/").await;
 }
 

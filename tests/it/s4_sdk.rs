@@ -103,7 +103,7 @@ async fn t4s_s3_object_store_passes_the_conformance_suite_against_s4() {
     let server = server().await;
     client(&server).create_bucket().bucket("t4-bucket").send().await.unwrap();
     for prefix in ["", "cluster-a/"] {
-        let store = S3ObjectStore::new(store_config(&server, prefix, None)).unwrap();
+        let store = S3ObjectStore::connect(store_config(&server, prefix, None)).await.unwrap();
         t4::object::conformance::run(&store, "conformance/").await;
     }
 }
@@ -114,9 +114,7 @@ fn store_config(server: &Server, prefix: &str, ca_certificate_pem: Option<&str>)
         region: "us-east-1".into(),
         bucket: "t4-bucket".into(),
         prefix: prefix.into(),
-        access_key_id: ACCESS.into(),
-        secret_access_key: SECRET.into(),
-        session_token: None,
+        credentials: t4::object::S3Credentials::keys(ACCESS, SECRET),
         ca_certificate_pem: ca_certificate_pem.map(|pem| pem.as_bytes().to_vec()),
     }
 }
@@ -127,12 +125,12 @@ async fn over_https_t4s_store_passes_the_conformance_suite_and_untrusted_clients
     let identity = pki.server();
     let tls = t4::tls::TlsAcceptor::from_pem_files(&identity.cert, &identity.key, None, &[b"h2", b"http/1.1"]).unwrap();
     let server = server_with(Some(tls)).await;
-    let trusted = S3ObjectStore::new(store_config(&server, "", Some(&pki.ca_pem))).unwrap();
+    let trusted = S3ObjectStore::connect(store_config(&server, "", Some(&pki.ca_pem))).await.unwrap();
     trusted.client().create_bucket().bucket("t4-bucket").send().await.unwrap();
     t4::object::conformance::run(&trusted, "tls/").await;
 
     // The system roots alone do not trust a private CA; plain HTTP gets no S3 answer.
-    let untrusted = S3ObjectStore::new(store_config(&server, "", None)).unwrap();
+    let untrusted = S3ObjectStore::connect(store_config(&server, "", None)).await.unwrap();
     let refused = untrusted.get("tls/anything").await.expect_err("an untrusted certificate must not connect");
     assert!(!matches!(refused, t4::env::ObjectError::NotFound(_)), "{refused:?}");
     let plain = client_with(&server.endpoint.replace("https://", "http://"), SECRET, None);
@@ -140,7 +138,9 @@ async fn over_https_t4s_store_passes_the_conformance_suite_and_untrusted_clients
     // The server keeps serving after both.
     t4::object::conformance::run(&trusted, "tls-again/").await;
 
-    let bad = S3ObjectStore::new(store_config(&server, "", Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")));
+    let bad =
+        S3ObjectStore::connect(store_config(&server, "", Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")))
+            .await;
     assert!(bad.is_err(), "a CA that does not parse is refused when the store is built");
 }
 
