@@ -209,9 +209,9 @@ struct BucketArgs {
     /// Static secret key.
     #[arg(long, env = "T4_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
-    /// A profile of the shared credentials file (~/.aws/credentials or
-    /// AWS_SHARED_CREDENTIALS_FILE). Without keys or a profile: AWS_ACCESS_KEY_ID /
-    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then AWS_PROFILE or `default`.
+    /// Use only this profile of ~/.aws/config and ~/.aws/credentials (keys, role_arn,
+    /// credential_process, SSO, web identity). Without keys or a profile: the AWS credential
+    /// chain (environment, AWS_PROFILE or `default`, web identity, container, EC2 metadata).
     #[arg(long, env = "T4_S3_PROFILE")]
     s3_profile: Option<String>,
     /// An extra CA certificate (PEM) to trust for an https:// endpoint (an s4 with a
