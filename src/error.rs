@@ -22,6 +22,8 @@ pub enum ErrorKind {
     DuplicateKey,
     /// The key or lease the request depends on does not exist.
     NotFound,
+    /// What the request would create exists already (a lease id).
+    AlreadyExists,
     /// The node is closed (or closing).
     Closed,
     /// The node's storage failed; it stopped acknowledging writes and must be reopened.
@@ -54,6 +56,10 @@ pub enum Error {
     LeaseProvided,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("t4: invalid argument: {0}")]
     InvalidArgument(String),
     #[error("t4: node is closed")]
@@ -71,8 +77,10 @@ impl Error {
             | Error::RequestTooLarge
             | Error::ValueProvided
             | Error::LeaseProvided
+            | Error::LeaseTtlTooLarge
             | Error::InvalidSortOption
             | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::LeaseExists => ErrorKind::AlreadyExists,
             Error::TooManyOps => ErrorKind::TooManyOps,
             Error::DuplicateKey => ErrorKind::DuplicateKey,
             Error::Compacted { .. } => ErrorKind::Compacted,

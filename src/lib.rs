@@ -30,5 +30,5 @@ pub mod watch;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
-pub use node::Node;
+pub use node::{LeaseStatus, Node};
 pub use t4_proto as proto;

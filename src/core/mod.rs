@@ -7,8 +7,9 @@
 
 use t4_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse,
-    HashKvRequest, HashKvResponse, Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    StatusResponse, TxnRequest, TxnResponse,
+    HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member,
+    MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 
 use crate::error::Result;
@@ -116,6 +117,41 @@ impl EtcdCore {
         let mut response = self.node.compact(request.revision).await?;
         self.fill(&mut response.header);
         Ok(response)
+    }
+
+    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        let mut response = self.node.lease_grant(request).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let mut response = self.node.lease_revoke(request.id).await?;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    /// TTL 0 for a lease that does not exist, as etcd answers (not an error).
+    pub fn lease_keep_alive(&self, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+        let ttl = self.node.lease_keep_alive(request.id)?;
+        Ok(LeaseKeepAliveResponse { header: self.header(self.node.current_revision()), id: request.id, ttl })
+    }
+
+    /// TTL -1 for a lease that does not exist, as etcd answers (not an error).
+    pub async fn lease_time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
+        let status = self.node.lease_time_to_live(request.id, request.keys).await?;
+        let header = self.header(self.node.current_revision());
+        Ok(match status {
+            Some(status) => {
+                LeaseTimeToLiveResponse { header, id: request.id, ttl: status.remaining, granted_ttl: status.granted, keys: status.keys }
+            }
+            None => LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+        })
+    }
+
+    pub fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
+        let leases = self.node.leases()?.into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(LeaseLeasesResponse { header: self.header(self.node.current_revision()), leases })
     }
 
     pub async fn status(&self) -> Result<StatusResponse> {

@@ -89,6 +89,8 @@ pub struct Manifest {
     pub live_entries: u64,
     pub bytes: u64,
     pub chunks: Vec<ChunkRef>,
+    /// The leases at this position: (id, granted TTL in seconds).
+    pub leases: Vec<(i64, i64)>,
 }
 
 impl Manifest {
@@ -114,6 +116,11 @@ impl Manifest {
             out.extend_from_slice(&chunk.bytes.to_le_bytes());
             out.extend_from_slice(&chunk.entries.to_le_bytes());
         }
+        out.extend_from_slice(&(self.leases.len() as u32).to_le_bytes());
+        for (id, ttl) in &self.leases {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&ttl.to_le_bytes());
+        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -134,9 +141,26 @@ impl Manifest {
             return Err(corrupt(&format!("manifest format {} is not {FORMAT_VERSION}", u32_at(8))));
         }
         let count = u32_at(MANIFEST_FIXED_BYTES - 4) as usize;
-        if body.len() != MANIFEST_FIXED_BYTES + count * MANIFEST_CHUNK_BYTES {
-            return Err(corrupt("chunk list length does not match its count"));
-        }
+        let leases_at = MANIFEST_FIXED_BYTES.saturating_add(count.saturating_mul(MANIFEST_CHUNK_BYTES));
+        // The lease list follows the chunks (manifests written before leases existed end
+        // with the chunks: no leases).
+        let leases = if body.len() == leases_at {
+            Vec::new()
+        } else {
+            if body.len() < leases_at + 4 {
+                return Err(corrupt("chunk list length does not match its count"));
+            }
+            let lease_count = u32_at(leases_at) as usize;
+            if body.len() != leases_at + 4 + lease_count.saturating_mul(16) {
+                return Err(corrupt("lease list length does not match its count"));
+            }
+            (0..lease_count)
+                .map(|index| {
+                    let at = leases_at + 4 + index * 16;
+                    (u64_at(at) as i64, u64_at(at + 8) as i64)
+                })
+                .collect()
+        };
         let chunks = (0..count)
             .map(|index| {
                 let at = MANIFEST_FIXED_BYTES + index * MANIFEST_CHUNK_BYTES;
@@ -151,6 +175,7 @@ impl Manifest {
             live_entries: u64_at(60),
             bytes: u64_at(68),
             chunks,
+            leases,
         })
     }
 }
@@ -288,7 +313,10 @@ pub async fn write(
     let counted = snapshot.clone();
     let live = crate::env::blocking(move || counted.entry_count()).await?;
     let mut chunker = Chunker::default();
-    let mut manifest = Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, live_entries: live, bytes: 0, chunks: Vec::new() };
+    let leased = snapshot.clone();
+    let leases = crate::env::blocking(move || leased.leases()).await?;
+    let mut manifest =
+        Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, live_entries: live, bytes: 0, chunks: Vec::new(), leases };
     let mut cursor = None;
     let kept = previous.filter(|previous| {
         previous.position.revision <= position.revision
@@ -416,14 +444,14 @@ pub async fn restore(store: &Arc<dyn ObjectStore>, manifest: &Manifest, target: 
         }
     });
     let objects: Vec<(ChunkRef, Bytes)> = futures::stream::iter(reads).buffered(TRANSFERS_IN_FLIGHT).try_collect().await?;
-    let (position, target) = (manifest.position, target.clone());
+    let (position, target, leases) = (manifest.position, target.clone(), manifest.leases.clone());
     let compact = manifest.entries != manifest.live_entries;
     crate::env::blocking(move || {
         let mut entries = objects.iter().flat_map(|(reference, object)| match decode_chunk(reference, object) {
             Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(error) => vec![Err(error)],
         });
-        target.restore(position, &mut entries, compact)
+        target.restore(position, &mut entries, compact, &leases)
     })
     .await
 }
@@ -483,6 +511,7 @@ mod tests {
             live_entries: 9,
             bytes: payload.len() as u64,
             chunks: vec![chunk.reference.clone(), chunk.reference],
+            leases: vec![(7, 60), (-3, 2)],
         };
         let bytes = manifest.encode();
         assert_eq!(Manifest::decode("m", &bytes).unwrap(), manifest);

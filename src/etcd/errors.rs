@@ -17,8 +17,9 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         | Error::LeaseProvided
         | Error::InvalidSortOption
         | Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::Compacted { .. } | Error::FutureRevision => Code::OutOfRange,
+        Error::Compacted { .. } | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
+        Error::LeaseExists => Code::FailedPrecondition,
         Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
     };
@@ -57,6 +58,8 @@ mod tests {
             Error::ValueProvided,
             Error::LeaseProvided,
             Error::LeaseNotFound,
+            Error::LeaseExists,
+            Error::LeaseTtlTooLarge,
             Error::InvalidSortOption,
             Error::InvalidArgument("example".into()),
             Error::Closed,

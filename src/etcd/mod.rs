@@ -5,6 +5,7 @@
 
 pub mod errors;
 mod kv;
+mod lease;
 mod maintenance;
 mod unimplemented;
 mod watch;

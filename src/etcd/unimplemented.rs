@@ -1,41 +1,12 @@
-//! Lease and Auth: not built yet (README). Every RPC answers `Unimplemented` with a clear
-//! message rather than pretending; AuthStatus reports auth disabled, which is true.
+//! Auth: not built yet (README). Every RPC answers `Unimplemented` with a clear message
+//! rather than pretending; AuthStatus reports auth disabled, which is true.
 
 use t4_proto::etcdserverpb::auth_server::Auth;
-use t4_proto::etcdserverpb::lease_server::Lease;
 use t4_proto::etcdserverpb::*;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::errors::unimplemented;
 use super::Service;
-
-#[tonic::async_trait]
-impl Lease for Service {
-    type LeaseKeepAliveStream = futures::stream::Empty<Result<LeaseKeepAliveResponse, Status>>;
-
-    async fn lease_grant(&self, _request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        Err(unimplemented("leases"))
-    }
-
-    async fn lease_revoke(&self, _request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Err(unimplemented("leases"))
-    }
-
-    async fn lease_time_to_live(&self, _request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Err(unimplemented("leases"))
-    }
-
-    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Err(unimplemented("leases"))
-    }
-
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(unimplemented("leases"))
-    }
-}
 
 #[tonic::async_trait]
 impl Auth for Service {

@@ -27,4 +27,4 @@ mod store_test;
 pub use codec::StoredKv;
 pub use range::KeySpan;
 pub use store::{Applied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
-pub use txn::{validate_range, validate_write, Limits, Position};
+pub use txn::{validate_range, validate_write, Limits, Position, LEASE_TTL_MAX, LEASE_TTL_MIN};

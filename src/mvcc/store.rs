@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use t4_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use t4_proto::mvccpb::Event;
 
@@ -24,7 +24,7 @@ use crate::wal::Record;
 use super::codec::StoredKv;
 use super::range::{self, KeySpan};
 use super::txn::{Position, Writer};
-use super::view::{View, KV_INDEX, KV_LATEST, KV_REV, META};
+use super::view::{View, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
 
 /// The store's file under the data directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -77,6 +77,8 @@ pub enum WriteRequest {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +87,8 @@ pub enum WriteResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// The events of one revision, in op order.
@@ -150,6 +154,8 @@ impl Store {
             txn.open_table(KV_REV)?;
             txn.open_table(KV_INDEX)?;
             txn.open_table(KV_LATEST)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(LEASE_KEYS)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|value| value.value());
             if format.is_none() {
@@ -240,6 +246,27 @@ impl Store {
             hash = crc32c::crc32c_append(hash, bytes.value());
         }
         Ok(hash)
+    }
+
+    /// Every lease with its granted TTL, by id.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        guarded("lease read", || {
+            let db = self.db()?;
+            let txn = db.as_ref().expect("open").begin_read()?;
+            read_leases(&txn.open_table(LEASES)?)
+        })
+    }
+
+    /// The keys attached to lease `id`, in key order (None if there is no such lease).
+    pub fn lease_keys(&self, id: i64) -> Result<Option<Vec<Vec<u8>>>> {
+        guarded("lease read", || {
+            let db = self.db()?;
+            let txn = db.as_ref().expect("open").begin_read()?;
+            if txn.open_table(LEASES)?.get(id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(keys_of_lease(&txn.open_table(LEASE_KEYS)?, id)?))
+        })
     }
 
     /// Events of revisions `from..=to` in `span` (watch catch-up). `to` must be visible.
@@ -341,8 +368,15 @@ impl Store {
     /// a [`Snapshot`] gave them) at `position`, in one durable transaction: a crash leaves
     /// the old content or the new, never a mix. The indexes are rebuilt from the entries.
     /// With `compact`, the entries may include some that compaction at
-    /// `position.compact_revision` removes, and it is applied.
-    pub fn restore(&self, position: Position, entries: &mut dyn Iterator<Item = Result<Vec<u8>>>, compact: bool) -> Result<()> {
+    /// `position.compact_revision` removes, and it is applied. `leases` (id, TTL) replace the
+    /// store's leases; which keys each holds is rebuilt from the live entries.
+    pub fn restore(
+        &self,
+        position: Position,
+        entries: &mut dyn Iterator<Item = Result<Vec<u8>>>,
+        compact: bool,
+        leases: &[(i64, i64)],
+    ) -> Result<()> {
         guarded("restore", || {
             let db = self.db()?;
             let mut txn = db.as_ref().expect("open").begin_write()?;
@@ -350,6 +384,8 @@ impl Store {
             txn.delete_table(KV_REV)?;
             txn.delete_table(KV_INDEX)?;
             txn.delete_table(KV_LATEST)?;
+            txn.delete_table(LEASES)?;
+            txn.delete_table(LEASE_KEYS)?;
             {
                 let mut revs = txn.open_table(KV_REV)?;
                 let mut index = txn.open_table(KV_INDEX)?;
@@ -374,6 +410,21 @@ impl Store {
             } else {
                 writer.finish()?;
             }
+            {
+                let mut table = txn.open_table(LEASES)?;
+                for &(id, ttl) in leases {
+                    table.insert(id, ttl)?;
+                }
+                let latest = txn.open_table(KV_LATEST)?;
+                let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+                for item in latest.iter()? {
+                    let (key, bytes) = item?;
+                    let entry = StoredKv::decode_expected(bytes.value(), Some(key.value()), None)?;
+                    if !entry.tombstone && entry.lease != 0 {
+                        lease_keys.insert((entry.lease, key.value()), ())?;
+                    }
+                }
+            }
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
             self.applied_index.store(position.index, Ordering::SeqCst);
@@ -394,6 +445,29 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+fn read_leases(table: &impl ReadableTable<i64, i64>) -> Result<Vec<(i64, i64)>> {
+    let mut leases = Vec::new();
+    for item in table.iter()? {
+        let (id, ttl) = item?;
+        leases.push((id.value(), ttl.value()));
+    }
+    Ok(leases)
+}
+
+/// The keys `LEASE_KEYS` files under lease `id`, in key order.
+pub(super) fn keys_of_lease(table: &impl ReadableTable<(i64, &'static [u8]), ()>, id: i64) -> Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    for item in table.range::<(i64, &[u8])>((id, &[][..])..)? {
+        let (entry, _) = item?;
+        let (lease, key) = entry.value();
+        if lease != id {
+            break;
+        }
+        keys.push(key.to_vec());
+    }
+    Ok(keys)
 }
 
 /// Where a history entry is filed: (revision, sub).
@@ -427,6 +501,11 @@ impl Snapshot {
     /// How many history entries the snapshot holds.
     pub fn entry_count(&self) -> Result<u64> {
         guarded("snapshot read", || Ok(self.txn.as_ref().expect("a live snapshot").open_table(KV_REV)?.len()?))
+    }
+
+    /// Every lease with its granted TTL, by id, at the snapshot's position.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        guarded("snapshot read", || read_leases(&self.txn.as_ref().expect("a live snapshot").open_table(LEASES)?))
     }
 
     /// History entries (as stored: each checksummed) strictly after `after`, in log order, until
@@ -524,6 +603,8 @@ impl WriteRequest {
             WriteRequest::DeleteRange(delete) => delete.encoded_len(),
             WriteRequest::Txn(txn) => txn.encoded_len(),
             WriteRequest::Compact(compact) => compact.encoded_len(),
+            WriteRequest::LeaseGrant(grant) => grant.encoded_len(),
+            WriteRequest::LeaseRevoke(revoke) => revoke.encoded_len(),
         }
     }
 }
@@ -535,6 +616,8 @@ impl WriteResponse {
             WriteResponse::DeleteRange(response) => &response.header,
             WriteResponse::Txn(response) => &response.header,
             WriteResponse::Compact(response) => &response.header,
+            WriteResponse::LeaseGrant(response) => &response.header,
+            WriteResponse::LeaseRevoke(response) => &response.header,
         };
         header.as_ref().map_or(0, |header| header.revision)
     }

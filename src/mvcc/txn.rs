@@ -13,8 +13,9 @@ use t4_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use t4_proto::etcdserverpb::request_op::Request;
 use t4_proto::etcdserverpb::response_op::Response;
 use t4_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use t4_proto::mvccpb::{Event, KeyValue};
 
@@ -24,9 +25,15 @@ use crate::wal::{Change, ChangeKind, Record, RecordBody};
 use super::codec::StoredKv;
 use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
-use super::store::write_position;
+use super::store::{keys_of_lease, write_position};
 use super::store::{range_in, Applied, RevisionEvents, WriteRequest, WriteResponse};
-use super::view::{event_of, View, KV_INDEX, KV_LATEST, KV_REV, META};
+use super::view::{event_of, View, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+
+/// etcd's shortest lease: shorter requests are granted this many seconds (etcd derives it
+/// from its election timeout; 2 s with etcd's defaults).
+pub const LEASE_TTL_MIN: i64 = 2;
+/// etcd's longest lease, in seconds; longer requests are refused.
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 
 /// Where the store stands: last revision, last applied WAL index, compaction point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,8 @@ type WriteView<'t> =
 pub struct Writer<'t> {
     view: WriteView<'t>,
     meta: Table<'t, &'static str, u64>,
+    leases: Table<'t, i64, i64>,
+    lease_keys: Table<'t, (i64, &'static [u8]), ()>,
     position: Position,
 }
 
@@ -72,7 +81,7 @@ impl Exec {
 impl<'t> Writer<'t> {
     pub fn new(txn: &'t WriteTransaction, position: Position) -> Result<Self> {
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
-        Ok(Self { view, meta: txn.open_table(META)?, position })
+        Ok(Self { view, meta: txn.open_table(META)?, leases: txn.open_table(LEASES)?, lease_keys: txn.open_table(LEASE_KEYS)?, position })
     }
 
     /// Restoring a checkpoint that kept entries compacted away since it was first written:
@@ -102,6 +111,8 @@ impl<'t> Writer<'t> {
             WriteRequest::DeleteRange(delete) => self.delete_range(&mut exec, delete).map(WriteResponse::DeleteRange),
             WriteRequest::Txn(txn) => self.txn_checked(&mut exec, txn).map(WriteResponse::Txn),
             WriteRequest::Compact(compact) => return self.compact(compact),
+            WriteRequest::LeaseGrant(grant) => return self.lease_grant(grant),
+            WriteRequest::LeaseRevoke(revoke) => return self.lease_revoke(&mut exec, revoke),
         };
         let response = match outcome {
             Err(error) if is_fatal(&error) => return Err(error),
@@ -150,6 +161,25 @@ impl<'t> Writer<'t> {
                     self.compact_through(*revision)?;
                 }
             }
+            RecordBody::LeaseGrant { id, ttl } => {
+                self.leases.insert(*id, *ttl)?;
+            }
+            RecordBody::LeaseRevoke { id, revision, changes } => {
+                if !changes.is_empty() {
+                    if *revision != self.position.revision + 1 {
+                        return Err(Error::Corrupt(format!(
+                            "wal record {} revokes at revision {revision} after store revision {}",
+                            record.index, self.position.revision
+                        )));
+                    }
+                    let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None };
+                    for change in changes {
+                        self.replay_change(&mut exec, change)?;
+                    }
+                    self.position.revision = *revision;
+                }
+                self.leases.remove(*id)?;
+            }
         }
         self.position.index = record.index;
         Ok(())
@@ -176,8 +206,7 @@ impl<'t> Writer<'t> {
         if (put.ignore_value || put.ignore_lease) && self.live(&put.key)?.is_none() {
             return Err(Error::KeyNotFound);
         }
-        if put.lease != 0 {
-            // No lease exists until the lessor is built (README): every lease id is unknown.
+        if put.lease != 0 && self.leases.get(put.lease)?.is_none() {
             return Err(Error::LeaseNotFound);
         }
         Ok(())
@@ -320,6 +349,68 @@ impl<'t> Writer<'t> {
         Ok(Applied { response: Ok(WriteResponse::Compact(CompactionResponse { header })), record: Some(record), events: None })
     }
 
+    /// Grants a lease: no revision is spent (the record only carries the lease).
+    fn lease_grant(&mut self, request: &LeaseGrantRequest) -> Result<Applied> {
+        let refuse = |error| Ok(Applied { response: Err(error), record: None, events: None });
+        if request.ttl > LEASE_TTL_MAX {
+            return refuse(Error::LeaseTtlTooLarge);
+        }
+        let id = match request.id {
+            0 => self.new_lease_id()?,
+            id if self.leases.get(id)?.is_some() => return refuse(Error::LeaseExists),
+            id => id,
+        };
+        let ttl = request.ttl.max(LEASE_TTL_MIN);
+        self.leases.insert(id, ttl)?;
+        self.position.index += 1;
+        let record = Record { index: self.position.index, body: RecordBody::LeaseGrant { id, ttl } };
+        let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
+        let response = LeaseGrantResponse { header, id, ttl, error: String::new() };
+        Ok(Applied { response: Ok(WriteResponse::LeaseGrant(response)), record: Some(record), events: None })
+    }
+
+    /// A positive id no lease has, derived from the log position (so a replay or a
+    /// simulation gives the same ids).
+    fn new_lease_id(&self) -> Result<i64> {
+        let mut seed = self.position.index ^ (self.position.revision as u64).rotate_left(32);
+        loop {
+            // splitmix64
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let id = ((z ^ (z >> 31)) >> 1) as i64;
+            if id != 0 && self.leases.get(id)?.is_none() {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Revokes a lease: every key attached to it is deleted at one revision (one batch of
+    /// watch events); with no keys, no revision is spent.
+    fn lease_revoke(&mut self, exec: &mut Exec, request: &LeaseRevokeRequest) -> Result<Applied> {
+        if self.leases.get(request.id)?.is_none() {
+            return Ok(Applied { response: Err(Error::LeaseNotFound), record: None, events: None });
+        }
+        for key in keys_of_lease(&self.lease_keys, request.id)? {
+            let previous = self.live(&key)?.filter(|entry| entry.lease == request.id).ok_or_else(|| {
+                Error::Corrupt(format!("lease {} lists {:?}, which is not live on it", request.id, String::from_utf8_lossy(&key)))
+            })?;
+            self.write_delete(exec, previous)?;
+        }
+        self.leases.remove(request.id)?;
+        let changes = std::mem::take(&mut exec.changes);
+        let revision = if changes.is_empty() { 0 } else { exec.write_revision() };
+        if revision != 0 {
+            self.position.revision = revision;
+        }
+        self.position.index += 1;
+        let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
+        let events = exec.events.take().filter(|_| revision != 0).map(|events| RevisionEvents { revision, events });
+        let record = Record { index: self.position.index, body: RecordBody::LeaseRevoke { id: request.id, revision, changes } };
+        Ok(Applied { response: Ok(WriteResponse::LeaseRevoke(LeaseRevokeResponse { header })), record: Some(record), events })
+    }
+
     fn live(&self, key: &[u8]) -> Result<Option<StoredKv>> {
         Ok(self.view.latest(key)?.filter(|entry| !entry.tombstone))
     }
@@ -327,6 +418,12 @@ impl<'t> Writer<'t> {
     /// Writes a put at the request's revision; returns the live entry it replaced.
     fn write_put(&mut self, exec: &mut Exec, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<StoredKv>> {
         let previous = self.live(key)?;
+        if let Some(old) = previous.as_ref().filter(|previous| previous.lease != 0) {
+            self.lease_keys.remove((old.lease, key))?;
+        }
+        if lease != 0 {
+            self.lease_keys.insert((lease, key), ())?;
+        }
         let revision = exec.write_revision();
         let entry = StoredKv {
             key: key.to_vec(),
@@ -347,6 +444,9 @@ impl<'t> Writer<'t> {
     }
 
     fn write_delete(&mut self, exec: &mut Exec, previous: StoredKv) -> Result<()> {
+        if previous.lease != 0 {
+            self.lease_keys.remove((previous.lease, previous.key.as_slice()))?;
+        }
         let entry = StoredKv {
             key: previous.key.clone(),
             create_revision: 0,
@@ -488,7 +588,7 @@ pub fn validate_write(request: &WriteRequest, limits: Limits) -> Result<()> {
             check_duplicate_keys(&txn.success)?;
             check_duplicate_keys(&txn.failure)
         }
-        WriteRequest::Compact(_) => Ok(()),
+        WriteRequest::Compact(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) => Ok(()),
     }
 }
 

@@ -14,6 +14,10 @@ pub const KV_REV: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("kv_
 pub const KV_INDEX: TableDefinition<(&[u8], u64), u32> = TableDefinition::new("kv_index");
 pub const KV_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_latest");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Lease id -> granted TTL in seconds. Expiry times live in memory (the node's lessor).
+pub const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
+/// (lease id, key) for every live key attached to a lease: revoke finds its keys here.
+pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
 pub trait LatestTable: ReadableTable<&'static [u8], &'static [u8]> {}
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> LatestTable for T {}

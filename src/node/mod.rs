@@ -14,6 +14,7 @@
 //! acknowledged only after its WAL batch is fsynced. Reads see the *visible* revision: the
 //! newest one whose batch is durable, never one that a crash could take back.
 
+mod lessor;
 mod pipeline;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use t4_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use t4_proto::mvccpb::KeyValue;
 use tokio::sync::{mpsc, oneshot};
@@ -69,7 +70,25 @@ struct Shared {
     /// Checkpoints in the bucket, and the task that takes them when due (stopped before the
     /// store closes).
     checkpoints: Mutex<Option<(pipeline::Checkpoints, tokio::task::JoinHandle<()>)>>,
+    /// When each lease expires (which leases exist is in the store).
+    lessor: lessor::Lessor,
+    /// The task that revokes expired leases (stopped before the store closes).
+    expiry: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// What [`Node::lease_time_to_live`] reports of a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// Whole seconds left (rounded down).
+    pub remaining: i64,
+    /// The TTL it was granted.
+    pub granted: i64,
+    /// The keys attached to it, in key order (when asked for).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// How often the node looks for expired leases.
+const LEASE_EXPIRY_POLL: Duration = Duration::from_millis(250);
 
 impl Node {
     /// Opens the node in `config.data_dir` on the real clock and disk.
@@ -103,6 +122,11 @@ impl Node {
             }
         };
         let pipeline::Opened { store, wal, fence, log } = opened;
+        let leases = {
+            let store = store.clone();
+            crate::env::blocking(move || store.leases()).await?
+        };
+        let lessor = lessor::Lessor::load(&leases, env.clock.monotonic());
         let term = log.as_ref().map(|log| log.term);
         let visible = store.applied_revision();
         let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));
@@ -122,12 +146,16 @@ impl Node {
             term,
             checkpoints: Mutex::new(None),
             object_meters,
+            lessor,
+            expiry: Mutex::new(None),
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
             pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
         }
         pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
-        tracing::info!(revision = visible, term, "t4 node open");
+        let expiry = tokio::spawn(expire_leases(Arc::downgrade(&shared)));
+        *shared.expiry.lock().expect("expiry lock") = Some(expiry);
+        tracing::info!(revision = visible, term, leases = leases.len(), "t4 node open");
         Ok(Self { shared })
     }
 
@@ -205,6 +233,60 @@ impl Node {
             WriteResponse::Compact(response) => Ok(response),
             other => unreachable!("compact answered with {other:?}"),
         }
+    }
+
+    /// Grants a lease of `request.ttl` seconds (at least [`mvcc::LEASE_TTL_MIN`]) with the
+    /// id asked for, or a new one for id 0. Spends no revision.
+    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        match self.write(WriteRequest::LeaseGrant(request)).await? {
+            WriteResponse::LeaseGrant(response) => {
+                self.shared.lessor.granted(response.id, response.ttl, self.shared.env.clock.monotonic());
+                Ok(response)
+            }
+            other => unreachable!("lease grant answered with {other:?}"),
+        }
+    }
+
+    /// Revokes a lease: its keys are deleted at one revision (none spent without keys).
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
+        let outcome = self.write(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id })).await;
+        if matches!(outcome, Ok(_) | Err(Error::LeaseNotFound)) {
+            self.shared.lessor.revoked(id);
+        }
+        match outcome? {
+            WriteResponse::LeaseRevoke(response) => Ok(response),
+            other => unreachable!("lease revoke answered with {other:?}"),
+        }
+    }
+
+    /// Renews a lease for its whole TTL; returns that TTL, or 0 if the lease does not
+    /// exist (or has expired), as etcd's keepalive answers. Writes nothing.
+    pub fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.check_open()?;
+        Ok(self.shared.lessor.keep_alive(id, self.shared.env.clock.monotonic()).unwrap_or(0))
+    }
+
+    /// A lease's time left and granted TTL, with its keys if `keys`; `None` if it does not
+    /// exist.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<Option<LeaseStatus>> {
+        self.check_open()?;
+        let Some((granted, remaining)) = self.shared.lessor.remaining(id, self.shared.env.clock.monotonic()) else { return Ok(None) };
+        let attached = if keys {
+            let store = self.shared.store.clone();
+            match crate::env::blocking(move || store.lease_keys(id)).await? {
+                Some(attached) => attached,
+                None => return Ok(None),
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(Some(LeaseStatus { remaining, granted, keys: attached }))
+    }
+
+    /// The ids of every lease, ascending.
+    pub fn leases(&self) -> Result<Vec<i64>> {
+        self.check_open()?;
+        Ok(self.shared.lessor.ids())
     }
 
     /// Watches a key span from `options.start_revision` (0 = from now on).
@@ -293,6 +375,11 @@ impl Node {
         // Tasks may still hold the node for a moment (a lock check, a watch stream): the
         // store is closed and the data dir unlocked here, not whenever the last one lets go,
         // so the caller can reopen the dir at once.
+        let expiry = self.shared.expiry.lock().expect("expiry lock").take();
+        if let Some(task) = expiry {
+            task.abort();
+            let _ = task.await;
+        }
         let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").take();
         if let Some((checkpoints, task)) = checkpoints {
             task.abort();
@@ -324,6 +411,26 @@ impl Node {
         let (reply, answer) = oneshot::channel();
         sender.send(pipeline::Job { request, reply }).await.map_err(|_| Error::Closed)?;
         answer.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+/// Revokes leases whose time is up, through the write path like any revoke (a single node
+/// is its own leader; clustering will run this on the leader only).
+async fn expire_leases(shared: std::sync::Weak<Shared>) {
+    let Some(clock) = shared.upgrade().map(|shared| shared.env.clock.clone()) else { return };
+    loop {
+        clock.sleep(LEASE_EXPIRY_POLL).await;
+        let Some(shared) = shared.upgrade() else { return };
+        let node = Node { shared };
+        for id in node.shared.lessor.expired(clock.monotonic()) {
+            match node.lease_revoke(id).await {
+                Ok(_) | Err(Error::LeaseNotFound) => tracing::debug!(lease = id, "lease expired and revoked"),
+                Err(error) => {
+                    tracing::debug!(%error, lease = id, "lease expiry stops: the node is closing or failed");
+                    return;
+                }
+            }
+        }
     }
 }
 

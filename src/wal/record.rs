@@ -15,6 +15,8 @@ pub const BATCH_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 const KIND_TXN: u8 = 1;
 const KIND_COMPACT: u8 = 2;
+const KIND_LEASE_GRANT: u8 = 3;
+const KIND_LEASE_REVOKE: u8 = 4;
 const CHANGE_PUT: u8 = 1;
 const CHANGE_DELETE: u8 = 2;
 
@@ -31,6 +33,11 @@ pub enum RecordBody {
     Txn { revision: i64, changes: Vec<Change> },
     /// Compaction of history below `revision` (spends no revision).
     Compact { revision: i64 },
+    /// A lease granted with `ttl` seconds (spends no revision).
+    LeaseGrant { id: i64, ttl: i64 },
+    /// A lease revoked (or expired): its keys deleted at `revision` in `changes` (all
+    /// deletes), or, with no keys, nothing deleted and no revision spent (`revision` 0).
+    LeaseRevoke { id: i64, revision: i64, changes: Vec<Change> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,22 @@ fn encode_body(body: &RecordBody, out: &mut Vec<u8>) {
         RecordBody::Compact { revision } => {
             out.push(KIND_COMPACT);
             out.extend_from_slice(&revision.to_le_bytes());
+        }
+        RecordBody::LeaseGrant { id, ttl } => {
+            out.push(KIND_LEASE_GRANT);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&ttl.to_le_bytes());
+        }
+        RecordBody::LeaseRevoke { id, revision, changes } => {
+            assert_eq!(*revision == 0, changes.is_empty(), "a revoke spends a revision exactly when it deletes keys");
+            assert!(changes.iter().all(|change| change.kind == ChangeKind::Delete), "a revoke only deletes");
+            out.push(KIND_LEASE_REVOKE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&revision.to_le_bytes());
+            out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+            for change in changes {
+                encode_change(change, out);
+            }
         }
     }
 }
@@ -203,6 +226,22 @@ impl Reader<'_> {
                 Ok(RecordBody::Txn { revision, changes })
             }
             KIND_COMPACT => Ok(RecordBody::Compact { revision: self.i64()? }),
+            KIND_LEASE_GRANT => Ok(RecordBody::LeaseGrant { id: self.i64()?, ttl: self.i64()? }),
+            KIND_LEASE_REVOKE => {
+                let (id, revision, count) = (self.i64()?, self.i64()?, self.u32()? as usize);
+                if (revision == 0) != (count == 0) || (revision != 0 && revision < 2) {
+                    return Err(format!("lease revoke record with revision {revision} and {count} changes"));
+                }
+                let mut changes = Vec::with_capacity(count.min(self.bytes.len()));
+                for _ in 0..count {
+                    let change = self.change()?;
+                    if change.kind != ChangeKind::Delete {
+                        return Err("lease revoke record with a put".into());
+                    }
+                    changes.push(change);
+                }
+                Ok(RecordBody::LeaseRevoke { id, revision, changes })
+            }
             kind => Err(format!("unknown record kind {kind}")),
         }
     }
@@ -255,6 +294,14 @@ mod tests {
             (2i64..1 << 40, proptest::collection::vec(change_strategy(), 1..6))
                 .prop_map(|(revision, changes)| RecordBody::Txn { revision, changes }),
             (1i64..1 << 40).prop_map(|revision| RecordBody::Compact { revision }),
+            (any::<i64>(), any::<i64>()).prop_map(|(id, ttl)| RecordBody::LeaseGrant { id, ttl }),
+            (any::<i64>(), 2i64..1 << 40, proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..16), 0..4)).prop_map(
+                |(id, revision, keys)| RecordBody::LeaseRevoke {
+                    id,
+                    revision: if keys.is_empty() { 0 } else { revision },
+                    changes: keys.into_iter().map(|key| Change { key, kind: ChangeKind::Delete }).collect(),
+                }
+            ),
         ]
     }
 
