@@ -296,3 +296,76 @@ fn power_failing_at_any_sync_while_the_store_is_created_leaves_a_disk_that_opens
         }
     }
 }
+
+#[test]
+fn leases_attach_detach_revoke_at_one_revision_and_replay_the_same() {
+    use t4_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    let mut records = Vec::new();
+    let mut run = |store: &Store, request: WriteRequest| {
+        let mut applied = store.apply_batch(&[request], true).expect("no storage failure");
+        let applied = applied.pop().unwrap();
+        records.extend(applied.record.clone());
+        applied
+    };
+    let grant = |id: i64, ttl: i64| WriteRequest::LeaseGrant(LeaseGrantRequest { id, ttl });
+    let put = |key: &str, lease: i64| WriteRequest::Put(PutRequest { key: key.into(), value: b"v".to_vec(), lease, ..Default::default() });
+    let granted = |applied: super::Applied| match applied.response.unwrap() {
+        WriteResponse::LeaseGrant(response) => (response.id, response.ttl),
+        other => panic!("{other:?}"),
+    };
+
+    let (chosen, ttl) = granted(run(&store, grant(0, 1)));
+    assert!(chosen > 0 && ttl == super::txn::LEASE_TTL_MIN, "{chosen} {ttl}");
+    assert_eq!(granted(run(&store, grant(7, 60))), (7, 60));
+    assert_eq!(store.applied_revision(), 1, "grants spend no revision");
+    assert_eq!(run(&store, grant(7, 10)).response.unwrap_err(), Error::LeaseExists);
+    assert_eq!(run(&store, grant(8, super::txn::LEASE_TTL_MAX + 1)).response.unwrap_err(), Error::LeaseTtlTooLarge);
+    assert_eq!(run(&store, put("x", 99)).response.unwrap_err(), Error::LeaseNotFound);
+    assert_eq!(store.applied_revision(), 1, "refused requests leave no trace");
+
+    for key in ["a", "b", "c"] {
+        run(&store, put(key, 7));
+    }
+    run(&store, put("b", 0)); // detached by a put without the lease
+    run(&store, put("d", chosen));
+    let keep = PutRequest { key: b"a".to_vec(), value: b"w".to_vec(), ignore_lease: true, ..Default::default() };
+    run(&store, WriteRequest::Put(keep)); // keeps lease 7
+    run(&store, WriteRequest::DeleteRange(DeleteRangeRequest { key: b"c".to_vec(), ..Default::default() }));
+    assert_eq!(store.lease_keys(7).unwrap(), Some(vec![b"a".to_vec()]));
+    assert_eq!(store.lease_keys(chosen).unwrap(), Some(vec![b"d".to_vec()]));
+    let before = store.applied_revision();
+
+    let revoked = run(&store, WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 7 }));
+    assert_eq!(store.applied_revision(), before + 1, "one revision for the revoke");
+    let events = revoked.events.expect("events were asked for");
+    assert_eq!((events.revision, events.events.len()), (before + 1, 1));
+    assert_eq!(events.events[0].kv.as_ref().unwrap().key, b"a".to_vec());
+    assert_eq!(store.lease_keys(7).unwrap(), None);
+    assert_eq!(run(&store, WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 7 })).response.unwrap_err(), Error::LeaseNotFound);
+    let (empty, _) = granted(run(&store, grant(0, 5)));
+    let index = store.applied_index();
+    run(&store, WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: empty }));
+    assert_eq!((store.applied_revision(), store.applied_index()), (before + 1, index + 1), "a revoke without keys spends no revision");
+    assert_eq!(store.leases().unwrap(), vec![(chosen, 2)]);
+
+    // The log replayed into a fresh store gives the same leases and keys.
+    let other_disk = SimDisk::new();
+    let replayed = Store::open(&other_disk, StorageFence::default()).unwrap();
+    replayed.replay(&records).unwrap();
+    assert_eq!(replayed.leases().unwrap(), store.leases().unwrap());
+    assert_eq!(replayed.lease_keys(chosen).unwrap(), Some(vec![b"d".to_vec()]));
+    let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+    let revision = store.applied_revision();
+    assert_eq!(replayed.range(&all, revision).unwrap().kvs, store.range(&all, revision).unwrap().kvs);
+
+    // So does a restore from a snapshot (the lease index is rebuilt from the live keys).
+    let snapshot = store.snapshot().unwrap();
+    let (entries, _) = snapshot.entries_after(None, usize::MAX).unwrap();
+    let restored_disk = SimDisk::new();
+    let restored = Store::open(&restored_disk, StorageFence::default()).unwrap();
+    restored.restore(snapshot.position, &mut entries.into_iter().map(Ok), false, &snapshot.leases().unwrap()).unwrap();
+    assert_eq!(restored.leases().unwrap(), store.leases().unwrap());
+    assert_eq!(restored.lease_keys(chosen).unwrap(), Some(vec![b"d".to_vec()]));
+}

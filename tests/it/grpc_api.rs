@@ -225,9 +225,7 @@ async fn maintenance_cluster_health_metrics_and_what_is_not_built() {
     assert_eq!(http_get(server.metrics_addr, "/healthz").await.unwrap().0, 200);
     assert_eq!(http_get(server.metrics_addr, "/readyz").await.unwrap().0, 200);
 
-    tracing::info!("--- RPCs not built yet answer Unimplemented, clearly");
-    let lease = client.lease_grant(10, None).await.unwrap_err().to_string();
-    assert!(lease.contains("Unimplemented") || lease.contains("not implemented"), "{lease}");
+    tracing::info!("--- auth is not built yet: AuthStatus says disabled");
     let mut auth = t4::proto::etcdserverpb::auth_client::AuthClient::new(channel);
     let status = auth.auth_status(t4::proto::etcdserverpb::AuthStatusRequest {}).await.unwrap().into_inner();
     assert!(!status.enabled);

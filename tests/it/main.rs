@@ -8,6 +8,7 @@ mod etcd_process;
 mod etcdctl;
 mod fuzz_corpus;
 mod grpc_api;
+mod leases;
 mod node_api;
 mod node_bucket;
 mod node_recovery;
