@@ -222,15 +222,18 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>) -> Result<()> {
+    /// Checks the puts (`puts`) or the ranges of the ops on the taken path, nested ones
+    /// included. etcd checks every put first, then every range, so that is the order in
+    /// which a txn with both kinds of problem reports them.
+    fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>, puts: bool) -> Result<()> {
         for op in ops {
             match &op.request {
-                Some(Request::RequestRange(range)) => self.check_range(range)?,
-                Some(Request::RequestPut(put)) => self.check_put(put)?,
-                Some(Request::RequestDeleteRange(_)) | None => {}
+                Some(Request::RequestRange(range)) if !puts => self.check_range(range)?,
+                Some(Request::RequestPut(put)) if puts => self.check_put(put)?,
+                Some(Request::RequestRange(_) | Request::RequestPut(_) | Request::RequestDeleteRange(_)) | None => {}
                 Some(Request::RequestTxn(txn)) => {
                     let succeeded = *path.next().expect("a path entry for every nested txn");
-                    self.check_ops(if succeeded { &txn.success } else { &txn.failure }, path)?;
+                    self.check_ops(if succeeded { &txn.success } else { &txn.failure }, path, puts)?;
                 }
             }
         }
@@ -275,9 +278,11 @@ impl<'t> Writer<'t> {
     fn txn_checked(&mut self, exec: &mut Exec, txn: &TxnRequest) -> Result<TxnResponse> {
         let mut path = Vec::new();
         self.path_of(txn, &mut path)?;
-        let mut checking = path.iter();
-        let succeeded = *checking.next().expect("the top-level txn has a path entry");
-        self.check_ops(if succeeded { &txn.success } else { &txn.failure }, &mut checking)?;
+        for puts in [true, false] {
+            let mut checking = path.iter();
+            let succeeded = *checking.next().expect("the top-level txn has a path entry");
+            self.check_ops(if succeeded { &txn.success } else { &txn.failure }, &mut checking, puts)?;
+        }
         let mut taken = path.into_iter();
         self.txn(exec, txn, &mut taken)
     }
@@ -436,8 +441,9 @@ impl<'t> Writer<'t> {
             value,
         };
         self.write_entry(&entry)?;
-        if let Some(events) = exec.events.as_mut() {
-            events.push(event_of(&entry, previous.as_ref()));
+        if exec.events.is_some() {
+            let event = event_of(&entry, self.view.previous_of(&entry)?.as_ref());
+            exec.events.as_mut().expect("checked").push(event);
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Put { value: entry.value, lease } });
         Ok(previous)
@@ -458,8 +464,9 @@ impl<'t> Writer<'t> {
             value: Vec::new(),
         };
         self.write_entry(&entry)?;
-        if let Some(events) = exec.events.as_mut() {
-            events.push(event_of(&entry, Some(&previous)));
+        if exec.events.is_some() {
+            let event = event_of(&entry, self.view.previous_of(&entry)?.as_ref());
+            exec.events.as_mut().expect("checked").push(event);
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Delete });
         Ok(())

@@ -128,7 +128,7 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
             if !span.contains(&entry.key) {
                 continue;
             }
-            let previous = if prev_kv { self.live_at(&entry.key, entry.mod_revision - 1)? } else { None };
+            let previous = if prev_kv { self.previous_of(&entry)? } else { None };
             let event = event_of(&entry, previous.as_ref());
             match out.last_mut() {
                 Some(last) if last.revision == entry.mod_revision => last.events.push(event),
@@ -136,6 +136,18 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
             }
         }
         Ok(out)
+    }
+}
+
+impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
+    /// The previous value a watch event reports for `entry`, as etcd's watch server finds
+    /// it: none for a put that creates its key, else the key's value at the revision before
+    /// (so a change earlier in the same txn is not the previous value).
+    pub fn previous_of(&self, entry: &StoredKv) -> Result<Option<StoredKv>> {
+        if !entry.tombstone && entry.create_revision == entry.mod_revision {
+            return Ok(None);
+        }
+        self.live_at(&entry.key, entry.mod_revision - 1)
     }
 }
 

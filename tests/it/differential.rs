@@ -1,10 +1,13 @@
-//! Differential test: the same seeded sequence of Range, Put, DeleteRange, Txn and Compact
-//! requests to a fresh real etcd 3.4 and a fresh t4; every response compared field by
-//! field (member and cluster ids and raft_term aside), then the full watch history.
+//! Differential test: the same seeded sequence of Range, Put, DeleteRange, Txn, Compact and
+//! Lease requests (grant, revoke, keepalive, TimeToLive, Leases; puts and compares on
+//! leases) to a fresh real etcd 3.4 and a fresh t4; every response compared field by field
+//! (member and cluster ids, raft_term, server-chosen lease ids and seconds left aside), then
+//! the full watch history. `T4_DEBUG_SEED=N` prints every request of seed N with both answers.
 
 use futures::StreamExt;
 use t4::proto::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use t4::proto::etcdserverpb::kv_client::KvClient;
+use t4::proto::etcdserverpb::lease_client::LeaseClient;
 use t4::proto::etcdserverpb::request_op::Request;
 use t4::proto::etcdserverpb::response_op::Response;
 use t4::proto::etcdserverpb::watch_client::WatchClient;
@@ -45,6 +48,37 @@ enum Op {
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
+    LeaseLeases,
+    LeaseKeepAlive(LeaseKeepAliveRequest),
+}
+
+/// Lease ids the requests choose themselves; grants with id 0 get one the server picks.
+const LEASE_IDS: [i64; 4] = [1001, 1002, 1003, 1004];
+
+fn lease_id(random: &mut Random) -> i64 {
+    LEASE_IDS[random.below(LEASE_IDS.len() as u64) as usize]
+}
+
+fn lease_op(random: &mut Random) -> Op {
+    match random.below(100) {
+        0..=34 => {
+            let id = if random.chance(15) { 0 } else { lease_id(random) };
+            // Long TTLs: nothing expires during a run (expiry is timed, not compared here).
+            let ttl = match random.below(20) {
+                0 => 9_000_000_001,
+                1..=10 => 3600,
+                _ => 7200,
+            };
+            Op::LeaseGrant(LeaseGrantRequest { ttl, id })
+        }
+        35..=59 => Op::LeaseRevoke(LeaseRevokeRequest { id: lease_id(random) }),
+        60..=79 => Op::LeaseTimeToLive(LeaseTimeToLiveRequest { id: lease_id(random), keys: random.chance(50) }),
+        80..=89 => Op::LeaseLeases,
+        _ => Op::LeaseKeepAlive(LeaseKeepAliveRequest { id: lease_id(random) }),
+    }
 }
 
 fn key(random: &mut Random) -> Vec<u8> {
@@ -91,6 +125,7 @@ fn put(random: &mut Random, step: usize) -> PutRequest {
         key: key(random),
         value: format!("v{step}-{}", random.below(3)).into_bytes(),
         prev_kv: random.chance(50),
+        lease: if random.chance(25) { lease_id(random) } else { 0 },
         ..Default::default()
     }
 }
@@ -108,7 +143,7 @@ fn compare(random: &mut Random, revision: i64) -> Compare {
         CompareTarget::Create => TargetUnion::CreateRevision(number),
         CompareTarget::Mod => TargetUnion::ModRevision(number),
         CompareTarget::Value => TargetUnion::Value(format!("v{}-{}", random.below(10), random.below(3)).into_bytes()),
-        CompareTarget::Lease => TargetUnion::Lease(0),
+        CompareTarget::Lease => TargetUnion::Lease(if random.chance(30) { 0 } else { lease_id(random) }),
     };
     let (key, range_end) = if random.chance(20) { span(random) } else { (key(random), Vec::new()) };
     Compare { result: random.below(4) as i32, target, key, target_union: Some(union), range_end }
@@ -135,10 +170,11 @@ fn txn(random: &mut Random, step: usize, revision: i64, depth: u32) -> TxnReques
 
 fn op(random: &mut Random, step: usize, revision: i64) -> Op {
     match random.below(100) {
-        0..=29 => Op::Put(put(random, step)),
-        30..=54 => Op::Range(range(random, revision)),
-        55..=64 => Op::Delete(delete(random)),
-        65..=94 => Op::Txn(txn(random, step, revision, 1)),
+        0..=26 => Op::Put(put(random, step)),
+        27..=50 => Op::Range(range(random, revision)),
+        51..=59 => Op::Delete(delete(random)),
+        60..=85 => Op::Txn(txn(random, step, revision, 1)),
+        86..=94 => lease_op(random),
         // physical: etcd answers only once history is gone, so its watch history is settled.
         _ => Op::Compact(CompactionRequest { revision: random.below(revision as u64 + 2) as i64, physical: true }),
     }
@@ -180,8 +216,55 @@ fn answer<T: std::fmt::Debug>(outcome: Result<tonic::Response<T>, tonic::Status>
     }
 }
 
-async fn send(client: &mut KvClient<Channel>, op: &Op) -> Answer {
+struct Clients {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+}
+
+impl Clients {
+    async fn connect(url: String) -> Self {
+        Self { kv: KvClient::connect(url.clone()).await.unwrap(), lease: LeaseClient::connect(url).await.unwrap() }
+    }
+}
+
+/// A server-chosen lease id is blanked (the two servers pick differently).
+fn normalize_lease_id(id: &mut i64) {
+    if !LEASE_IDS.contains(id) {
+        *id = 0;
+    }
+}
+
+async fn send(clients: &mut Clients, op: &Op) -> Answer {
+    let client = &mut clients.kv;
+    let lease = &mut clients.lease;
     match op.clone() {
+        Op::LeaseGrant(request) => answer(lease.lease_grant(request).await, |response| {
+            normalize(&mut response.header);
+            normalize_lease_id(&mut response.id);
+        }),
+        Op::LeaseRevoke(request) => answer(lease.lease_revoke(request).await, |response| normalize(&mut response.header)),
+        Op::LeaseTimeToLive(request) => answer(lease.lease_time_to_live(request).await, |response| {
+            normalize(&mut response.header);
+            // Seconds left depend on when each server was asked.
+            if response.ttl > 0 {
+                response.ttl = 1;
+            }
+        }),
+        Op::LeaseLeases => answer(lease.lease_leases(LeaseLeasesRequest {}).await, |response| {
+            normalize(&mut response.header);
+            response.leases.iter_mut().for_each(|lease| normalize_lease_id(&mut lease.id));
+            response.leases.sort_by_key(|lease| lease.id);
+        }),
+        Op::LeaseKeepAlive(request) => {
+            let outcome = lease.lease_keep_alive(futures::stream::iter([request])).await;
+            match outcome {
+                Ok(responses) => {
+                    let first = responses.into_inner().next().await.expect("one answer per keepalive");
+                    answer(first.map(tonic::Response::new), |response| normalize(&mut response.header))
+                }
+                Err(status) => Err((status.code(), status.message().to_string())),
+            }
+        }
         Op::Range(request) => answer(client.range(request).await, |response| normalize(&mut response.header)),
         Op::Put(request) => answer(client.put(request).await, |response| normalize(&mut response.header)),
         Op::Delete(request) => answer(client.delete_range(request).await, |response| normalize(&mut response.header)),
@@ -213,8 +296,8 @@ async fn history(url: String, from: i64, through: i64) -> Vec<String> {
     events
 }
 
-async fn current_revision(client: &mut KvClient<Channel>) -> i64 {
-    let status = client.range(RangeRequest { key: vec![0], count_only: true, ..Default::default() }).await.unwrap();
+async fn current_revision(clients: &mut Clients) -> i64 {
+    let status = clients.kv.range(RangeRequest { key: vec![0], count_only: true, ..Default::default() }).await.unwrap();
     status.into_inner().header.unwrap().revision
 }
 
@@ -231,8 +314,8 @@ async fn same_requests_same_answers_as_etcd() {
 async fn run_seed(seed: u64) -> Vec<String> {
     let etcd = EtcdProcess::start().await;
     let t4 = TestServer::start().await;
-    let mut etcd_client = KvClient::connect(etcd.url()).await.unwrap();
-    let mut t4_client = KvClient::connect(t4.url()).await.unwrap();
+    let mut etcd_client = Clients::connect(etcd.url()).await;
+    let mut t4_client = Clients::connect(t4.url()).await;
     let mut random = Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut differences = Vec::new();
     let mut revision = 1;
@@ -241,6 +324,10 @@ async fn run_seed(seed: u64) -> Vec<String> {
         let op = op(&mut random, step, revision);
         let expected = send(&mut etcd_client, &op).await;
         let actual = send(&mut t4_client, &op).await;
+        if std::env::var("T4_DEBUG_SEED").ok() == Some(seed.to_string()) {
+            let t4_revision = current_revision(&mut t4_client).await;
+            eprintln!("DEBUG rev {revision} t4 {t4_revision} step {step}: {op:?} => {expected:?} / {actual:?}");
+        }
         if expected != actual {
             differences.push(format!("seed {seed} step {step}: {op:?}\n  etcd: {expected:?}\n  t4:   {actual:?}"));
         }

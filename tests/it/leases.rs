@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions};
-use futures::StreamExt;
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use tokio::time::Instant;
 
 use crate::server::TestServer;
