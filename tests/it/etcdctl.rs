@@ -185,3 +185,63 @@ async fn endpoint_status_health_and_member_list() {
         assert!(status.contains(expected), "{expected} missing from {status}");
     }
 }
+
+/// `etcdctl lease ...` as people type it; lease ids (the server picks them) become `<L1>`,
+/// `<L2>` in commands and output, and seconds left become `<n>`.
+fn leases(endpoint: &str) -> String {
+    let script: &[&[&str]] = &[
+        &["lease", "grant", "600"],
+        &["put", "/svc/a", "up", "--lease=<L1>"],
+        &["put", "/svc/b", "up", "--lease=<L1>"],
+        &["get", "/svc/", "--prefix"],
+        &["lease", "timetolive", "<L1>", "--keys"],
+        &["lease", "keep-alive", "--once", "<L1>"],
+        &["lease", "list"],
+        &["lease", "grant", "1"],
+        &["lease", "timetolive", "<L2>"],
+        &["lease", "revoke", "<L2>"],
+        &["lease", "revoke", "<L2>"],
+        &["lease", "timetolive", "<L2>"],
+        &["lease", "keep-alive", "--once", "<L2>"],
+        &["put", "/x", "y", "--lease=1234"],
+        &["lease", "grant", "9000000001"],
+        &["lease", "revoke", "<L1>"],
+        &["get", "/svc/", "--prefix"],
+        &["lease", "list"],
+    ];
+    let mut ids: Vec<String> = Vec::new();
+    let mut text = String::new();
+    for command in script {
+        let args: Vec<String> = command
+            .iter()
+            .map(|arg| ids.iter().enumerate().fold(arg.to_string(), |arg, (at, id)| arg.replace(&format!("<L{}>", at + 1), id)))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut output = etcdctl(endpoint, &args, None);
+        if let Some(id) = output
+            .strip_prefix("lease ")
+            .and_then(|rest| rest.split(' ').next())
+            .filter(|_| command[..2] == ["lease", "grant"] && output.contains("granted"))
+        {
+            ids.push(id.to_string());
+        }
+        for (at, id) in ids.iter().enumerate() {
+            output = output.replace(id.as_str(), &format!("<L{}>", at + 1));
+        }
+        if let Some(start) = output.find("remaining(") {
+            let end = output[start..].find('s').map_or(output.len(), |offset| start + offset);
+            output.replace_range(start..end, "remaining(<n>");
+        }
+        text.push_str(&format!("$ etcdctl {}\n{output}\n", command.join(" ")));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_as_etcdctl_shows_them_and_as_a_real_etcd_does() {
+    let server = TestServer::start().await;
+    let transcript = leases(&server.endpoint());
+    insta::assert_snapshot!(transcript);
+    let etcd = EtcdProcess::start().await;
+    assert_eq!(leases(&etcd.endpoint), transcript);
+}
