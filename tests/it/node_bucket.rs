@@ -11,6 +11,7 @@ use t4::durable::ObjectDurability;
 use t4::env::{Condition, CrashMode, Env, ObjectError, ObjectInfo, ObjectStore, PutOutcome, RealClock, SimDisk};
 use t4::object::MemObjectStore;
 use t4::watch::WatchOptions;
+use t4::proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
 use t4::{Config, ErrorKind, Node};
 
 fn durability(store: Arc<dyn ObjectStore>, name: &str) -> ObjectDurability {
@@ -419,6 +420,11 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
         if round == 1 {
             node.compact(node.current_revision()).await.unwrap();
         }
+        if round == 2 {
+            // A lease whose grant only the checkpoint will hold once GC has run.
+            node.lease_grant(LeaseGrantRequest { id: 42, ttl: 600 }).await.unwrap();
+            node.put_request(PutRequest { key: b"leased/a".to_vec(), value: b"v".to_vec(), lease: 42, ..Default::default() }).await.unwrap();
+        }
         reports.push(node.checkpoint().await.unwrap());
     }
     assert!(reports.iter().all(|report| !report.existed && report.chunks >= 1 && report.entries > 0), "{reports:?}");
@@ -430,6 +436,8 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     for index in 0..50 {
         node.put(format!("tail/{index}"), "after the checkpoint").await.unwrap();
     }
+    node.lease_grant(LeaseGrantRequest { id: 43, ttl: 60 }).await.unwrap();
+    node.put_request(PutRequest { key: b"leased/b".to_vec(), value: b"v".to_vec(), lease: 43, ..Default::default() }).await.unwrap();
     let revision = node.current_revision();
     let (hash, _) = node.hash_kv(revision).await.unwrap();
     let compact = node.compact_revision();
@@ -464,6 +472,11 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     assert_eq!(fresh.compact_revision(), compact);
     assert_eq!(fresh.hash_kv(revision).await.unwrap(), (hash, revision));
     assert_eq!(fresh.get("tail/49").await.unwrap().unwrap().value, b"after the checkpoint");
+    // Leases come back from the checkpoint (42) and from the log after it (43).
+    let from_checkpoint = fresh.lease_time_to_live(42, true).await.unwrap().unwrap();
+    assert_eq!((from_checkpoint.granted, from_checkpoint.keys), (600, vec![b"leased/a".to_vec()]));
+    let from_log = fresh.lease_time_to_live(43, true).await.unwrap().unwrap();
+    assert_eq!((from_log.granted, from_log.keys), (60, vec![b"leased/b".to_vec()]));
     assert_eq!(fresh.get("k001").await.unwrap().unwrap().value, b"round 2 write 201");
     assert!(fresh.get("k007").await.unwrap().is_none());
     let old = fresh
