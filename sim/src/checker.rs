@@ -79,6 +79,26 @@ pub fn check(history: &[Op], log: &Log, final_revision: i64, final_state: &State
     violations
 }
 
+/// A lease's keys go in one revision: for each pair of keys attached to one lease (and
+/// deleted by nothing else), if either is deleted, both are, at the same revision.
+pub fn check_lease_pairs(log: &Log, pairs: &[(String, String)]) -> Vec<String> {
+    let mut deleted: BTreeMap<&str, i64> = BTreeMap::new();
+    for (revision, changes) in &log.revisions {
+        for change in changes {
+            if let LogChange::Delete { key } = change {
+                deleted.insert(key.as_str(), *revision);
+            }
+        }
+    }
+    pairs
+        .iter()
+        .filter_map(|(a, b)| {
+            let (at_a, at_b) = (deleted.get(a.as_str()), deleted.get(b.as_str()));
+            (at_a != at_b).then(|| format!("lease atomicity: keys of one lease went apart: {a} at {at_a:?}, {b} at {at_b:?}"))
+        })
+        .collect()
+}
+
 /// State at every revision: index r is the state at revision r (index 0 unused).
 fn replay(log: &Log, final_revision: i64, violations: &mut Vec<String>) -> Vec<State> {
     let mut states = vec![State::new(), State::new()];

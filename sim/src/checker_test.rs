@@ -103,3 +103,18 @@ fn fires_on_a_txn_taking_the_wrong_branch() {
     let violations = check(&history, &log(&[("a", "v1"), ("a", "v2")]), 3, &final_state(&[("a", "v2", 3)]));
     assert!(violations.iter().any(|violation| violation.contains("wrong branch")), "{violations:?}");
 }
+
+#[test]
+fn fires_when_a_leases_keys_go_at_different_revisions_or_one_stays() {
+    let mut revisions = log(&[("la", "1"), ("lb", "2"), ("lc", "3"), ("ld", "4")]).revisions;
+    let delete = |key: &str| LogChange::Delete { key: key.into() };
+    revisions.push((6, vec![delete("la"), delete("lb")]));
+    revisions.push((7, vec![delete("lc")]));
+    let pairs = [("la".to_string(), "lb".to_string())];
+    assert!(check_lease_pairs(&Log { revisions: revisions.clone() }, &pairs).is_empty(), "one revision: fine");
+    let split = [("lc".to_string(), "ld".to_string())];
+    let found = check_lease_pairs(&Log { revisions: revisions.clone() }, &split);
+    assert_eq!(found.len(), 1, "lc went, ld stayed: {found:?}");
+    revisions.push((8, vec![delete("ld")]));
+    assert_eq!(check_lease_pairs(&Log { revisions }, &split).len(), 1, "lc at 7, ld at 8");
+}

@@ -1,6 +1,6 @@
 //! Scenarios: one seeded world per run, its nemesis, and the final verification.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use madsim::time::{sleep, timeout, Instant};
 use t4::env::{CrashMode, Env, SimClock, SimDisk, SimDiskFaults};
 use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4::proto::etcdserverpb::request_op::Request;
-use t4::proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use t4::proto::etcdserverpb::{Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
@@ -23,8 +23,17 @@ const KEYS: usize = 6;
 const CLIENTS: usize = 4;
 /// Virtual time the workload runs per seed.
 const WORKLOAD_DURATION: Duration = Duration::from_secs(3);
+/// The lease scenario runs longer: leases live for seconds.
+const LEASE_WORKLOAD_DURATION: Duration = Duration::from_secs(6);
 /// An op with no answer after this is recorded as unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients that grant leases, attach two keys and keep them alive (lease scenario).
+const LEASE_CLIENTS: usize = 4;
+/// TTLs those leases get, in seconds.
+const LEASE_TTL_SECS: std::ops::RangeInclusive<i64> = 2..=4;
+/// The node's clock runs at most this fast or slow (parts per million): the drift bound
+/// within which no lease may expire early.
+const DRIFT_PPM_MAX: i64 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -40,11 +49,22 @@ pub enum Scenario {
     FsyncEio,
     /// A random mix of all of the above per fault.
     Swarm,
+    /// Leases granted, keys attached and kept alive while the node is killed (losing or
+    /// tearing unsynced writes) and its clock drifts within the bound: no key may go before
+    /// its TTL counted from the last keepalive sent, and a lease's keys go in one revision.
+    LeaseKeepaliveUnderCrash,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] =
-        [Scenario::Smoke, Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio, Scenario::Swarm];
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Smoke,
+        Scenario::CrashLoseUnsynced,
+        Scenario::CrashTorn,
+        Scenario::CrashMidCommit,
+        Scenario::FsyncEio,
+        Scenario::Swarm,
+        Scenario::LeaseKeepaliveUnderCrash,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +74,7 @@ impl Scenario {
             Scenario::CrashMidCommit => "crash_mid_commit",
             Scenario::FsyncEio => "fsync_eio",
             Scenario::Swarm => "swarm",
+            Scenario::LeaseKeepaliveUnderCrash => "lease_keepalive_under_crash",
         }
     }
 
@@ -111,6 +132,11 @@ struct World {
     trace: Arc<Mutex<TraceHash>>,
     stop: Arc<AtomicBool>,
     started: Instant,
+    /// The node's clock drift (parts per million), fixed per seed.
+    drift_ppm: Arc<AtomicI64>,
+    /// What the lease clients saw go wrong, and the key pairs they attached to one lease.
+    lease_violations: Arc<Mutex<Vec<String>>>,
+    lease_pairs: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl World {
@@ -126,6 +152,9 @@ impl World {
             trace: Arc::new(Mutex::new(TraceHash::default())),
             stop: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            drift_ppm: Arc::new(AtomicI64::new(0)),
+            lease_violations: Arc::new(Mutex::new(Vec::new())),
+            lease_pairs: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -136,8 +165,17 @@ impl World {
 
     async fn run(self) -> SeedReport {
         let handle = Handle::current();
+        let leases = self.scenario == Scenario::LeaseKeepaliveUnderCrash;
+        if leases {
+            let drift = thread_rng().gen_range(-DRIFT_PPM_MAX..=DRIFT_PPM_MAX);
+            self.drift_ppm.store(drift, Ordering::SeqCst);
+            self.fold(&format!("clock drift {drift} ppm"));
+        }
         let server = self.start_server(&handle);
-        let clients: Vec<_> = (0..CLIENTS).map(|client| self.start_client(&handle, client)).collect();
+        let mut clients: Vec<_> = (0..CLIENTS).map(|client| self.start_client(&handle, client)).collect();
+        if leases {
+            clients.extend((0..LEASE_CLIENTS).map(|client| self.start_lease_client(&handle, CLIENTS + 1 + client)));
+        }
         let faults = self.nemesis(&handle, server.id()).await;
         self.stop.store(true, Ordering::SeqCst);
         for client in clients {
@@ -151,13 +189,14 @@ impl World {
 
     fn start_server(&self, handle: &Handle) -> madsim::runtime::NodeHandle {
         let (disk, slot, failures) = (self.disk.clone(), self.node.clone(), self.open_failures.clone());
+        let drift = self.drift_ppm.load(Ordering::SeqCst);
         handle
             .create_node()
             .name("t4")
             .init(move || {
                 let (disk, slot, failures) = (disk.clone(), slot.clone(), failures.clone());
                 async move {
-                    let env = Env { clock: Arc::new(SimClock::new(0, 0)), disk: Arc::new(disk) };
+                    let env = Env { clock: Arc::new(SimClock::new(drift, 0)), disk: Arc::new(disk) };
                     match Node::open_with_env(sim_config(), env).await {
                         Ok(node) => *slot.lock().unwrap() = Some(node),
                         Err(error) => failures.lock().unwrap().push(format!("node failed to open after a legal fault: {error}")),
@@ -182,13 +221,17 @@ impl World {
     /// Injects faults until the workload time is up; returns how many.
     async fn nemesis(&self, handle: &Handle, server: madsim::task::NodeId) -> usize {
         let mut faults = 0;
-        let end = Instant::now() + WORKLOAD_DURATION;
+        let duration = if self.scenario == Scenario::LeaseKeepaliveUnderCrash { LEASE_WORKLOAD_DURATION } else { WORKLOAD_DURATION };
+        let end = Instant::now() + duration;
         while Instant::now() < end {
-            sleep(Duration::from_millis(thread_rng().gen_range(30..300))).await;
+            // Leases need a few quiet seconds to be granted, kept alive and left to expire.
+            let pause = if self.scenario == Scenario::LeaseKeepaliveUnderCrash { 400..2000 } else { 30..300 };
+            sleep(Duration::from_millis(thread_rng().gen_range(pause))).await;
             let fault = match self.scenario {
                 Scenario::Smoke => continue,
                 Scenario::Swarm => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio]
                     [thread_rng().gen_range(0..4)],
+                Scenario::LeaseKeepaliveUnderCrash => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn][thread_rng().gen_range(0..2)],
                 other => other,
             };
             faults += 1;
@@ -218,7 +261,7 @@ impl World {
                 self.disk.set_faults(SimDiskFaults::default());
                 self.restart(handle, server, None);
             }
-            Scenario::Smoke | Scenario::Swarm => unreachable!("expanded by the nemesis"),
+            Scenario::Smoke | Scenario::Swarm | Scenario::LeaseKeepaliveUnderCrash => unreachable!("expanded by the nemesis"),
         }
     }
 
@@ -245,6 +288,21 @@ impl World {
             started: self.started,
         };
         handle.create_node().name(format!("client-{client}")).build().spawn(context.run())
+    }
+
+    fn start_lease_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
+        let context = LeaseClient {
+            client,
+            node: self.node.clone(),
+            generation: self.generation.clone(),
+            history: self.history.clone(),
+            trace: self.trace.clone(),
+            stop: self.stop.clone(),
+            started: self.started,
+            violations: self.lease_violations.clone(),
+            pairs: self.lease_pairs.clone(),
+        };
+        handle.create_node().name(format!("lease-client-{client}")).build().spawn(context.run())
     }
 
     /// Final checks: the node recovers, a write completes, and the history is judged
@@ -278,6 +336,9 @@ impl World {
             }
         };
         violations.extend(checker::check(&history, &log, final_revision, &final_state));
+        violations.extend(self.lease_violations.lock().unwrap().iter().cloned());
+        let pairs = self.lease_pairs.lock().unwrap().clone();
+        violations.extend(checker::check_lease_pairs(&log, &pairs));
         self.fold(&format!("final revision {final_revision}"));
         self.report(faults, final_revision, violations)
     }
@@ -442,5 +503,130 @@ async fn execute(node: &Node, kind: &OpKind) -> Outcome {
             Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: response.deleted },
             Err(error) => classify(error),
         },
+    }
+}
+
+/// A client that grants a lease, attaches two keys to it and keeps it alive for a while,
+/// checking all along that the lease and its keys are there while they must be.
+struct LeaseClient {
+    client: usize,
+    node: Arc<Mutex<Option<Node>>>,
+    generation: Arc<AtomicU64>,
+    history: Arc<Mutex<Vec<Op>>>,
+    trace: Arc<Mutex<TraceHash>>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    violations: Arc<Mutex<Vec<String>>>,
+    pairs: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl LeaseClient {
+    fn current(&self) -> Option<(Node, u64)> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.node.lock().unwrap().clone().map(|node| (node, generation))
+    }
+
+    /// An answer counts only if the process that gave it is still the one running.
+    fn same_process(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) == generation
+    }
+
+    async fn run(self) {
+        let mut sequence = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            sleep(Duration::from_millis(thread_rng().gen_range(1..50))).await;
+            sequence += 1;
+            self.one_lease(sequence).await;
+        }
+    }
+
+    async fn one_lease(&self, sequence: u64) {
+        let Some((node, generation)) = self.current() else { return };
+        let ttl = thread_rng().gen_range(LEASE_TTL_SECS);
+        // The TTL counts from the grant's send at the latest (it is granted after that).
+        let mut alive_from = Instant::now();
+        let granted = timeout(OP_TIMEOUT, node.lease_grant(LeaseGrantRequest { id: 0, ttl })).await;
+        let id = match granted {
+            Ok(Ok(response)) if self.same_process(generation) => response.id,
+            _ => return,
+        };
+        self.trace.lock().unwrap().fold(&format!("{} lease {id} granted ttl {ttl}", self.client));
+        let keys = [format!("lease/{}/{sequence}/a", self.client), format!("lease/{}/{sequence}/b", self.client)];
+        for key in &keys {
+            let value = format!("l{}.{sequence}.{key}", self.client);
+            let request = PutRequest { key: key.clone().into(), value: value.clone().into(), lease: id, ..Default::default() };
+            let invoke_ns = self.started.elapsed().as_nanos();
+            let outcome = match timeout(OP_TIMEOUT, node.put_request(request)).await {
+                Ok(Ok(response)) if self.same_process(generation) => {
+                    Outcome::Wrote { revision: response.header.as_ref().map_or(0, |header| header.revision), succeeded: true, deleted: 0 }
+                }
+                Ok(Err(error)) if self.same_process(generation) => classify(error),
+                Ok(_) => Outcome::Unknown("node restarted during the op".into()),
+                Err(_) => Outcome::Unknown("timed out".into()),
+            };
+            let acknowledged = matches!(outcome, Outcome::Wrote { .. });
+            let op = Op {
+                client: self.client,
+                kind: OpKind::Put { key: key.clone(), value },
+                invoke_ns,
+                complete_ns: self.started.elapsed().as_nanos(),
+                outcome,
+            };
+            self.history.lock().unwrap().push(op);
+            if !acknowledged {
+                // The lease may have expired while the node was down (a refusal), or the
+                // outcome is unknown: this lease is done with.
+                return;
+            }
+        }
+        self.pairs.lock().unwrap().push((keys[0].clone(), keys[1].clone()));
+        let period = Duration::from_millis(ttl as u64 * 1000 / 4);
+        for _ in 0..thread_rng().gen_range(0..=4) {
+            sleep(period.mul_f64(thread_rng().gen_range(0.5..1.0))).await;
+            let Some((node, generation)) = self.current() else { continue };
+            let sent = Instant::now();
+            let Ok(renewed) = node.lease_keep_alive(id) else { continue };
+            if !self.same_process(generation) {
+                continue;
+            }
+            if renewed == 0 {
+                self.check_not_early(id, ttl, alive_from, "a keepalive answered that the lease is gone");
+                return;
+            }
+            alive_from = sent;
+            if !self.key_is_there(&keys[0], id, ttl, alive_from).await {
+                return;
+            }
+        }
+        // Left alone now: it must outlive almost all of its TTL.
+        sleep(Duration::from_secs(ttl as u64).mul_f64(thread_rng().gen_range(0.3..0.97))).await;
+        self.key_is_there(&keys[0], id, ttl, alive_from).await;
+    }
+
+    /// Reads `key`; if it is gone, checks that the lease was due to expire. False once gone.
+    async fn key_is_there(&self, key: &str, id: i64, ttl: i64, alive_from: Instant) -> bool {
+        let Some((node, generation)) = self.current() else { return true };
+        let read = timeout(OP_TIMEOUT, node.range(RangeRequest { key: key.into(), ..Default::default() })).await;
+        match read {
+            Ok(Ok(response)) if self.same_process(generation) && response.kvs.is_empty() => {
+                self.check_not_early(id, ttl, alive_from, "its key was gone");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// The lease was seen gone now: a violation unless its TTL (less the drift bound) had
+    /// run out since `alive_from`, when it was last known renewed.
+    fn check_not_early(&self, id: i64, ttl: i64, alive_from: Instant, what: &str) {
+        let lived = alive_from.elapsed();
+        let bound = Duration::from_secs(ttl as u64).mul_f64(1.0 - 2.0 * DRIFT_PPM_MAX as f64 / 1e6);
+        self.trace.lock().unwrap().fold(&format!("{} lease {id} gone after {lived:?}", self.client));
+        if lived < bound {
+            self.violations
+                .lock()
+                .unwrap()
+                .push(format!("lease safety: lease {id} (TTL {ttl} s) expired early: {what} {lived:?} after its last keepalive was sent"));
+        }
     }
 }

@@ -441,9 +441,8 @@ impl<'t> Writer<'t> {
             value,
         };
         self.write_entry(&entry)?;
-        if exec.events.is_some() {
-            let event = event_of(&entry, self.view.previous_of(&entry)?.as_ref());
-            exec.events.as_mut().expect("checked").push(event);
+        if let Some(events) = exec.events.as_mut() {
+            events.push(event_of(&entry, self.view.previous_of(&entry)?.as_ref()));
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Put { value: entry.value, lease } });
         Ok(previous)
@@ -464,9 +463,8 @@ impl<'t> Writer<'t> {
             value: Vec::new(),
         };
         self.write_entry(&entry)?;
-        if exec.events.is_some() {
-            let event = event_of(&entry, self.view.previous_of(&entry)?.as_ref());
-            exec.events.as_mut().expect("checked").push(event);
+        if let Some(events) = exec.events.as_mut() {
+            events.push(event_of(&entry, self.view.previous_of(&entry)?.as_ref()));
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Delete });
         Ok(())

@@ -67,7 +67,8 @@ async fn every_lease_rpc_with_etcds_answers_and_errors() {
     let answer = answers.message().await.unwrap().unwrap();
     assert_eq!((answer.id(), answer.ttl()), (id, 60));
     // etcd answers TTL 0 to a keepalive for no lease; the client turns that into its error.
-    let gone = message(client.lease_keep_alive(999).await.err().expect("no such lease"));
+    let Err(gone) = client.lease_keep_alive(999).await else { panic!("a keepalive for no lease must fail") };
+    let gone = message(gone);
     assert!(gone.contains("lease not found"), "{gone}");
 
     let before = revision(&mut client).await;

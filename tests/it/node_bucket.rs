@@ -10,8 +10,8 @@ use bytes::Bytes;
 use t4::durable::ObjectDurability;
 use t4::env::{Condition, CrashMode, Env, ObjectError, ObjectInfo, ObjectStore, PutOutcome, RealClock, SimDisk};
 use t4::object::MemObjectStore;
-use t4::watch::WatchOptions;
 use t4::proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
+use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
 fn durability(store: Arc<dyn ObjectStore>, name: &str) -> ObjectDurability {
@@ -423,7 +423,9 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
         if round == 2 {
             // A lease whose grant only the checkpoint will hold once GC has run.
             node.lease_grant(LeaseGrantRequest { id: 42, ttl: 600 }).await.unwrap();
-            node.put_request(PutRequest { key: b"leased/a".to_vec(), value: b"v".to_vec(), lease: 42, ..Default::default() }).await.unwrap();
+            node.put_request(PutRequest { key: b"leased/a".to_vec(), value: b"v".to_vec(), lease: 42, ..Default::default() })
+                .await
+                .unwrap();
         }
         reports.push(node.checkpoint().await.unwrap());
     }
