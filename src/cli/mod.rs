@@ -150,6 +150,15 @@ struct RunArgs {
     /// Interval of progress notifications for watches that ask for them.
     #[arg(long, env = "T4_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     watch_progress_notify_interval: Duration,
+    /// Serve the client port over TLS with this certificate chain (PEM, leaf first).
+    #[arg(long, env = "T4_CLIENT_TLS_CERT", requires = "client_tls_key")]
+    client_tls_cert: Option<PathBuf>,
+    /// The private key of --client-tls-cert (PEM).
+    #[arg(long, env = "T4_CLIENT_TLS_KEY", requires = "client_tls_cert")]
+    client_tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "T4_CLIENT_TLS_CA", requires = "client_tls_cert")]
+    client_tls_ca: Option<PathBuf>,
     #[command(flatten)]
     bucket: BucketArgs,
     #[command(flatten)]
@@ -518,6 +527,16 @@ async fn run(args: RunArgs) -> i32 {
     config.keepalive =
         Keepalive { min_time: args.grpc_keepalive_min_time, interval: args.grpc_keepalive_interval, timeout: args.grpc_keepalive_timeout };
     config.watch.progress_notify_interval = args.watch_progress_notify_interval;
+    if let (Some(cert), Some(key)) = (&args.client_tls_cert, &args.client_tls_key) {
+        // gRPC needs HTTP/2: ALPN offers h2 only.
+        match crate::tls::TlsAcceptor::from_pem_files(cert, key, args.client_tls_ca.as_deref(), &[b"h2"]) {
+            Ok(acceptor) => config.client_tls = Some(acceptor),
+            Err(error) => {
+                eprintln!("t4: client TLS: {error}");
+                return 2;
+            }
+        }
+    }
     tracing::debug!(read_consistency = ?args.read_consistency, "configuration");
     match server::run(config, shutdown_signal()).await {
         Ok(()) => 0,

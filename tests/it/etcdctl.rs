@@ -245,3 +245,109 @@ async fn leases_as_etcdctl_shows_them_and_as_a_real_etcd_does() {
     let etcd = EtcdProcess::start().await;
     assert_eq!(leases(&etcd.endpoint), transcript);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_over_tls_and_mutual_tls() {
+    let pki = crate::pki::Pki::new();
+    let identity = pki.server();
+    let ca = pki.ca_path().display().to_string();
+    let cacert = format!("--cacert={ca}");
+
+    // TLS: a client that trusts the CA talks; one that does not, or speaks plain text, fails.
+    let tls = t4::tls::TlsAcceptor::from_pem_files(&identity.cert, &identity.key, None, &[b"h2"]).unwrap();
+    let server = TestServer::start_with(|config| config.client_tls = Some(tls)).await;
+    let https = format!("https://{}", server.endpoint());
+    assert_eq!(etcdctl(&https, &[&cacert, "put", "/secure", "yes"], None), "OK\n");
+    assert_eq!(etcdctl(&https, &[&cacert, "get", "/secure", "--print-value-only"], None), "yes\n");
+    let untrusted = etcdctl(&https, &["--dial-timeout=2s", "--command-timeout=3s", "get", "/secure"], None);
+    assert!(untrusted.contains("Error"), "{untrusted}");
+    let plain = etcdctl(&server.endpoint(), &["--dial-timeout=2s", "--command-timeout=3s", "get", "/secure"], None);
+    assert!(plain.contains("Error"), "{plain}");
+    let members = etcdctl(&https, &[&cacert, "member", "list"], None);
+    // The transcript shows the endpoint given (https://...) as <endpoint>: that is the URL.
+    assert!(members.contains(", <endpoint>, false"), "the member advertises its https URL: {members}");
+
+    // mTLS: a client certificate from the CA is required.
+    let mutual = t4::tls::TlsAcceptor::from_pem_files(&identity.cert, &identity.key, Some(&pki.ca_path()), &[b"h2"]).unwrap();
+    let server = TestServer::start_with(|config| config.client_tls = Some(mutual)).await;
+    let https = format!("https://{}", server.endpoint());
+    let alice = pki.client("alice");
+    let (cert, key) = (format!("--cert={}", alice.cert.display()), format!("--key={}", alice.key.display()));
+    assert_eq!(etcdctl(&https, &[&cacert, &cert, &key, "put", "/mutual", "yes"], None), "OK\n");
+    assert_eq!(etcdctl(&https, &[&cacert, &cert, &key, "get", "/mutual", "--print-value-only"], None), "yes\n");
+    let anonymous = etcdctl(&https, &[&cacert, "--dial-timeout=2s", "--command-timeout=3s", "get", "/mutual"], None);
+    assert!(anonymous.contains("Error"), "{anonymous}");
+    let stranger = crate::pki::Pki::new().client("mallory");
+    let foreign = etcdctl(
+        &https,
+        &[
+            &cacert,
+            &format!("--cert={}", stranger.cert.display()),
+            &format!("--key={}", stranger.key.display()),
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "/mutual",
+        ],
+        None,
+    );
+    assert!(foreign.contains("Error"), "a certificate from another CA: {foreign}");
+}
+
+#[test]
+fn the_common_name_of_a_client_certificate_is_read_from_its_subject() {
+    let pki = crate::pki::Pki::new();
+    let alice = pki.client("alice");
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(&alice.cert).unwrap();
+    assert_eq!(t4::server::common_name(&der).as_deref(), Some("alice"), "the subject's CN, not the issuer's");
+    assert_eq!(t4::server::common_name(b"not a certificate"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_run_takes_the_client_tls_flags() {
+    let pki = crate::pki::Pki::new();
+    let identity = pki.server();
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let run = |key: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(data.path())
+            .arg("--client-tls-cert")
+            .arg(&identity.cert)
+            .arg("--client-tls-key")
+            .arg(key)
+            .arg("--client-tls-ca")
+            .arg(pki.ca_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = run(&pki.ca_path()).wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("client TLS: cannot read a private key"), "{refused:?}");
+
+    let mut node = run(&identity.key);
+    // The port speaks TLS only: wait for it to accept connections.
+    let started = tokio::time::Instant::now();
+    while tokio::net::TcpStream::connect(&endpoint).await.is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "t4 did not listen on {endpoint}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let client = pki.client("root");
+    let args = [
+        format!("--cacert={}", pki.ca_path().display()),
+        format!("--cert={}", client.cert.display()),
+        format!("--key={}", client.key.display()),
+    ];
+    let https = format!("https://{endpoint}");
+    let mut put: Vec<&str> = args.iter().map(String::as_str).collect();
+    put.extend(["put", "/via-flags", "ok"]);
+    let answer = etcdctl(&https, &put, None);
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert_eq!(answer, "OK\n");
+}
