@@ -63,6 +63,10 @@ impl Lessor {
         self.table().iter().filter(|(_, deadline)| deadline.expires <= now).map(|(id, _)| *id).collect()
     }
 
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
     pub fn ids(&self) -> Vec<i64> {
         self.table().keys().copied().collect()
     }

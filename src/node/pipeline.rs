@@ -80,6 +80,7 @@ pub struct Counters {
     checkpoint_micros: AtomicU64,
     checkpoint_revision: AtomicU64,
     gc_objects_deleted: AtomicU64,
+    pub(super) leases_expired: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +106,8 @@ pub struct NodeStats {
     pub checkpoint_revision: u64,
     /// Objects GC deleted from the bucket (WAL objects, chunks, manifests).
     pub gc_objects_deleted: u64,
+    /// Leases revoked because their time ran out.
+    pub leases_expired: u64,
 }
 
 impl Counters {
@@ -126,6 +129,7 @@ impl Counters {
             checkpoint_micros: self.checkpoint_micros.load(Ordering::Relaxed),
             checkpoint_revision: self.checkpoint_revision.load(Ordering::Relaxed),
             gc_objects_deleted: self.gc_objects_deleted.load(Ordering::Relaxed),
+            leases_expired: self.leases_expired.load(Ordering::Relaxed),
         }
     }
 }

@@ -245,10 +245,12 @@ async fn send(clients: &mut Clients, op: &Op) -> Answer {
         Op::LeaseRevoke(request) => answer(lease.lease_revoke(request).await, |response| normalize(&mut response.header)),
         Op::LeaseTimeToLive(request) => answer(lease.lease_time_to_live(request).await, |response| {
             normalize(&mut response.header);
-            // Seconds left depend on when each server was asked.
+            // Seconds left depend on when each server was asked; etcd lists keys in no
+            // particular order (t4 in key order).
             if response.ttl > 0 {
                 response.ttl = 1;
             }
+            response.keys.sort();
         }),
         Op::LeaseLeases => answer(lease.lease_leases(LeaseLeasesRequest {}).await, |response| {
             normalize(&mut response.header);

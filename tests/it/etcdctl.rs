@@ -228,6 +228,14 @@ fn leases(endpoint: &str) -> String {
         for (at, id) in ids.iter().enumerate() {
             output = output.replace(id.as_str(), &format!("<L{}>", at + 1));
         }
+        // etcd lists a lease's keys in no particular order (a Go map): sorted here.
+        if let Some(start) = output.find("attached keys([") {
+            let from = start + "attached keys([".len();
+            let end = output[from..].find("])").map_or(output.len(), |offset| from + offset);
+            let mut keys: Vec<&str> = output[from..end].split(' ').collect();
+            keys.sort();
+            output = format!("{}{}{}", &output[..from], keys.join(" "), &output[end..]);
+        }
         if let Some(start) = output.find("remaining(") {
             let end = output[start..].find('s').map_or(output.len(), |offset| start + offset);
             output.replace_range(start..end, "remaining(<n>");

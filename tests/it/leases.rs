@@ -153,6 +153,26 @@ async fn a_lease_lives_while_kept_alive_and_expires_after_its_ttl_not_before() {
     assert!(expired_after >= Duration::from_secs(2), "expired {expired_after:?} after the last keepalive");
     assert_eq!(response.events()[0].event_type(), EventType::Delete);
     assert_eq!(client.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
+    let (_, metrics) = crate::server::http_get(server.metrics_addr, "/metrics").await.unwrap();
+    assert!(metrics.contains("t4_leases 0\n") && metrics.contains("t4_leases_expired_total 1\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_leases_expiring_together_go_within_seconds() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for index in 0..500 {
+        let id = client.lease_grant(2, None).await.unwrap().id();
+        client.put(format!("/expiring/{index:03}"), "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+    }
+    let started = Instant::now();
+    let count = GetOptions::new().with_prefix().with_count_only();
+    while client.get("/expiring/", Some(count.clone())).await.unwrap().count() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(8), "500 expired leases were not all revoked within 8 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "500 leases expired");
+    assert!(client.leases().await.unwrap().leases().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
