@@ -241,21 +241,14 @@ impl Node {
     /// id asked for, or a new one for id 0. Spends no revision.
     pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
         match self.write(WriteRequest::LeaseGrant(request)).await? {
-            WriteResponse::LeaseGrant(response) => {
-                self.shared.lessor.granted(response.id, response.ttl, self.shared.env.clock.monotonic());
-                Ok(response)
-            }
+            WriteResponse::LeaseGrant(response) => Ok(response),
             other => unreachable!("lease grant answered with {other:?}"),
         }
     }
 
     /// Revokes a lease: its keys are deleted at one revision (none spent without keys).
     pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
-        let outcome = self.write(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id })).await;
-        if matches!(outcome, Ok(_) | Err(Error::LeaseNotFound)) {
-            self.shared.lessor.revoked(id);
-        }
-        match outcome? {
+        match self.write(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id })).await? {
             WriteResponse::LeaseRevoke(response) => Ok(response),
             other => unreachable!("lease revoke answered with {other:?}"),
         }

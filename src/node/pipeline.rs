@@ -348,6 +348,7 @@ async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::
             return 0;
         }
     };
+    track_leases(shared, &requests, &applied);
     let job = sync_job(shared, applied, replies, want_events);
     let records = match &job {
         SyncJob::Batch { wal: Some((_, _, count)), .. } => *count,
@@ -359,6 +360,21 @@ async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::
         shared.fail(Error::StorageFailure("wal syncer stopped".into()));
     }
     records
+}
+
+/// Lease expiry times follow grants and revokes in log order, as the writer applies them:
+/// a revoke racing the grant of the same id cannot leave in memory a lease the store does
+/// not have. A lease's time starts here, before its grant is durable, so never after the
+/// client sent it.
+fn track_leases(shared: &Shared, requests: &[WriteRequest], applied: &[Applied]) {
+    let now = shared.env.clock.monotonic();
+    for (request, outcome) in requests.iter().zip(applied) {
+        match (request, &outcome.response) {
+            (WriteRequest::LeaseGrant(_), Ok(WriteResponse::LeaseGrant(grant))) => shared.lessor.granted(grant.id, grant.ttl, now),
+            (WriteRequest::LeaseRevoke(revoke), Ok(_) | Err(Error::LeaseNotFound)) => shared.lessor.revoked(revoke.id),
+            _ => {}
+        }
+    }
 }
 
 fn sync_job(shared: &Shared, applied: Vec<Applied>, senders: Vec<oneshot::Sender<Result<WriteResponse>>>, want_events: bool) -> SyncJob {
