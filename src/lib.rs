@@ -5,6 +5,7 @@
 //! seams, `wal` the log, `mvcc` the revisioned store, `watch` the event hub, and `node`
 //! ties them into the embedded API.
 
+pub mod auth;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
