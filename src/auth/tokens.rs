@@ -4,7 +4,7 @@
 //! [`FAILURES_BEFORE_BACKOFF`] in a row, each further attempt must wait a doubling delay.
 //! Times are the node clock's monotonic readings (the Clock seam).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ struct Failures {
 
 #[derive(Debug, Default)]
 struct State {
-    tokens: HashMap<String, Token>,
-    failures: HashMap<String, Failures>,
+    tokens: BTreeMap<String, Token>,
+    failures: BTreeMap<String, Failures>,
     issued: u64,
 }
 
