@@ -210,6 +210,9 @@ impl World {
     fn restart(&self, handle: &Handle, server: madsim::task::NodeId, crash: Option<CrashMode>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         *self.node.lock().unwrap() = None;
+        // SIGKILL: what the process wrote stays, nothing it would do after is done (the
+        // simulator's kill drops its tasks, which would run destructors that write).
+        self.disk.kill_process();
         handle.kill(server);
         if let Some(mode) = crash {
             self.disk.crash(mode);
@@ -308,8 +311,10 @@ impl World {
     /// Final checks: the node recovers, a write completes, and the history is judged
     /// against the committed log.
     async fn verify(&self, faults: usize) -> SeedReport {
+        let awaited = self.await_node().await;
+        // Read after waiting: the last open's failure, if any, is among them then.
         let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
-        let node = match self.await_node().await {
+        let node = match awaited {
             Some(node) => node,
             None => {
                 violations.push("liveness: no node came up within 10s after healing".into());

@@ -147,6 +147,20 @@ impl SimDisk {
         crash_state(&mut self.lock(), mode);
     }
 
+    /// The process using the disk is killed (SIGKILL), the machine stays up: every write it
+    /// made stays (the page cache survives), its lock is released, and its handles fail from
+    /// now on. Call it *before* the simulator kills the process's tasks: dropping them runs
+    /// destructors (redb's clean-shutdown write among them) that a real SIGKILL never runs,
+    /// and they must not reach the disk.
+    pub fn kill_process(&self) {
+        let mut state = self.lock();
+        state.incarnation += 1;
+        state.locked = false;
+        for file in state.inodes.values_mut() {
+            file.handles = 0;
+        }
+    }
+
     /// Flips one bit of a file's durable bytes (out of contract: must be detected).
     pub fn flip_bit(&self, path: &str, byte_offset: u64, bit: u8) -> io::Result<()> {
         let mut state = self.lock();
