@@ -280,8 +280,8 @@ impl World {
         }
     }
 
-    fn start_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
-        let context = ClientContext {
+    fn client_context(&self, client: usize) -> ClientContext {
+        ClientContext {
             client,
             node: self.node.clone(),
             generation: self.generation.clone(),
@@ -289,19 +289,17 @@ impl World {
             trace: self.trace.clone(),
             stop: self.stop.clone(),
             started: self.started,
-        };
+        }
+    }
+
+    fn start_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
+        let context = self.client_context(client);
         handle.create_node().name(format!("client-{client}")).build().spawn(context.run())
     }
 
     fn start_lease_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
         let context = LeaseClient {
-            client,
-            node: self.node.clone(),
-            generation: self.generation.clone(),
-            history: self.history.clone(),
-            trace: self.trace.clone(),
-            stop: self.stop.clone(),
-            started: self.started,
+            context: self.client_context(client),
             violations: self.lease_violations.clone(),
             pairs: self.lease_pairs.clone(),
         };
@@ -514,31 +512,26 @@ async fn execute(node: &Node, kind: &OpKind) -> Outcome {
 /// A client that grants a lease, attaches two keys to it and keeps it alive for a while,
 /// checking all along that the lease and its keys are there while they must be.
 struct LeaseClient {
-    client: usize,
-    node: Arc<Mutex<Option<Node>>>,
-    generation: Arc<AtomicU64>,
-    history: Arc<Mutex<Vec<Op>>>,
-    trace: Arc<Mutex<TraceHash>>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
+    /// What every client shares (its id, the node slot, the history, the trace).
+    context: ClientContext,
     violations: Arc<Mutex<Vec<String>>>,
     pairs: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl LeaseClient {
     fn current(&self) -> Option<(Node, u64)> {
-        let generation = self.generation.load(Ordering::SeqCst);
-        self.node.lock().unwrap().clone().map(|node| (node, generation))
+        let generation = self.context.generation.load(Ordering::SeqCst);
+        self.context.node.lock().unwrap().clone().map(|node| (node, generation))
     }
 
     /// An answer counts only if the process that gave it is still the one running.
     fn same_process(&self, generation: u64) -> bool {
-        self.generation.load(Ordering::SeqCst) == generation
+        self.context.generation.load(Ordering::SeqCst) == generation
     }
 
     async fn run(self) {
         let mut sequence = 0u64;
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.context.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(thread_rng().gen_range(1..50))).await;
             sequence += 1;
             self.one_lease(sequence).await;
@@ -555,12 +548,12 @@ impl LeaseClient {
             Ok(Ok(response)) if self.same_process(generation) => response.id,
             _ => return,
         };
-        self.trace.lock().unwrap().fold(&format!("{} lease {id} granted ttl {ttl}", self.client));
-        let keys = [format!("lease/{}/{sequence}/a", self.client), format!("lease/{}/{sequence}/b", self.client)];
+        self.context.trace.lock().unwrap().fold(&format!("{} lease {id} granted ttl {ttl}", self.context.client));
+        let keys = [format!("lease/{}/{sequence}/a", self.context.client), format!("lease/{}/{sequence}/b", self.context.client)];
         for key in &keys {
-            let value = format!("l{}.{sequence}.{key}", self.client);
+            let value = format!("l{}.{sequence}.{key}", self.context.client);
             let request = PutRequest { key: key.clone().into(), value: value.clone().into(), lease: id, ..Default::default() };
-            let invoke_ns = self.started.elapsed().as_nanos();
+            let invoke_ns = self.context.started.elapsed().as_nanos();
             let outcome = match timeout(OP_TIMEOUT, node.put_request(request)).await {
                 Ok(Ok(response)) if self.same_process(generation) => {
                     Outcome::Wrote { revision: response.header.as_ref().map_or(0, |header| header.revision), succeeded: true, deleted: 0 }
@@ -571,13 +564,13 @@ impl LeaseClient {
             };
             let acknowledged = matches!(outcome, Outcome::Wrote { .. });
             let op = Op {
-                client: self.client,
+                client: self.context.client,
                 kind: OpKind::Put { key: key.clone(), value },
                 invoke_ns,
-                complete_ns: self.started.elapsed().as_nanos(),
+                complete_ns: self.context.started.elapsed().as_nanos(),
                 outcome,
             };
-            self.history.lock().unwrap().push(op);
+            self.context.history.lock().unwrap().push(op);
             if !acknowledged {
                 // The lease may have expired while the node was down (a refusal), or the
                 // outcome is unknown: this lease is done with.
@@ -626,7 +619,7 @@ impl LeaseClient {
     fn check_not_early(&self, id: i64, ttl: i64, alive_from: Instant, what: &str) {
         let lived = alive_from.elapsed();
         let bound = Duration::from_secs(ttl as u64).mul_f64(1.0 - 2.0 * DRIFT_PPM_MAX as f64 / 1e6);
-        self.trace.lock().unwrap().fold(&format!("{} lease {id} gone after {lived:?}", self.client));
+        self.context.trace.lock().unwrap().fold(&format!("{} lease {id} gone after {lived:?}", self.context.client));
         if lived < bound {
             self.violations
                 .lock()
