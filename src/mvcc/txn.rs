@@ -442,10 +442,20 @@ impl<'t> Writer<'t> {
         };
         self.write_entry(&entry)?;
         if let Some(events) = exec.events.as_mut() {
-            events.push(event_of(&entry, self.view.previous_of(&entry)?.as_ref()));
+            events.push(event_of(&entry, self.event_previous(&entry, previous.as_ref())?.as_ref()));
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Put { value: entry.value, lease } });
         Ok(previous)
+    }
+
+    /// The previous value a watch event reports ([`View::previous_of`]). The live value the
+    /// change replaced is that value unless an earlier op of the same txn wrote it: only
+    /// then is the store read.
+    fn event_previous(&self, entry: &StoredKv, replaced: Option<&StoredKv>) -> Result<Option<StoredKv>> {
+        match replaced {
+            Some(replaced) if replaced.mod_revision < entry.mod_revision => Ok(Some(replaced.clone())),
+            _ => self.view.previous_of(entry),
+        }
     }
 
     fn write_delete(&mut self, exec: &mut Exec, previous: StoredKv) -> Result<()> {
@@ -464,7 +474,7 @@ impl<'t> Writer<'t> {
         };
         self.write_entry(&entry)?;
         if let Some(events) = exec.events.as_mut() {
-            events.push(event_of(&entry, self.view.previous_of(&entry)?.as_ref()));
+            events.push(event_of(&entry, self.event_previous(&entry, Some(&previous))?.as_ref()));
         }
         exec.changes.push(Change { key: entry.key, kind: ChangeKind::Delete });
         Ok(())
