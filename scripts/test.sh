@@ -24,8 +24,9 @@ fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 command -v aws >/dev/null 2>&1 || python3 -m pip install -q awscli     # s4 client tests
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install -q boto3
-etcd --version | head -1
-etcdctl version | head -1
+# Whole outputs: with pipefail, `| head -1` could end the run by SIGPIPE (exit 141).
+etcd --version
+etcdctl version
 
 step "format and lint"
 cargo fmt --all -- --check
