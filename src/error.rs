@@ -30,6 +30,14 @@ pub enum ErrorKind {
     StorageFailure,
     /// Stored data failed validation; the node will not serve it.
     Corrupt,
+    /// No valid credentials: authenticate (again).
+    Unauthenticated,
+    /// The caller's user may not do this.
+    PermissionDenied,
+    /// The request does not fit the auth state (auth off, no root user, role not granted).
+    FailedPrecondition,
+    /// Too many attempts: wait before retrying.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +70,8 @@ pub enum Error {
     LeaseTtlTooLarge,
     #[error("t4: invalid argument: {0}")]
     InvalidArgument(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("t4: node is closed")]
     Closed,
     #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
@@ -89,11 +99,79 @@ impl Error {
             Error::Closed => ErrorKind::Closed,
             Error::StorageFailure(_) => ErrorKind::StorageFailure,
             Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Auth(error) => error.kind(),
         }
     }
 
     pub(crate) fn storage(context: &str, error: impl std::fmt::Display) -> Self {
         Error::StorageFailure(format!("{context}: {error}"))
+    }
+}
+
+/// Authentication and RBAC errors, in etcd's words (etcd's `rpctypes`; clients match the
+/// message text, so it is exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("etcdserver: authentication is not enabled")]
+    NotEnabled,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    Failed,
+    #[error("etcdserver: invalid auth token")]
+    InvalidToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidManagement,
+    #[error("etcdserver: revision of auth store is old")]
+    OldRevision,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name already exists")]
+    UserExists,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: role name already exists")]
+    RoleExists,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+}
+
+impl AuthError {
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            AuthError::Failed
+            | AuthError::InvalidManagement
+            | AuthError::OldRevision
+            | AuthError::PermissionNotGiven
+            | AuthError::UserEmpty
+            | AuthError::RoleEmpty => ErrorKind::InvalidArgument,
+            AuthError::InvalidToken => ErrorKind::Unauthenticated,
+            AuthError::PermissionDenied => ErrorKind::PermissionDenied,
+            AuthError::NotEnabled
+            | AuthError::RootUserNotExist
+            | AuthError::RootRoleNotExist
+            | AuthError::UserExists
+            | AuthError::UserNotFound
+            | AuthError::RoleExists
+            | AuthError::RoleNotFound
+            | AuthError::RoleNotGranted
+            | AuthError::PermissionNotGranted => ErrorKind::FailedPrecondition,
+            AuthError::TooManyRequests => ErrorKind::RateLimited,
+        }
     }
 }
 

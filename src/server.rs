@@ -35,6 +35,9 @@ impl Default for Keepalive {
     }
 }
 
+/// etcd's default simple-token TTL.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node: Config,
@@ -48,6 +51,12 @@ pub struct ServerConfig {
     /// TLS on the client port (`--client-tls-cert/--client-tls-key`); with
     /// `--client-tls-ca`, clients must present a certificate that CA signed (mTLS).
     pub client_tls: Option<TlsAcceptor>,
+    /// How long an auth token lives after its last use (`--token-ttl`).
+    pub token_ttl: Duration,
+    /// Turn auth on at start (`--auth-enabled`), creating the root user with this password
+    /// if it does not exist (`--root-password`).
+    pub auth_enabled: bool,
+    pub root_password: Option<String>,
 }
 
 impl ServerConfig {
@@ -61,6 +70,9 @@ impl ServerConfig {
             keepalive: Keepalive::default(),
             watch: WatchConfig::default(),
             client_tls: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            auth_enabled: false,
+            root_password: None,
         }
     }
 }
@@ -90,12 +102,18 @@ pub async fn serve(
     let probes = metrics_listener.map(|listener| tokio::spawn(crate::metrics::http::serve(listener, metrics.clone(), opened.clone())));
     let node = Node::open(config.node.clone()).await?;
     let _ = opened.set(node.clone());
+    if config.auth_enabled {
+        if let Err(error) = crate::core::bootstrap_auth(&node, config.root_password.clone()).await {
+            let _ = node.close().await;
+            return Err(format!("--auth-enabled: {error}").into());
+        }
+    }
     let local = listener.local_addr()?;
     let scheme = if config.client_tls.is_some() { "https" } else { "http" };
     let client_urls =
         if config.advertise_client_urls.is_empty() { vec![format!("{scheme}://{local}")] } else { config.advertise_client_urls.clone() };
     let member = MemberInfo { name: config.name.clone(), client_urls, peer_urls: Vec::new() };
-    let service = Service::new(EtcdCore::new(node.clone(), member), metrics, config.watch);
+    let service = Service::new(EtcdCore::new(node.clone(), member, config.token_ttl), metrics, config.watch);
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keepalive.interval))
         .http2_keepalive_timeout(Some(config.keepalive.timeout));

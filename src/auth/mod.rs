@@ -1,9 +1,13 @@
-//! Authentication and RBAC with etcd's semantics — the parts built so far: password
-//! hashing ([`password`]), the permission check over key ranges ([`permissions`]) and simple
-//! tokens with login rate limiting ([`tokens`]). Users and roles in the log, the Auth
-//! service and enforcement are not built yet (README): the Auth RPCs answer `Unimplemented`
-//! and AuthStatus says disabled.
+//! Authentication and RBAC with etcd's semantics (docs/auth.md).
+//!
+//! - [`state`]: users, roles and whether auth is on, changed through the log like data.
+//! - [`password`]: slow password hashes.
+//! - [`permissions`]: whether a user's grants cover a request's whole key range.
+//! - [`tokens`]: simple tokens with a TTL, and login rate limiting.
+//! - [`gate`]: who a request acts as, and the checks each RPC makes.
 
+pub mod gate;
 pub mod password;
 pub mod permissions;
+pub mod state;
 pub mod tokens;

@@ -14,8 +14,7 @@ const HASH_BYTES: usize = 32;
 
 /// Hashes `password` with a fresh random salt.
 pub fn hash(password: &str) -> String {
-    let mut salt = [0u8; SALT_BYTES];
-    getrandom::fill(&mut salt).expect("the OS random source works");
+    let salt = crate::env::os_random(SALT_BYTES).expect("the OS random source works");
     hash_with(password, &salt, ITERATIONS)
 }
 

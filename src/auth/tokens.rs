@@ -16,6 +16,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Token {
     user: String,
+    /// The user's password hash when the token was issued: a token outlives no password
+    /// change, wherever in the log the change came from.
+    stamp: String,
     expires: Duration,
 }
 
@@ -45,21 +48,21 @@ impl Tokens {
         Self { ttl, state: Mutex::default() }
     }
 
-    /// A new token for `user` (after its password was checked).
-    pub fn issue(&self, user: &str, now: Duration) -> String {
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).expect("the OS random source works");
+    /// A new token for `user`, whose password hash is `stamp` (after its password was
+    /// checked).
+    pub fn issue(&self, user: &str, stamp: &str, now: Duration) -> String {
+        let random = crate::env::os_random(16).expect("the OS random source works");
         let mut state = self.state();
         state.issued += 1;
         // etcd's simple tokens look like `<random>.<index>`; clients treat them as opaque.
         let token = format!("{}.{}", random.iter().map(|byte| format!("{byte:02x}")).collect::<String>(), state.issued);
-        state.tokens.insert(token.clone(), Token { user: user.to_string(), expires: now + self.ttl });
+        state.tokens.insert(token.clone(), Token { user: user.to_string(), stamp: stamp.to_string(), expires: now + self.ttl });
         token
     }
 
-    /// The user a live token belongs to (renewing it), or `None` for an unknown or expired
-    /// token.
-    pub fn user(&self, token: &str, now: Duration) -> Option<String> {
+    /// The user a live token belongs to and the password hash it was issued under
+    /// (renewing it), or `None` for an unknown or expired token.
+    pub fn user(&self, token: &str, now: Duration) -> Option<(String, String)> {
         let mut state = self.state();
         let live = state.tokens.get(token).is_some_and(|found| found.expires > now);
         if !live {
@@ -68,7 +71,7 @@ impl Tokens {
         }
         let found = state.tokens.get_mut(token).expect("checked above");
         found.expires = now + self.ttl;
-        Some(found.user.clone())
+        Some((found.user.clone(), found.stamp.clone()))
     }
 
     /// Drops every token of `user` (its password changed, or it was deleted).
@@ -125,18 +128,19 @@ mod tests {
     #[test]
     fn tokens_expire_unless_used_and_die_with_their_users_password() {
         let tokens = Tokens::new(S(300));
-        let alice = tokens.issue("alice", S(0));
-        let bob = tokens.issue("bob", S(0));
+        let alice = tokens.issue("alice", "h1", S(0));
+        let bob = tokens.issue("bob", "h2", S(0));
         assert_ne!(alice, bob);
-        assert_eq!(tokens.user(&alice, S(299)).as_deref(), Some("alice"));
-        assert_eq!(tokens.user(&alice, S(598)).as_deref(), Some("alice"), "each use renews the TTL");
+        let user = |token: &str, at| tokens.user(token, at).map(|(user, stamp)| format!("{user}/{stamp}"));
+        assert_eq!(user(&alice, S(299)).as_deref(), Some("alice/h1"));
+        assert_eq!(user(&alice, S(598)).as_deref(), Some("alice/h1"), "each use renews the TTL");
         assert_eq!(tokens.user(&bob, S(300)), None, "unused for its TTL: expired");
         assert_eq!(tokens.user("made-up", S(1)), None);
-        let again = tokens.issue("alice", S(600));
+        let again = tokens.issue("alice", "h1", S(600));
         tokens.revoke_user("alice");
         assert_eq!(tokens.user(&alice, S(601)), None);
         assert_eq!(tokens.user(&again, S(601)), None);
-        let carol = tokens.issue("carol", S(700));
+        let carol = tokens.issue("carol", "h3", S(700));
         tokens.sweep(S(1001));
         assert_eq!(tokens.user(&carol, S(700)), None, "swept once expired");
     }

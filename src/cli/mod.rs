@@ -159,6 +159,16 @@ struct RunArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "T4_CLIENT_TLS_CA", requires = "client_tls_cert")]
     client_tls_ca: Option<PathBuf>,
+    /// Turn authentication on at start (as `etcdctl user add root` then `auth enable`):
+    /// creates the root user if there is none, with --root-password.
+    #[arg(long, env = "T4_AUTH_ENABLED")]
+    auth_enabled: bool,
+    /// The root user's password, used only to create it (--auth-enabled).
+    #[arg(long, env = "T4_ROOT_PASSWORD", hide_env_values = true)]
+    root_password: Option<String>,
+    /// How long an auth token lives after its last use (etcd's simple tokens: 5 minutes).
+    #[arg(long, env = "T4_TOKEN_TTL", default_value = "300s", value_parser = parse_duration)]
+    token_ttl: Duration,
     #[command(flatten)]
     bucket: BucketArgs,
     #[command(flatten)]
@@ -527,6 +537,9 @@ async fn run(args: RunArgs) -> i32 {
     config.keepalive =
         Keepalive { min_time: args.grpc_keepalive_min_time, interval: args.grpc_keepalive_interval, timeout: args.grpc_keepalive_timeout };
     config.watch.progress_notify_interval = args.watch_progress_notify_interval;
+    config.auth_enabled = args.auth_enabled;
+    config.root_password = args.root_password;
+    config.token_ttl = args.token_ttl;
     if let (Some(cert), Some(key)) = (&args.client_tls_cert, &args.client_tls_key) {
         // gRPC needs HTTP/2: ALPN offers h2 only.
         match crate::tls::TlsAcceptor::from_pem_files(cert, key, args.client_tls_ca.as_deref(), &[b"h2"]) {

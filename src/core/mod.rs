@@ -5,6 +5,9 @@
 //! beyond the store itself lives here: response headers (cluster and member id, raft term),
 //! member and status reporting, hashing.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use t4_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse,
     HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -12,8 +15,15 @@ use t4_proto::etcdserverpb::{
     MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 
+use crate::auth::gate::{Caller, Credentials, Gate};
+use crate::auth::permissions::Access;
 use crate::error::Result;
+use crate::mvcc::{WriteRequest, WriteResponse};
 use crate::node::Node;
+
+mod auth;
+
+pub use auth::bootstrap_auth;
 
 /// The etcd API version t4 speaks, reported by Status (with t4's own version as build
 /// metadata, which semver parsers ignore).
@@ -57,11 +67,13 @@ const SINGLE_NODE_TERM: u64 = 1;
 pub struct EtcdCore {
     node: Node,
     member: MemberInfo,
+    gate: Arc<Gate>,
 }
 
 impl EtcdCore {
-    pub fn new(node: Node, member: MemberInfo) -> Self {
-        Self { node, member }
+    /// Tokens from Authenticate live `token_ttl` after their last use.
+    pub fn new(node: Node, member: MemberInfo, token_ttl: Duration) -> Self {
+        Self { node, member, gate: Arc::new(Gate::new(token_ttl)) }
     }
 
     pub fn node(&self) -> &Node {
@@ -87,71 +99,144 @@ impl EtcdCore {
         *header = self.header(revision);
     }
 
-    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+    /// Who `credentials` identify, against the auth state of this moment.
+    pub fn caller(&self, credentials: &Credentials) -> Result<Caller> {
+        self.gate.caller(self.node.auth_state(), credentials, self.node.monotonic_now())
+    }
+
+    pub async fn range(&self, credentials: &Credentials, request: RangeRequest) -> Result<RangeResponse> {
+        self.caller(credentials)?.require(Access::Read, &request.key, &request.range_end)?;
         let mut response = self.node.range(request).await?;
         self.fill(&mut response.header);
         Ok(response)
     }
 
-    pub async fn put(&self, request: PutRequest) -> Result<PutResponse> {
-        let mut response = self.node.put_request(request).await?;
-        self.fill(&mut response.header);
-        Ok(response)
+    pub async fn put(&self, credentials: &Credentials, request: PutRequest) -> Result<PutResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require(Access::Write, &request.key, b"")?;
+        if request.prev_kv {
+            caller.require(Access::Read, &request.key, b"")?;
+        }
+        if request.lease != 0 {
+            // Attaching a key to a lease whose keys the user may not all write would let it
+            // delete them by revoking the lease (etcd's rule).
+            self.require_lease_keys(&caller, Access::Write, request.lease).await?;
+        }
+        match self.node.write_checked(WriteRequest::Put(request), caller.auth_revision()).await? {
+            WriteResponse::Put(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            other => unreachable!("put answered with {other:?}"),
+        }
     }
 
-    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let mut response = self.node.delete_range(request).await?;
-        self.fill(&mut response.header);
-        Ok(response)
+    pub async fn delete_range(&self, credentials: &Credentials, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require(Access::Write, &request.key, &request.range_end)?;
+        if request.prev_kv {
+            caller.require(Access::Read, &request.key, &request.range_end)?;
+        }
+        match self.node.write_checked(WriteRequest::DeleteRange(request), caller.auth_revision()).await? {
+            WriteResponse::DeleteRange(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            other => unreachable!("delete answered with {other:?}"),
+        }
     }
 
     /// Only the outer header carries member identity; nested headers carry a revision, as
     /// etcd's do.
-    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
-        let mut response = self.node.txn(request).await?;
-        self.fill(&mut response.header);
-        Ok(response)
+    pub async fn txn(&self, credentials: &Credentials, request: TxnRequest) -> Result<TxnResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require_txn(&request)?;
+        match self.node.write_checked(WriteRequest::Txn(request), caller.auth_revision()).await? {
+            WriteResponse::Txn(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            other => unreachable!("txn answered with {other:?}"),
+        }
     }
 
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse> {
-        let mut response = self.node.compact(request.revision).await?;
-        self.fill(&mut response.header);
-        Ok(response)
+    /// Compaction drops every key's history: with auth on, only root may (etcd lets any
+    /// user; see docs/auth.md).
+    pub async fn compact(&self, credentials: &Credentials, request: CompactionRequest) -> Result<CompactionResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require_root()?;
+        let request = CompactionRequest { revision: request.revision, physical: true };
+        match self.node.write_checked(WriteRequest::Compact(request), caller.auth_revision()).await? {
+            WriteResponse::Compact(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            other => unreachable!("compact answered with {other:?}"),
+        }
     }
 
-    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+    pub async fn lease_grant(&self, credentials: &Credentials, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        self.caller(credentials)?.require_user()?;
         let mut response = self.node.lease_grant(request).await?;
         self.fill(&mut response.header);
         Ok(response)
     }
 
-    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        let mut response = self.node.lease_revoke(request.id).await?;
-        self.fill(&mut response.header);
-        Ok(response)
+    /// Revoking deletes the lease's keys: the user must be allowed to write every one.
+    pub async fn lease_revoke(&self, credentials: &Credentials, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require_user()?;
+        self.require_lease_keys(&caller, Access::Write, request.id).await?;
+        match self.node.write_checked(WriteRequest::LeaseRevoke(request), caller.auth_revision()).await? {
+            WriteResponse::LeaseRevoke(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            other => unreachable!("lease revoke answered with {other:?}"),
+        }
     }
 
     /// TTL 0 for a lease that does not exist, as etcd answers (not an error).
-    pub fn lease_keep_alive(&self, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+    pub fn lease_keep_alive(&self, credentials: &Credentials, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+        self.caller(credentials)?.require_user()?;
         let ttl = self.node.lease_keep_alive(request.id)?;
         Ok(LeaseKeepAliveResponse { header: self.header(self.node.current_revision()), id: request.id, ttl })
     }
 
-    /// TTL -1 for a lease that does not exist, as etcd answers (not an error).
-    pub async fn lease_time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
+    /// TTL -1 for a lease that does not exist, as etcd answers (not an error). With keys,
+    /// the user must be allowed to read every key listed.
+    pub async fn lease_time_to_live(&self, credentials: &Credentials, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
+        let caller = self.caller(credentials)?;
+        caller.require_user()?;
         let status = self.node.lease_time_to_live(request.id, request.keys).await?;
         let header = self.header(self.node.current_revision());
         Ok(match status {
             Some(status) => {
+                for key in &status.keys {
+                    caller.require(Access::Read, key, b"")?;
+                }
                 LeaseTimeToLiveResponse { header, id: request.id, ttl: status.remaining, granted_ttl: status.granted, keys: status.keys }
             }
             None => LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
         })
     }
 
-    pub fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
+    pub fn lease_leases(&self, credentials: &Credentials) -> Result<LeaseLeasesResponse> {
+        self.caller(credentials)?.require_user()?;
         let leases = self.node.leases()?.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(LeaseLeasesResponse { header: self.header(self.node.current_revision()), leases })
+    }
+
+    /// `access` to every key attached to lease `id` (nothing to check without auth, for
+    /// root, or for a lease that does not exist).
+    async fn require_lease_keys(&self, caller: &Caller, access: Access, id: i64) -> Result<()> {
+        if caller.auth_revision().is_none() || caller.require_root().is_ok() {
+            return Ok(());
+        }
+        for key in self.node.lease_keys(id).await?.unwrap_or_default() {
+            caller.require(access, &key, b"")?;
+        }
+        Ok(())
     }
 
     pub async fn status(&self) -> Result<StatusResponse> {
@@ -187,8 +272,9 @@ impl EtcdCore {
     }
 
     /// A hash of every key's history at or below `revision` (0 = current), for comparing
-    /// members; not comparable with etcd's own hash.
-    pub async fn hash_kv(&self, request: HashKvRequest) -> Result<HashKvResponse> {
+    /// members; not comparable with etcd's own hash. Root only with auth on (etcd's rule).
+    pub async fn hash_kv(&self, credentials: &Credentials, request: HashKvRequest) -> Result<HashKvResponse> {
+        self.caller(credentials)?.require_root()?;
         let (hash, revision) = self.node.hash_kv(request.revision).await?;
         Ok(HashKvResponse {
             header: self.header(self.node.current_revision()),
@@ -198,9 +284,11 @@ impl EtcdCore {
         })
     }
 
-    /// redb reuses freed pages itself; there is nothing to defragment offline.
-    pub fn defragment(&self) -> DefragmentResponse {
-        DefragmentResponse { header: self.header(self.node.current_revision()) }
+    /// redb reuses freed pages itself; there is nothing to defragment offline. Root only
+    /// with auth on (etcd's rule).
+    pub fn defragment(&self, credentials: &Credentials) -> Result<DefragmentResponse> {
+        self.caller(credentials)?.require_root()?;
+        Ok(DefragmentResponse { header: self.header(self.node.current_revision()) })
     }
 
     /// t4 raises no alarms yet (no space quota): GET lists none, the rest are accepted.

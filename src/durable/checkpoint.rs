@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use super::bucket::{list_all, object_error};
 use super::format::FORMAT_VERSION;
+use crate::auth::state::AuthState;
 use crate::env::{Clock, Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::mvcc::{Position, Snapshot, Store};
@@ -91,6 +92,8 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
     /// The leases at this position: (id, granted TTL in seconds).
     pub leases: Vec<(i64, i64)>,
+    /// Users, roles and whether auth is on, at this position.
+    pub auth: AuthState,
 }
 
 impl Manifest {
@@ -121,6 +124,9 @@ impl Manifest {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&ttl.to_le_bytes());
         }
+        let auth = self.auth.encode();
+        out.extend_from_slice(&(auth.len() as u32).to_le_bytes());
+        out.extend_from_slice(&auth);
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -142,24 +148,34 @@ impl Manifest {
         }
         let count = u32_at(MANIFEST_FIXED_BYTES - 4) as usize;
         let leases_at = MANIFEST_FIXED_BYTES.saturating_add(count.saturating_mul(MANIFEST_CHUNK_BYTES));
-        // The lease list follows the chunks (manifests written before leases existed end
-        // with the chunks: no leases).
-        let leases = if body.len() == leases_at {
-            Vec::new()
+        // The lease list follows the chunks, then the auth state (manifests written before
+        // leases, or auth, existed end before them: none).
+        let (leases, auth_at) = if body.len() == leases_at {
+            (Vec::new(), leases_at)
         } else {
             if body.len() < leases_at + 4 {
                 return Err(corrupt("chunk list length does not match its count"));
             }
             let lease_count = u32_at(leases_at) as usize;
-            if body.len() != leases_at + 4 + lease_count.saturating_mul(16) {
+            let auth_at = (leases_at + 4).saturating_add(lease_count.saturating_mul(16));
+            if body.len() < auth_at {
                 return Err(corrupt("lease list length does not match its count"));
             }
-            (0..lease_count)
+            let leases = (0..lease_count)
                 .map(|index| {
                     let at = leases_at + 4 + index * 16;
                     (u64_at(at) as i64, u64_at(at + 8) as i64)
                 })
-                .collect()
+                .collect();
+            (leases, auth_at)
+        };
+        let auth = if body.len() == auth_at {
+            AuthState::default()
+        } else {
+            if body.len() < auth_at + 4 || body.len() != auth_at + 4 + u32_at(auth_at) as usize {
+                return Err(corrupt("auth state length does not match"));
+            }
+            AuthState::decode(&body[auth_at + 4..]).map_err(|error| corrupt(&format!("auth state: {error}")))?
         };
         let chunks = (0..count)
             .map(|index| {
@@ -176,6 +192,7 @@ impl Manifest {
             bytes: u64_at(68),
             chunks,
             leases,
+            auth,
         })
     }
 }
@@ -314,9 +331,9 @@ pub async fn write(
     let live = crate::env::blocking(move || counted.entry_count()).await?;
     let mut chunker = Chunker::default();
     let leased = snapshot.clone();
-    let leases = crate::env::blocking(move || leased.leases()).await?;
+    let (leases, auth) = crate::env::blocking(move || Ok::<_, Error>((leased.leases()?, leased.auth_state()?))).await?;
     let mut manifest =
-        Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, live_entries: live, bytes: 0, chunks: Vec::new(), leases };
+        Manifest { term, position, wall_ms: clock.wall_ms(), entries: 0, live_entries: live, bytes: 0, chunks: Vec::new(), leases, auth };
     let mut cursor = None;
     let kept = previous.filter(|previous| {
         previous.position.revision <= position.revision
@@ -444,14 +461,14 @@ pub async fn restore(store: &Arc<dyn ObjectStore>, manifest: &Manifest, target: 
         }
     });
     let objects: Vec<(ChunkRef, Bytes)> = futures::stream::iter(reads).buffered(TRANSFERS_IN_FLIGHT).try_collect().await?;
-    let (position, target, leases) = (manifest.position, target.clone(), manifest.leases.clone());
+    let (position, target, leases, auth) = (manifest.position, target.clone(), manifest.leases.clone(), manifest.auth.clone());
     let compact = manifest.entries != manifest.live_entries;
     crate::env::blocking(move || {
         let mut entries = objects.iter().flat_map(|(reference, object)| match decode_chunk(reference, object) {
             Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(error) => vec![Err(error)],
         });
-        target.restore(position, &mut entries, compact, &leases)
+        target.restore(position, &mut entries, compact, &leases, &auth)
     })
     .await
 }
@@ -512,6 +529,11 @@ mod tests {
             bytes: payload.len() as u64,
             chunks: vec![chunk.reference.clone(), chunk.reference],
             leases: vec![(7, 60), (-3, 2)],
+            auth: {
+                let mut auth = AuthState::default();
+                auth.apply(&crate::auth::state::AuthChange::UserAdd { name: "root".into(), password: Some("hash".into()) }).unwrap();
+                auth
+            },
         };
         let bytes = manifest.encode();
         assert_eq!(Manifest::decode("m", &bytes).unwrap(), manifest);
@@ -521,5 +543,10 @@ mod tests {
             assert!(Manifest::decode("m", &damaged).is_err(), "flip at {at}");
         }
         assert!(Manifest::decode("m", &bytes[..bytes.len() - 10]).is_err());
+        // A manifest written before auth existed ends after its leases: no users, auth off.
+        let auth_bytes = manifest.auth.encode().len() + 4;
+        let mut older = bytes[..bytes.len() - 4 - auth_bytes].to_vec();
+        older.extend_from_slice(&crc32c::crc32c(&older).to_le_bytes());
+        assert_eq!(Manifest::decode("m", &older).unwrap(), Manifest { auth: AuthState::default(), ..manifest });
     }
 }

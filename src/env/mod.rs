@@ -82,7 +82,9 @@ where
     {
         match tokio::task::spawn_blocking(work).await {
             Ok(result) => result,
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+            Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+            // Cancelled: the runtime is shutting down and drops this task too.
+            Err(_) => std::future::pending().await,
         }
     }
     #[cfg(madsim)]

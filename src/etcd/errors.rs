@@ -3,7 +3,7 @@
 
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// (gRPC code, message) for an error, as etcd sends it.
 pub fn code_and_message(error: &Error) -> (Code, String) {
@@ -22,6 +22,13 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::LeaseExists => Code::FailedPrecondition,
         Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
+        Error::Auth(error) => match error.kind() {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::RateLimited => Code::ResourceExhausted,
+            _ => Code::FailedPrecondition,
+        },
     };
     let message = match error {
         // etcd's own words for a stopping server.
@@ -44,6 +51,7 @@ pub fn unimplemented(what: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AuthError;
 
     #[test]
     fn the_error_table() {
@@ -65,14 +73,36 @@ mod tests {
             Error::Closed,
             Error::StorageFailure("wal fdatasync: EIO".into()),
             Error::Corrupt("wal 00000000000000000001.wal: checksum".into()),
+            Error::Auth(AuthError::NotEnabled),
+            Error::Auth(AuthError::Failed),
+            Error::Auth(AuthError::InvalidToken),
+            Error::Auth(AuthError::InvalidManagement),
+            Error::Auth(AuthError::OldRevision),
+            Error::Auth(AuthError::PermissionDenied),
+            Error::Auth(AuthError::PermissionNotGiven),
+            Error::Auth(AuthError::RootUserNotExist),
+            Error::Auth(AuthError::RootRoleNotExist),
+            Error::Auth(AuthError::UserEmpty),
+            Error::Auth(AuthError::UserExists),
+            Error::Auth(AuthError::UserNotFound),
+            Error::Auth(AuthError::RoleEmpty),
+            Error::Auth(AuthError::RoleExists),
+            Error::Auth(AuthError::RoleNotFound),
+            Error::Auth(AuthError::RoleNotGranted),
+            Error::Auth(AuthError::PermissionNotGranted),
+            Error::Auth(AuthError::TooManyRequests),
         ];
         let table: Vec<String> = errors
             .iter()
             .map(|error| {
                 let (code, message) = code_and_message(error);
                 let debug = format!("{error:?}");
-                let variant = debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
-                format!("{variant:<18} {:<16} {message}", format!("{code:?}"))
+                // Auth(Failed) -> Auth::Failed; others by their variant name.
+                let variant = match error {
+                    Error::Auth(inner) => format!("Auth::{inner:?}"),
+                    _ => debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string(),
+                };
+                format!("{variant:<26} {:<18} {message}", format!("{code:?}"))
             })
             .collect();
         insta::assert_snapshot!(table.join("\n"));

@@ -11,7 +11,7 @@ use t4_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::errors::{status, unimplemented};
-use super::Service;
+use super::{credentials, Service};
 
 #[tonic::async_trait]
 impl Maintenance for Service {
@@ -25,8 +25,8 @@ impl Maintenance for Service {
         self.core.status().await.map(Response::new).map_err(status)
     }
 
-    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        Ok(Response::new(self.core.defragment()))
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.core.defragment(&credentials(&request)).map(Response::new).map_err(status)
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -34,7 +34,7 @@ impl Maintenance for Service {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        self.core.hash_kv(request.into_inner()).await.map(Response::new).map_err(status)
+        self.core.hash_kv(&credentials(&request), request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {

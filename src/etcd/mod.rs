@@ -3,11 +3,11 @@
 //! Each service method decodes nothing itself (tonic and prost do), calls the core, and
 //! maps errors through [`errors`], the one table of etcd's codes and messages.
 
+mod auth;
 pub mod errors;
 mod kv;
 mod lease;
 mod maintenance;
-mod unimplemented;
 mod watch;
 
 use std::sync::Arc;
@@ -19,10 +19,24 @@ use t4_proto::etcdserverpb::lease_server::LeaseServer;
 use t4_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use t4_proto::etcdserverpb::watch_server::WatchServer;
 
+use crate::auth::gate::Credentials;
 use crate::core::EtcdCore;
 use crate::metrics::Metrics;
+use crate::server::TlsConnectInfo;
 
 pub use watch::WatchConfig;
+
+/// What the request carries of its sender: the token from Authenticate (in `token`
+/// metadata, as clientv3 sends it, or in `authorization`, as the gRPC gateway and other
+/// clients do; etcd reads both), and the CN of a client certificate verified under mutual
+/// TLS.
+fn credentials<T>(request: &tonic::Request<T>) -> Credentials {
+    let metadata = request.metadata();
+    let token =
+        ["token", "authorization"].iter().find_map(|name| metadata.get(*name)).and_then(|value| value.to_str().ok()).map(str::to_string);
+    let common_name = request.extensions().get::<TlsConnectInfo>().and_then(|info| info.common_name.clone());
+    Credentials { token, common_name }
+}
 
 /// gRPC bytes allowed on top of the largest request (etcd's margin).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::gate::Credentials;
+use crate::auth::permissions::Access;
 use crate::core::EtcdCore;
 use crate::error::Error;
 use crate::watch::{WatchOptions, WatchStream};
@@ -65,7 +67,8 @@ impl Watch for Service {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (outbound, responses) = mpsc::channel(WATCH_RESPONSES_QUEUED_MAX);
-        let session = Session { core: self.core.clone(), config: self.watch, outbound, watches: BTreeMap::new(), next_id: 0 };
+        let credentials = super::credentials(&request);
+        let session = Session { core: self.core.clone(), config: self.watch, outbound, watches: BTreeMap::new(), next_id: 0, credentials };
         tokio::spawn(session.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
@@ -82,6 +85,9 @@ struct Session {
     outbound: Outbound,
     watches: BTreeMap<i64, WatchEntry>,
     next_id: i64,
+    /// The stream's sender: each watch is checked when created, against the auth state of
+    /// that moment (read access to its whole range).
+    credentials: Credentials,
 }
 
 impl Session {
@@ -132,9 +138,17 @@ impl Session {
             filter_puts: create.filters.contains(&(FilterType::Noput as i32)),
             filter_deletes: create.filters.contains(&(FilterType::Nodelete as i32)),
         };
+        let permitted =
+            self.core.caller(&self.credentials).and_then(|caller| caller.require(Access::Read, &options.key, &options.range_end)).map_err(
+                |error| {
+                    // etcd puts the whole gRPC error text in the reason; etcdctl prints it.
+                    let (code, message) = super::errors::code_and_message(&error);
+                    format!("rpc error: code = {} desc = {message}", go_code_name(code))
+                },
+            );
         let stream = match refusal {
             Some(reason) => Err(reason),
-            None => self.core.node().watch(options).map_err(|error| error.to_string()),
+            None => permitted.and_then(|()| self.core.node().watch(options).map_err(|error| error.to_string())),
         };
         let stream = match stream {
             Ok(stream) => stream,
@@ -188,6 +202,19 @@ impl Session {
             let response = WatchResponse { header: core.header(revision), watch_id: PROGRESS_WATCH_ID, ..Default::default() };
             let _ = outbound.send(Ok(response)).await;
         });
+    }
+}
+
+/// A gRPC code as grpc-go spells it in error texts.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::Unavailable => "Unavailable",
+        _ => "Unknown",
     }
 }
 

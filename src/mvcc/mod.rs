@@ -7,6 +7,8 @@
 //! - `kv_latest`: key -> the newest entry (tombstones included until compacted). Reads at
 //!   the current revision touch only this table.
 //! - `meta`: applied WAL index, current and compact revision, format version.
+//! - `leases`, `lease_keys`: lease id -> TTL, and (lease, key) for every key on a lease.
+//! - `auth`: the auth state (users, roles, whether auth is on), one encoded value.
 //!
 //! Invariants: revision 1 is the empty store; a txn that changes anything takes exactly the
 //! next revision, and every entry it writes carries it (sub numbers give op order within the
@@ -26,5 +28,5 @@ mod store_test;
 
 pub use codec::StoredKv;
 pub use range::KeySpan;
-pub use store::{Applied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
+pub use store::{Applied, AuthApplied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
 pub use txn::{validate_range, validate_write, Limits, Position, LEASE_TTL_MAX, LEASE_TTL_MIN};

@@ -24,7 +24,8 @@ use crate::wal::Record;
 use super::codec::StoredKv;
 use super::range::{self, KeySpan};
 use super::txn::{Position, Writer};
-use super::view::{View, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use super::view::{View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use crate::auth::state::{AuthChange, AuthState};
 
 /// The store's file under the data directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -79,6 +80,7 @@ pub enum WriteRequest {
     Compact(CompactionRequest),
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
+    Auth(AuthChange),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,14 @@ pub enum WriteResponse {
     Compact(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Auth(AuthApplied),
+}
+
+/// An auth change's outcome: the store's revision (unchanged) and the auth revision after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthApplied {
+    pub header: Option<ResponseHeader>,
+    pub auth_revision: u64,
 }
 
 /// The events of one revision, in op order.
@@ -156,6 +166,7 @@ impl Store {
             txn.open_table(KV_LATEST)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
+            txn.open_table(AUTH)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|value| value.value());
             if format.is_none() {
@@ -269,6 +280,15 @@ impl Store {
         })
     }
 
+    /// The auth state (users, roles, whether auth is on).
+    pub fn auth_state(&self) -> Result<AuthState> {
+        guarded("auth read", || {
+            let db = self.db()?;
+            let txn = db.as_ref().expect("open").begin_read()?;
+            read_auth_state(&txn.open_table(AUTH)?)
+        })
+    }
+
     /// Events of revisions `from..=to` in `span` (watch catch-up). `to` must be visible.
     pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
         guarded("watch read", || self.events_unguarded(span, from, to, prev_kv))
@@ -369,13 +389,15 @@ impl Store {
     /// the old content or the new, never a mix. The indexes are rebuilt from the entries.
     /// With `compact`, the entries may include some that compaction at
     /// `position.compact_revision` removes, and it is applied. `leases` (id, TTL) replace the
-    /// store's leases; which keys each holds is rebuilt from the live entries.
+    /// store's leases; which keys each holds is rebuilt from the live entries. `auth`
+    /// replaces the auth state.
     pub fn restore(
         &self,
         position: Position,
         entries: &mut dyn Iterator<Item = Result<Vec<u8>>>,
         compact: bool,
         leases: &[(i64, i64)],
+        auth: &AuthState,
     ) -> Result<()> {
         guarded("restore", || {
             let db = self.db()?;
@@ -386,6 +408,7 @@ impl Store {
             txn.delete_table(KV_LATEST)?;
             txn.delete_table(LEASES)?;
             txn.delete_table(LEASE_KEYS)?;
+            txn.delete_table(AUTH)?;
             {
                 let mut revs = txn.open_table(KV_REV)?;
                 let mut index = txn.open_table(KV_INDEX)?;
@@ -424,6 +447,9 @@ impl Store {
                         lease_keys.insert((entry.lease, key.value()), ())?;
                     }
                 }
+                if *auth != AuthState::default() {
+                    txn.open_table(AUTH)?.insert(AUTH_STATE_KEY, auth.encode().as_slice())?;
+                }
             }
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
@@ -454,6 +480,14 @@ fn read_leases(table: &impl ReadableTable<i64, i64>) -> Result<Vec<(i64, i64)>> 
         leases.push((id.value(), ttl.value()));
     }
     Ok(leases)
+}
+
+/// The stored auth state; the default (auth off, nobody) before the first change.
+pub(super) fn read_auth_state(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<AuthState> {
+    match table.get(AUTH_STATE_KEY)? {
+        None => Ok(AuthState::default()),
+        Some(bytes) => AuthState::decode(bytes.value()).map_err(|error| Error::Corrupt(format!("store auth state: {error}"))),
+    }
 }
 
 /// The keys `LEASE_KEYS` files under lease `id`, in key order.
@@ -506,6 +540,11 @@ impl Snapshot {
     /// Every lease with its granted TTL, by id, at the snapshot's position.
     pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
         guarded("snapshot read", || read_leases(&self.txn.as_ref().expect("a live snapshot").open_table(LEASES)?))
+    }
+
+    /// The auth state at the snapshot's position.
+    pub fn auth_state(&self) -> Result<AuthState> {
+        guarded("snapshot read", || read_auth_state(&self.txn.as_ref().expect("a live snapshot").open_table(AUTH)?))
     }
 
     /// History entries (as stored: each checksummed) strictly after `after`, in log order, until
@@ -605,6 +644,7 @@ impl WriteRequest {
             WriteRequest::Compact(compact) => compact.encoded_len(),
             WriteRequest::LeaseGrant(grant) => grant.encoded_len(),
             WriteRequest::LeaseRevoke(revoke) => revoke.encoded_len(),
+            WriteRequest::Auth(change) => change.encode().len(),
         }
     }
 }
@@ -618,6 +658,7 @@ impl WriteResponse {
             WriteResponse::Compact(response) => &response.header,
             WriteResponse::LeaseGrant(response) => &response.header,
             WriteResponse::LeaseRevoke(response) => &response.header,
+            WriteResponse::Auth(response) => &response.header,
         };
         header.as_ref().map_or(0, |header| header.revision)
     }

@@ -26,8 +26,9 @@ use super::codec::StoredKv;
 use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
 use super::store::{keys_of_lease, write_position};
-use super::store::{range_in, Applied, RevisionEvents, WriteRequest, WriteResponse};
-use super::view::{event_of, View, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use super::store::{range_in, read_auth_state, Applied, AuthApplied, RevisionEvents, WriteRequest, WriteResponse};
+use super::view::{event_of, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use crate::auth::state::AuthChange;
 
 /// etcd's shortest lease: shorter requests are granted this many seconds (etcd derives it
 /// from its election timeout; 2 s with etcd's defaults).
@@ -51,6 +52,7 @@ pub struct Writer<'t> {
     meta: Table<'t, &'static str, u64>,
     leases: Table<'t, i64, i64>,
     lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    auth: Table<'t, &'static str, &'static [u8]>,
     position: Position,
 }
 
@@ -81,7 +83,14 @@ impl Exec {
 impl<'t> Writer<'t> {
     pub fn new(txn: &'t WriteTransaction, position: Position) -> Result<Self> {
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
-        Ok(Self { view, meta: txn.open_table(META)?, leases: txn.open_table(LEASES)?, lease_keys: txn.open_table(LEASE_KEYS)?, position })
+        Ok(Self {
+            view,
+            meta: txn.open_table(META)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            auth: txn.open_table(AUTH)?,
+            position,
+        })
     }
 
     /// Restoring a checkpoint that kept entries compacted away since it was first written:
@@ -113,6 +122,7 @@ impl<'t> Writer<'t> {
             WriteRequest::Compact(compact) => return self.compact(compact),
             WriteRequest::LeaseGrant(grant) => return self.lease_grant(grant),
             WriteRequest::LeaseRevoke(revoke) => return self.lease_revoke(&mut exec, revoke),
+            WriteRequest::Auth(change) => return self.auth_change(change),
         };
         let response = match outcome {
             Err(error) if is_fatal(&error) => return Err(error),
@@ -179,6 +189,13 @@ impl<'t> Writer<'t> {
                     self.position.revision = *revision;
                 }
                 self.leases.remove(*id)?;
+            }
+            RecordBody::Auth { change } => {
+                let mut state = read_auth_state(&self.auth)?;
+                state.apply(change).map_err(|error| {
+                    Error::Corrupt(format!("wal record {} changes auth in a way the auth state refuses: {error}", record.index))
+                })?;
+                self.auth.insert(AUTH_STATE_KEY, state.encode().as_slice())?;
             }
         }
         self.position.index = record.index;
@@ -372,6 +389,26 @@ impl<'t> Writer<'t> {
         let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
         let response = LeaseGrantResponse { header, id, ttl, error: String::new() };
         Ok(Applied { response: Ok(WriteResponse::LeaseGrant(response)), record: Some(record), events: None })
+    }
+
+    /// Applies a change to users, roles or whether auth is on (checked against the auth
+    /// state as of this point in the log). Spends no revision; a change that changes
+    /// nothing writes no record.
+    fn auth_change(&mut self, change: &AuthChange) -> Result<Applied> {
+        let mut state = read_auth_state(&self.auth)?;
+        let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
+        let changed = match state.apply(change) {
+            Ok(changed) => changed,
+            Err(error) => return Ok(Applied { response: Err(Error::Auth(error)), record: None, events: None }),
+        };
+        let response = Ok(WriteResponse::Auth(AuthApplied { header, auth_revision: state.revision }));
+        if !changed {
+            return Ok(Applied { response, record: None, events: None });
+        }
+        self.auth.insert(AUTH_STATE_KEY, state.encode().as_slice())?;
+        self.position.index += 1;
+        let record = Record { index: self.position.index, body: RecordBody::Auth { change: change.clone() } };
+        Ok(Applied { response, record: Some(record), events: None })
     }
 
     /// A positive id no lease has, derived from the log position (so a replay or a
@@ -603,7 +640,7 @@ pub fn validate_write(request: &WriteRequest, limits: Limits) -> Result<()> {
             check_duplicate_keys(&txn.success)?;
             check_duplicate_keys(&txn.failure)
         }
-        WriteRequest::Compact(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) => Ok(()),
+        WriteRequest::Compact(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) | WriteRequest::Auth(_) => Ok(()),
     }
 }
 

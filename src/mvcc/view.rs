@@ -18,6 +18,10 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
 /// (lease id, key) for every live key attached to a lease: revoke finds its keys here.
 pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// The auth state ([`crate::auth::state::AuthState`], encoded) under [`AUTH_STATE_KEY`];
+/// absent until the first auth change.
+pub const AUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("auth");
+pub const AUTH_STATE_KEY: &str = "state";
 
 pub trait LatestTable: ReadableTable<&'static [u8], &'static [u8]> {}
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> LatestTable for T {}

@@ -28,6 +28,7 @@ use t4_proto::etcdserverpb::{
 use t4_proto::mvccpb::KeyValue;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::state::{AuthChange, AuthState};
 use crate::config::Config;
 use crate::durable::ObjectDurability;
 use crate::env::{Env, StorageFence};
@@ -74,6 +75,8 @@ struct Shared {
     lessor: lessor::Lessor,
     /// The task that revokes expired leases (stopped before the store closes).
     expiry: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Users, roles and whether auth is on, as of the last auth change applied.
+    auth: std::sync::RwLock<Arc<AuthState>>,
 }
 
 /// What [`Node::lease_time_to_live`] reports of a lease.
@@ -124,9 +127,9 @@ impl Node {
             }
         };
         let pipeline::Opened { store, wal, fence, log } = opened;
-        let leases = {
+        let (leases, auth) = {
             let store = store.clone();
-            crate::env::blocking(move || store.leases()).await?
+            crate::env::blocking(move || Ok::<_, Error>((store.leases()?, store.auth_state()?))).await?
         };
         let lessor = lessor::Lessor::load(&leases, env.clock.monotonic());
         let term = log.as_ref().map(|log| log.term);
@@ -150,6 +153,7 @@ impl Node {
             object_meters,
             lessor,
             expiry: Mutex::new(None),
+            auth: std::sync::RwLock::new(Arc::new(auth)),
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
             pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
@@ -278,6 +282,18 @@ impl Node {
         Ok(Some(LeaseStatus { remaining, granted, keys: attached }))
     }
 
+    /// The keys attached to lease `id`, in key order (`None` if there is no such lease).
+    pub async fn lease_keys(&self, id: i64) -> Result<Option<Vec<Vec<u8>>>> {
+        self.check_open()?;
+        let store = self.shared.store.clone();
+        crate::env::blocking(move || store.lease_keys(id)).await
+    }
+
+    /// The node clock's monotonic reading (what lease and token lifetimes count on).
+    pub fn monotonic_now(&self) -> Duration {
+        self.shared.env.clock.monotonic()
+    }
+
     /// How many leases exist.
     pub fn lease_count(&self) -> usize {
         self.shared.lessor.len()
@@ -287,6 +303,26 @@ impl Node {
     pub fn leases(&self) -> Result<Vec<i64>> {
         self.check_open()?;
         Ok(self.shared.lessor.ids())
+    }
+
+    /// Changes users, roles or whether auth is on (etcd's rules; see
+    /// [`AuthState::apply`]). Passwords in the change are hashes ([`crate::auth::password`]).
+    pub async fn auth_change(&self, change: AuthChange) -> Result<mvcc::AuthApplied> {
+        match self.write(WriteRequest::Auth(change)).await? {
+            WriteResponse::Auth(response) => Ok(response),
+            other => unreachable!("auth change answered with {other:?}"),
+        }
+    }
+
+    /// The auth state as of the last auth change applied.
+    pub fn auth_state(&self) -> Arc<AuthState> {
+        self.shared.auth.read().expect("auth lock").clone()
+    }
+
+    /// Any write, refused with etcd's "revision of auth store is old" if the auth state
+    /// changed after `auth_revision` (the revision its permissions were checked at).
+    pub async fn write_checked(&self, request: WriteRequest, auth_revision: Option<u64>) -> Result<WriteResponse> {
+        self.write_with(request, auth_revision).await
     }
 
     /// Watches a key span from `options.start_revision` (0 = from now on).
@@ -404,12 +440,16 @@ impl Node {
 
     /// Validates, queues for the writer and waits for the durable answer.
     async fn write(&self, request: WriteRequest) -> Result<WriteResponse> {
+        self.write_with(request, None).await
+    }
+
+    async fn write_with(&self, request: WriteRequest, auth_revision: Option<u64>) -> Result<WriteResponse> {
         let limits = Limits { request_bytes_max: self.shared.config.request_bytes_max, txn_ops_max: self.shared.config.txn_ops_max };
         mvcc::validate_write(&request, limits)?;
         self.check_open()?;
         let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender.send(pipeline::Job { request, reply }).await.map_err(|_| Error::Closed)?;
+        sender.send(pipeline::Job { request, auth_revision, reply }).await.map_err(|_| Error::Closed)?;
         answer.await.unwrap_or(Err(Error::Closed))
     }
 }

@@ -36,6 +36,10 @@ const SYNC_QUEUE_MAX: usize = 1;
 
 pub struct Job {
     pub request: WriteRequest,
+    /// The auth revision its permissions were checked at (None: not checked, auth off or
+    /// a caller inside the process). If auth changed since, it is refused with etcd's
+    /// "revision of auth store is old" and the client checks again.
+    pub auth_revision: Option<u64>,
     pub reply: oneshot::Sender<Result<WriteResponse>>,
 }
 
@@ -327,6 +331,10 @@ fn gather(shared: &Shared, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Jo
 /// Applies one batch to the store and hands its WAL bytes to the syncer. Returns the
 /// number of WAL records it produced.
 async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::Sender<SyncJob>) -> u64 {
+    let batch = refuse_stale_permission_checks(shared, batch);
+    if batch.is_empty() {
+        return 0;
+    }
     let (requests, replies): (Vec<WriteRequest>, Vec<_>) = batch.into_iter().map(|job| (job.request, job.reply)).unzip();
     if let Some(failure) = shared.failed() {
         for reply in replies {
@@ -349,6 +357,7 @@ async fn apply_and_queue(shared: &Arc<Shared>, batch: Vec<Job>, sync_tx: &mpsc::
         }
     };
     track_leases(shared, &requests, &applied);
+    track_auth(shared, &requests, &applied);
     let job = sync_job(shared, applied, replies, want_events);
     let records = match &job {
         SyncJob::Batch { wal: Some((_, _, count)), .. } => *count,
@@ -373,6 +382,38 @@ fn track_leases(shared: &Shared, requests: &[WriteRequest], applied: &[Applied])
             (WriteRequest::LeaseGrant(_), Ok(WriteResponse::LeaseGrant(grant))) => shared.lessor.granted(grant.id, grant.ttl, now),
             (WriteRequest::LeaseRevoke(revoke), Ok(_) | Err(Error::LeaseNotFound)) => shared.lessor.revoked(revoke.id),
             _ => {}
+        }
+    }
+}
+
+/// A write whose permissions were checked at an auth revision that is no longer current,
+/// or that follows an auth change in the same batch, is refused: it was allowed by rules
+/// that may have changed before it would be applied.
+fn refuse_stale_permission_checks(shared: &Shared, batch: Vec<Job>) -> Vec<Job> {
+    let mut current = Some(shared.auth.read().expect("auth lock").revision);
+    let mut kept = Vec::with_capacity(batch.len());
+    for job in batch {
+        if job.auth_revision.is_some() && job.auth_revision != current {
+            let _ = job.reply.send(Err(Error::Auth(crate::error::AuthError::OldRevision)));
+            continue;
+        }
+        if matches!(job.request, WriteRequest::Auth(_)) {
+            current = None;
+        }
+        kept.push(job);
+    }
+    kept
+}
+
+/// The node's copy of the auth state follows auth changes in log order, as the writer
+/// applies them (the same change applied to the same state gives the same state).
+fn track_auth(shared: &Shared, requests: &[WriteRequest], applied: &[Applied]) {
+    for (request, outcome) in requests.iter().zip(applied) {
+        if let (WriteRequest::Auth(change), Some(_)) = (request, &outcome.record) {
+            let mut auth = shared.auth.write().expect("auth lock");
+            let mut next = (**auth).clone();
+            next.apply(change).expect("the writer applied this change to the same state");
+            *auth = Arc::new(next);
         }
     }
 }

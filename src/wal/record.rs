@@ -5,6 +5,7 @@
 //! Decoding validates every length against the bytes present and both checksums before
 //! interpreting a single field: input from disk is never trusted.
 
+use crate::auth::state::AuthChange;
 use crate::error::{Error, Result};
 
 pub const BATCH_MAGIC: u32 = 0x4257_3454; // "T4WB" little-endian
@@ -17,6 +18,7 @@ const KIND_TXN: u8 = 1;
 const KIND_COMPACT: u8 = 2;
 const KIND_LEASE_GRANT: u8 = 3;
 const KIND_LEASE_REVOKE: u8 = 4;
+const KIND_AUTH: u8 = 5;
 const CHANGE_PUT: u8 = 1;
 const CHANGE_DELETE: u8 = 2;
 
@@ -38,6 +40,8 @@ pub enum RecordBody {
     /// A lease revoked (or expired): its keys deleted at `revision` in `changes` (all
     /// deletes), or, with no keys, nothing deleted and no revision spent (`revision` 0).
     LeaseRevoke { id: i64, revision: i64, changes: Vec<Change> },
+    /// A change to users, roles or whether auth is on (spends no revision).
+    Auth { change: AuthChange },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +112,12 @@ fn encode_body(body: &RecordBody, out: &mut Vec<u8>) {
             for change in changes {
                 encode_change(change, out);
             }
+        }
+        RecordBody::Auth { change } => {
+            let bytes = change.encode();
+            out.push(KIND_AUTH);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
         }
     }
 }
@@ -242,6 +252,10 @@ impl Reader<'_> {
                 }
                 Ok(RecordBody::LeaseRevoke { id, revision, changes })
             }
+            KIND_AUTH => {
+                let len = self.u32()? as usize;
+                Ok(RecordBody::Auth { change: AuthChange::decode(self.take(len)?)? })
+            }
             kind => Err(format!("unknown record kind {kind}")),
         }
     }
@@ -300,6 +314,17 @@ mod tests {
                     id,
                     revision: if keys.is_empty() { 0 } else { revision },
                     changes: keys.into_iter().map(|key| Change { key, kind: ChangeKind::Delete }).collect(),
+                }
+            ),
+            ("[a-z]{0,8}", proptest::option::of("[ -~]{0,12}"), proptest::collection::vec(any::<u8>(), 0..6)).prop_map(
+                |(name, password, key)| {
+                    let change = match key.len() % 4 {
+                        0 => AuthChange::UserAdd { name, password },
+                        1 => AuthChange::RoleRevokePermission { name, key: key.clone(), range_end: key },
+                        2 => AuthChange::UserGrantRole { name, role: password.unwrap_or_default() },
+                        _ => AuthChange::Enable,
+                    };
+                    RecordBody::Auth { change }
                 }
             ),
         ]

@@ -359,3 +359,118 @@ async fn t4_run_takes_the_client_tls_flags() {
     node.wait().unwrap();
     assert_eq!(answer, "OK\n");
 }
+
+/// `etcdctl user/role/auth` as an operator sets up RBAC, then what a user may and may not do.
+fn auth(endpoint: &str) -> String {
+    let root = "--user=root:rootpw";
+    let alice = "--user=alice:alicepw";
+    let mut transcript = Transcript::new(endpoint);
+    transcript
+        .run(&["auth", "enable"])
+        .run(&["user", "add", "root:rootpw"])
+        .run(&["user", "add", "root:again"])
+        .run(&["role", "get", "root"])
+        .run(&["auth", "enable"])
+        .run(&["role", "get", "root"])
+        .run(&["put", "a", "1"])
+        .run(&["--user=root:wrong", "put", "a", "1"])
+        .run(&[root, "put", "a", "1"])
+        .run(&[root, "user", "add", "alice:alicepw"])
+        .run(&[root, "role", "add", "reader"])
+        .run(&[root, "role", "add", "reader"])
+        .run(&[root, "role", "grant-permission", "reader", "read", "/a", "/b"])
+        .run(&[root, "role", "grant-permission", "reader", "--prefix", "readwrite", "/p/"])
+        .run(&[root, "role", "grant-permission", "reader", "--from-key", "write", "/w"])
+        .run(&[root, "role", "get", "reader"])
+        .run(&[root, "user", "grant-role", "alice", "reader"])
+        .run(&[root, "user", "grant-role", "alice", "reader"])
+        .run(&[root, "user", "grant-role", "alice", "nope"])
+        .run(&[root, "user", "grant-role", "bob", "reader"])
+        .run(&[alice, "get", "/a"])
+        .run(&[alice, "get", "/a", "/c"])
+        .run(&[alice, "put", "/a", "x"])
+        .run(&[alice, "put", "/p/x", "y"])
+        .run(&[alice, "put", "/wz", "y"])
+        .run(&[alice, "get", "--prefix", "/p/"])
+        .run(&[alice, "del", "--prefix", "/p/"])
+        .run(&[alice, "role", "list"])
+        .run(&[alice, "user", "get", "alice"])
+        .run(&[alice, "auth", "disable"])
+        .run(&[alice, "user", "list"])
+        .run(&[root, "user", "list"])
+        .run(&[root, "role", "list"])
+        .run(&[root, "user", "get", "alice", "--detail"])
+        .run(&[root, "user", "revoke-role", "alice", "nope"])
+        .run(&[root, "user", "revoke-role", "root", "root"])
+        .run(&[root, "role", "delete", "root"])
+        .run(&[root, "user", "delete", "root"])
+        .run(&[root, "role", "revoke-permission", "reader", "/zz"])
+        .run(&[root, "role", "revoke-permission", "reader", "/a", "/b"])
+        .run(&[root, "role", "get", "reader"])
+        .run(&[root, "user", "get", "nobody"])
+        .run(&[root, "role", "delete", "nobody"]);
+    transcript.run_with_stdin(&[root, "user", "passwd", "alice", "--interactive=false"], Some("newpw\n"));
+    transcript
+        .run(&[alice, "get", "/a"])
+        .run(&["--user=alice:newpw", "get", "/a"])
+        .run(&[root, "role", "delete", "reader"])
+        .run(&[root, "user", "get", "alice"])
+        .run(&[root, "user", "delete", "alice"])
+        .run(&["auth", "disable"])
+        .run(&[root, "auth", "disable"])
+        .run(&["auth", "disable"])
+        .run(&["user", "list"])
+        .run(&["role", "get", "root"]);
+    transcript.text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_as_etcdctl_shows_it_and_as_a_real_etcd_does() {
+    let server = TestServer::start().await;
+    let transcript = auth(&server.endpoint());
+    insta::assert_snapshot!(transcript);
+    let etcd = EtcdProcess::start().await;
+    assert_eq!(auth(&etcd.endpoint), transcript);
+}
+
+/// With auth on under mutual TLS, a client certificate's CN is the user (etcd's rule) when
+/// no token is sent; `--user` still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mutual_tls_the_certificates_common_name_is_the_user() {
+    let pki = crate::pki::Pki::new();
+    let identity = pki.server();
+    let mutual = t4::tls::TlsAcceptor::from_pem_files(&identity.cert, &identity.key, Some(&pki.ca_path()), &[b"h2"]).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.client_tls = Some(mutual);
+        config.auth_enabled = true;
+        config.root_password = Some("rootpw".into());
+    })
+    .await;
+    let https = format!("https://{}", server.endpoint());
+    let cacert = format!("--cacert={}", pki.ca_path().display());
+    let as_cert = |name: &str| {
+        let identity = pki.client(name);
+        (format!("--cert={}", identity.cert.display()), format!("--key={}", identity.key.display()))
+    };
+    let (root_cert, root_key) = as_cert("root");
+    let root = |args: &[&str]| etcdctl(&https, &[&[cacert.as_str(), &root_cert, &root_key], args].concat(), None);
+    assert_eq!(root(&["user", "add", "alice", "--no-password"]), "User alice created\n");
+    assert_eq!(root(&["role", "add", "app"]), "Role app created\n");
+    assert_eq!(root(&["role", "grant-permission", "app", "--prefix", "readwrite", "/app/"]), "Role app updated\n");
+    assert_eq!(root(&["user", "grant-role", "alice", "app"]), "Role app is granted to user alice\n");
+    assert_eq!(root(&["put", "/secret", "s"]), "OK\n");
+
+    let (alice_cert, alice_key) = as_cert("alice");
+    let alice = |args: &[&str]| etcdctl(&https, &[&[cacert.as_str(), &alice_cert, &alice_key], args].concat(), None);
+    assert_eq!(alice(&["put", "/app/x", "1"]), "OK\n");
+    assert_eq!(alice(&["get", "/app/x", "--print-value-only"]), "1\n");
+    assert_eq!(alice(&["get", "/secret"]), "Error: etcdserver: permission denied\n");
+    assert_eq!(alice(&["user", "list"]), "Error: etcdserver: permission denied\n");
+    // A user without a password cannot log in with one; a token (from --user) wins over the CN.
+    let output = alice(&["--user=alice:anything", "get", "/app/x"]);
+    assert!(output.contains("authentication failed"), "{output}");
+    assert_eq!(alice(&["--user=root:rootpw", "get", "/secret", "--print-value-only"]), "s\n");
+    let (mallory_cert, mallory_key) = as_cert("mallory");
+    let mallory = etcdctl(&https, &[&cacert, &mallory_cert, &mallory_key, "get", "/app/x"], None);
+    assert_eq!(mallory, "Error: etcdserver: permission denied\n", "a CN that is no user may do nothing");
+}

@@ -225,10 +225,11 @@ async fn maintenance_cluster_health_metrics_and_what_is_not_built() {
     assert_eq!(http_get(server.metrics_addr, "/healthz").await.unwrap().0, 200);
     assert_eq!(http_get(server.metrics_addr, "/readyz").await.unwrap().0, 200);
 
-    tracing::info!("--- auth is not built yet: AuthStatus says disabled");
+    tracing::info!("--- AuthStatus of a fresh store: auth off, auth revision 1 (etcd's first)");
     let mut auth = t4::proto::etcdserverpb::auth_client::AuthClient::new(channel);
     let status = auth.auth_status(t4::proto::etcdserverpb::AuthStatusRequest {}).await.unwrap().into_inner();
     assert!(!status.enabled);
+    assert_eq!(status.auth_revision, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

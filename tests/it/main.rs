@@ -1,5 +1,6 @@
 //! Integration tests of the root package, built as one binary.
 
+mod auth;
 mod bucket_process;
 mod crash_binary;
 mod credentials_chain;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use t4::auth::state::AuthChange;
 use t4::durable::ObjectDurability;
 use t4::env::{Condition, CrashMode, Env, ObjectError, ObjectInfo, ObjectStore, PutOutcome, RealClock, SimDisk};
 use t4::object::MemObjectStore;
@@ -426,6 +427,8 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
             node.put_request(PutRequest { key: b"leased/a".to_vec(), value: b"v".to_vec(), lease: 42, ..Default::default() })
                 .await
                 .unwrap();
+            // A user only the checkpoint will hold.
+            node.auth_change(AuthChange::UserAdd { name: "alice".into(), password: Some("hash".into()) }).await.unwrap();
         }
         reports.push(node.checkpoint().await.unwrap());
     }
@@ -440,6 +443,9 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     }
     node.lease_grant(LeaseGrantRequest { id: 43, ttl: 60 }).await.unwrap();
     node.put_request(PutRequest { key: b"leased/b".to_vec(), value: b"v".to_vec(), lease: 43, ..Default::default() }).await.unwrap();
+    node.auth_change(AuthChange::RoleAdd { name: "app".into() }).await.unwrap();
+    node.auth_change(AuthChange::UserGrantRole { name: "alice".into(), role: "app".into() }).await.unwrap();
+    let auth = node.auth_state();
     let revision = node.current_revision();
     let (hash, _) = node.hash_kv(revision).await.unwrap();
     let compact = node.compact_revision();
@@ -479,6 +485,9 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     assert_eq!((from_checkpoint.granted, from_checkpoint.keys), (600, vec![b"leased/a".to_vec()]));
     let from_log = fresh.lease_time_to_live(43, true).await.unwrap().unwrap();
     assert_eq!((from_log.granted, from_log.keys), (60, vec![b"leased/b".to_vec()]));
+    // So do users and roles: alice from the checkpoint, her role from the log.
+    assert_eq!(*fresh.auth_state(), *auth);
+    assert_eq!(fresh.auth_state().users["alice"].roles.iter().collect::<Vec<_>>(), ["app"]);
     assert_eq!(fresh.get("k001").await.unwrap().unwrap().value, b"round 2 write 201");
     assert!(fresh.get("k007").await.unwrap().is_none());
     let old = fresh
