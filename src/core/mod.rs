@@ -105,6 +105,7 @@ impl EtcdCore {
     }
 
     pub async fn range(&self, credentials: &Credentials, request: RangeRequest) -> Result<RangeResponse> {
+        crate::mvcc::validate_range(&request)?;
         self.caller(credentials)?.require(Access::Read, &request.key, &request.range_end)?;
         let mut response = self.node.range(request).await?;
         self.fill(&mut response.header);
@@ -112,17 +113,20 @@ impl EtcdCore {
     }
 
     pub async fn put(&self, credentials: &Credentials, request: PutRequest) -> Result<PutResponse> {
+        let write = WriteRequest::Put(request);
+        self.node.validate_write(&write)?;
+        let WriteRequest::Put(put) = &write else { unreachable!("a put") };
         let caller = self.caller(credentials)?;
-        caller.require(Access::Write, &request.key, b"")?;
-        if request.prev_kv {
-            caller.require(Access::Read, &request.key, b"")?;
+        caller.require(Access::Write, &put.key, b"")?;
+        if put.prev_kv {
+            caller.require(Access::Read, &put.key, b"")?;
         }
-        if request.lease != 0 {
+        if put.lease != 0 {
             // Attaching a key to a lease whose keys the user may not all write would let it
             // delete them by revoking the lease (etcd's rule).
-            self.require_lease_keys(&caller, Access::Write, request.lease).await?;
+            self.require_lease_keys(&caller, Access::Write, put.lease).await?;
         }
-        match self.node.write_checked(WriteRequest::Put(request), caller.auth_revision()).await? {
+        match self.node.write_checked(write, caller.auth_revision()).await? {
             WriteResponse::Put(mut response) => {
                 self.fill(&mut response.header);
                 Ok(response)
@@ -132,12 +136,15 @@ impl EtcdCore {
     }
 
     pub async fn delete_range(&self, credentials: &Credentials, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let write = WriteRequest::DeleteRange(request);
+        self.node.validate_write(&write)?;
+        let WriteRequest::DeleteRange(delete) = &write else { unreachable!("a delete") };
         let caller = self.caller(credentials)?;
-        caller.require(Access::Write, &request.key, &request.range_end)?;
-        if request.prev_kv {
-            caller.require(Access::Read, &request.key, &request.range_end)?;
+        caller.require(Access::Write, &delete.key, &delete.range_end)?;
+        if delete.prev_kv {
+            caller.require(Access::Read, &delete.key, &delete.range_end)?;
         }
-        match self.node.write_checked(WriteRequest::DeleteRange(request), caller.auth_revision()).await? {
+        match self.node.write_checked(write, caller.auth_revision()).await? {
             WriteResponse::DeleteRange(mut response) => {
                 self.fill(&mut response.header);
                 Ok(response)
@@ -149,9 +156,12 @@ impl EtcdCore {
     /// Only the outer header carries member identity; nested headers carry a revision, as
     /// etcd's do.
     pub async fn txn(&self, credentials: &Credentials, request: TxnRequest) -> Result<TxnResponse> {
+        let write = WriteRequest::Txn(request);
+        self.node.validate_write(&write)?;
+        let WriteRequest::Txn(txn) = &write else { unreachable!("a txn") };
         let caller = self.caller(credentials)?;
-        caller.require_txn(&request)?;
-        match self.node.write_checked(WriteRequest::Txn(request), caller.auth_revision()).await? {
+        caller.require_txn(txn)?;
+        match self.node.write_checked(write, caller.auth_revision()).await? {
             WriteResponse::Txn(mut response) => {
                 self.fill(&mut response.header);
                 Ok(response)

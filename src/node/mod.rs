@@ -438,14 +438,20 @@ impl Node {
         Ok(())
     }
 
+    /// The checks a write gets before anything else (etcd's order: a malformed request is
+    /// refused before its permissions are looked at).
+    pub fn validate_write(&self, request: &WriteRequest) -> Result<()> {
+        let limits = Limits { request_bytes_max: self.shared.config.request_bytes_max, txn_ops_max: self.shared.config.txn_ops_max };
+        mvcc::validate_write(request, limits)
+    }
+
     /// Validates, queues for the writer and waits for the durable answer.
     async fn write(&self, request: WriteRequest) -> Result<WriteResponse> {
         self.write_with(request, None).await
     }
 
     async fn write_with(&self, request: WriteRequest, auth_revision: Option<u64>) -> Result<WriteResponse> {
-        let limits = Limits { request_bytes_max: self.shared.config.request_bytes_max, txn_ops_max: self.shared.config.txn_ops_max };
-        mvcc::validate_write(&request, limits)?;
+        self.validate_write(&request)?;
         self.check_open()?;
         let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed)?;
         let (reply, answer) = oneshot::channel();

@@ -166,7 +166,8 @@ async fn bootstrapped(adjust: impl FnOnce(&mut t4::server::ServerConfig)) -> Tes
     .await
 }
 
-/// Checks t4 makes that etcd 3.4.23 does not (docs/auth.md): the ops of nested txns, lease
+/// Checks t4 makes that etcd 3.4.23 does not (docs/auth.md): the ops of nested txns, prev_kv
+/// of puts in txns, lease
 /// keys listed only to a user who may read them (etcd fixed this in 3.4.26), compaction,
 /// hashes and defragment for root only, leases for authenticated users only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,6 +184,11 @@ async fn t4_is_stricter_than_etcd_3_4_where_3_4_leaked() {
     // etcd 3.4.23 runs a nested txn's ops unchecked: here it would delete /secret/leased.
     let nested = Txn::new().and_then([TxnOp::txn(Txn::new().and_then([TxnOp::delete("/secret/leased", None)]))]);
     assert_eq!(message(alice.txn(nested).await), "PermissionDenied etcdserver: permission denied");
+    // Nor does it ask read access for prev_kv of a put inside a txn (it does outside one).
+    root.role_grant_permission("app", Permission::write("/write-only")).await.unwrap();
+    let peek = Txn::new().and_then([TxnOp::put("/write-only", "v", Some(PutOptions::new().with_prev_key()))]);
+    assert_eq!(message(alice.txn(peek).await), "PermissionDenied etcdserver: permission denied");
+    assert!(message(alice.txn(Txn::new().and_then([TxnOp::put("/write-only", "v", None)])).await).starts_with("ok"));
     let keys = Some(LeaseTimeToLiveOptions::new().with_keys());
     assert_eq!(message(alice.lease_time_to_live(lease, keys).await), "PermissionDenied etcdserver: permission denied");
     assert!(message(alice.lease_time_to_live(lease, None).await).starts_with("ok"), "without keys: allowed");
