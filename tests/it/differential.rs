@@ -381,21 +381,39 @@ fn grant(random: &mut Random) -> authpb::Permission {
 
 /// What a user with limited grants sends: Range, Put, DeleteRange, and Txn without nested
 /// txns and without prev_kv on its puts (etcd 3.4 checks neither: t4 is stricter there,
-/// tested in `tests/it/auth.rs`).
+/// tested in `tests/it/auth.rs`). Ranges are never empty or inverted: etcd 3.4 allows or
+/// refuses those depending on the shape of its interval tree of grants (t4 asks for access
+/// to the start key; such a range names no key).
 fn permission_op(random: &mut Random, step: usize, revision: i64) -> Op {
-    match random.below(100) {
+    let mut op = match random.below(100) {
         0..=29 => Op::Put(put(random, step)),
         30..=59 => Op::Range(range(random, revision)),
         60..=74 => Op::Delete(delete(random)),
-        _ => {
-            let mut txn = txn(random, step, revision, 0);
+        _ => Op::Txn(txn(random, step, revision, 0)),
+    };
+    match &mut op {
+        Op::Range(range) => proper(&range.key, &mut range.range_end),
+        Op::Delete(delete) => proper(&delete.key, &mut delete.range_end),
+        Op::Txn(txn) => {
+            txn.compare.iter_mut().for_each(|compare| proper(&compare.key, &mut compare.range_end));
             for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
-                if let Some(Request::RequestPut(put)) = &mut op.request {
-                    put.prev_kv = false;
+                match &mut op.request {
+                    Some(Request::RequestPut(put)) => put.prev_kv = false,
+                    Some(Request::RequestRange(range)) => proper(&range.key, &mut range.range_end),
+                    Some(Request::RequestDeleteRange(delete)) => proper(&delete.key, &mut delete.range_end),
+                    _ => {}
                 }
             }
-            Op::Txn(txn)
         }
+        _ => {}
+    }
+    op
+}
+
+/// An empty or inverted range becomes its start key alone.
+fn proper(key: &[u8], range_end: &mut Vec<u8>) {
+    if !range_end.is_empty() && range_end.as_slice() != [0] && range_end.as_slice() <= key {
+        range_end.clear();
     }
 }
 
@@ -458,6 +476,8 @@ async fn run_permission_seed(seed: u64) -> Vec<String> {
         }
         if expected != actual {
             differences.push(format!("seed {seed} step {step}: grants {grants:?}\n  {op:?}\n  etcd: {expected:?}\n  t4:   {actual:?}"));
+            // The stores part ways here: what follows would differ for that reason alone.
+            return differences;
         }
     }
     tracing::info!(seed, allowed, denied, "--- permission answers compared; then the history, with auth off");
