@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// if it does not exist (`--root-password`).
     pub auth_enabled: bool,
     pub root_password: Option<String>,
+    /// Mutual TLS between nodes (`--peer-tls-*`), loaded and checked at start; no peer port
+    /// uses it until clustering.
+    pub peer_tls: Option<crate::tls::PeerTls>,
 }
 
 impl ServerConfig {
@@ -73,6 +76,7 @@ impl ServerConfig {
             token_ttl: DEFAULT_TOKEN_TTL,
             auth_enabled: false,
             root_password: None,
+            peer_tls: None,
         }
     }
 }

@@ -159,6 +159,17 @@ struct RunArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "T4_CLIENT_TLS_CA", requires = "client_tls_cert")]
     client_tls_ca: Option<PathBuf>,
+    /// The CA that signs every node's peer certificate (mutual TLS between nodes). The three
+    /// --peer-tls flags go together; they are loaded and checked at start, and the peer port
+    /// that uses them comes with clustering.
+    #[arg(long, env = "T4_PEER_TLS_CA", requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    peer_tls_ca: Option<PathBuf>,
+    /// This node's peer certificate chain (PEM, leaf first), signed by --peer-tls-ca.
+    #[arg(long, env = "T4_PEER_TLS_CERT", requires_all = ["peer_tls_ca", "peer_tls_key"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM).
+    #[arg(long, env = "T4_PEER_TLS_KEY", requires_all = ["peer_tls_ca", "peer_tls_cert"])]
+    peer_tls_key: Option<PathBuf>,
     /// Turn authentication on at start (as `etcdctl user add root` then `auth enable`):
     /// creates the root user if there is none, with --root-password.
     #[arg(long, env = "T4_AUTH_ENABLED")]
@@ -546,6 +557,18 @@ async fn run(args: RunArgs) -> i32 {
             Ok(acceptor) => config.client_tls = Some(acceptor),
             Err(error) => {
                 eprintln!("t4: client TLS: {error}");
+                return 2;
+            }
+        }
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&args.peer_tls_ca, &args.peer_tls_cert, &args.peer_tls_key) {
+        match crate::tls::PeerTls::from_pem_files(ca, cert, key) {
+            Ok(peer_tls) => {
+                tracing::info!("peer TLS identity loaded; the peer port that uses it comes with clustering");
+                config.peer_tls = Some(peer_tls);
+            }
+            Err(error) => {
+                eprintln!("t4: peer TLS: {error}");
                 return 2;
             }
         }

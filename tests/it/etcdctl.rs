@@ -474,3 +474,29 @@ async fn under_mutual_tls_the_certificates_common_name_is_the_user() {
     let mallory = etcdctl(&https, &[&cacert, &mallory_cert, &mallory_key, "get", "/app/x"], None);
     assert_eq!(mallory, "Error: etcdserver: permission denied\n", "a CN that is no user may do nothing");
 }
+
+/// `t4 run --auth-enabled` with the root password from `T4_ROOT_PASSWORD`: auth is on from
+/// the first request, and root (with the root role) can manage it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_run_auth_enabled_bootstraps_root() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--auth-enabled", "--data-dir"])
+        .arg(data.path())
+        .env("T4_ROOT_PASSWORD", "s3cret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::server::await_endpoint(&endpoint).await, "t4 did not come up at {endpoint}");
+    let anonymous = etcdctl(&endpoint, &["put", "/k", "v"], None);
+    let as_root = etcdctl(&endpoint, &["--user=root:s3cret", "put", "/k", "v"], None);
+    let roles = etcdctl(&endpoint, &["--user=root:s3cret", "user", "get", "root"], None);
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert_eq!(anonymous, "Error: etcdserver: user name is empty\n");
+    assert_eq!(as_root, "OK\n");
+    assert_eq!(roles, "User: root\nRoles: root\n");
+}

@@ -14,6 +14,7 @@ mod node_api;
 mod node_bucket;
 mod node_recovery;
 mod node_watch;
+mod peer_tls;
 mod pki;
 mod s4_clients;
 mod s4_sdk;
