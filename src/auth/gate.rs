@@ -17,6 +17,10 @@ use super::permissions::Access;
 use super::state::AuthState;
 use super::tokens::Tokens;
 
+/// The auth revision a write carries when it was checked with auth off (real auth
+/// revisions start at 1): it is refused only if auth was enabled before it is applied.
+pub const AUTH_OFF: u64 = 0;
+
 /// What the transport knows of who sent a request.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -66,12 +70,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller for a state with auth off (every check passes), for callers inside the
-    /// process.
-    pub fn trusted() -> Self {
-        Self { state: Arc::new(AuthState::default()), user: None }
-    }
-
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
@@ -80,10 +78,16 @@ impl Caller {
         &self.state
     }
 
-    /// The auth revision the caller's checks were made at, when auth is on: a write carries
-    /// it so that a change of rules before it is applied refuses it.
+    /// What the caller's checks were made under, for a write to carry: the auth revision,
+    /// or [`AUTH_OFF`]. A write checked under rules that changed before it is applied is
+    /// refused (see `Node::write_checked`).
     pub fn auth_revision(&self) -> Option<u64> {
-        self.state.enabled.then_some(self.state.revision)
+        Some(if self.state.enabled { self.state.revision } else { AUTH_OFF })
+    }
+
+    /// Whether auth is on for this caller's checks.
+    pub fn auth_enabled(&self) -> bool {
+        self.state.enabled
     }
 
     /// Some authenticated user (any).
@@ -243,7 +247,7 @@ mod tests {
         assert_eq!(anonymous.require_user(), Err(Error::Auth(AuthError::UserEmpty)));
         // With auth off, nothing is checked and tokens are not looked at.
         let off = gate.caller(Arc::new(AuthState::default()), &made_up, NOW).unwrap();
-        assert!(off.require_root().is_ok() && off.auth_revision().is_none());
+        assert!(off.require_root().is_ok() && off.auth_revision() == Some(AUTH_OFF));
     }
 
     #[test]

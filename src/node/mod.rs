@@ -319,8 +319,9 @@ impl Node {
         self.shared.auth.read().expect("auth lock").clone()
     }
 
-    /// Any write, refused with etcd's "revision of auth store is old" if the auth state
-    /// changed after `auth_revision` (the revision its permissions were checked at).
+    /// Any write, refused with etcd's "revision of auth store is old" if the auth rules it
+    /// was checked under (`auth_revision`: the auth revision, or
+    /// [`crate::auth::gate::AUTH_OFF`]) changed before it is applied.
     pub async fn write_checked(&self, request: WriteRequest, auth_revision: Option<u64>) -> Result<WriteResponse> {
         self.write_with(request, auth_revision).await
     }

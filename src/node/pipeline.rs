@@ -386,19 +386,27 @@ fn track_leases(shared: &Shared, requests: &[WriteRequest], applied: &[Applied])
     }
 }
 
-/// A write whose permissions were checked at an auth revision that is no longer current,
-/// or that follows an auth change in the same batch, is refused: it was allowed by rules
-/// that may have changed before it would be applied.
+/// A write whose permissions were checked under auth rules that changed before it would be
+/// applied is refused with etcd's "revision of auth store is old" (clients check again):
+/// with auth on, any auth change since its check (the revision differs, or an auth change
+/// comes before it in this batch); checked with auth off, auth having been enabled since.
 fn refuse_stale_permission_checks(shared: &Shared, batch: Vec<Job>) -> Vec<Job> {
-    let mut current = Some(shared.auth.read().expect("auth lock").revision);
+    let state = shared.auth.read().expect("auth lock").clone();
+    let (mut changed, mut enabling) = (false, false);
     let mut kept = Vec::with_capacity(batch.len());
     for job in batch {
-        if job.auth_revision.is_some() && job.auth_revision != current {
+        let stale = match job.auth_revision {
+            None => false,
+            Some(crate::auth::gate::AUTH_OFF) => state.enabled || enabling,
+            Some(revision) => changed || revision != state.revision,
+        };
+        if stale {
             let _ = job.reply.send(Err(Error::Auth(crate::error::AuthError::OldRevision)));
             continue;
         }
-        if matches!(job.request, WriteRequest::Auth(_)) {
-            current = None;
+        if let WriteRequest::Auth(change) = &job.request {
+            changed = true;
+            enabling |= matches!(change, crate::auth::state::AuthChange::Enable);
         }
         kept.push(job);
     }

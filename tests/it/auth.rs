@@ -274,5 +274,12 @@ async fn a_write_checked_under_rules_since_changed_is_refused() {
     assert_eq!(stale.to_string(), "etcdserver: revision of auth store is old");
     assert!(node.get("k").await.unwrap().is_none(), "nothing was written");
     node.write_checked(put(), Some(node.auth_state().revision)).await.unwrap();
+    // Checked with auth off: still fine after other auth changes, refused once auth is on.
+    node.auth_change(AuthChange::UserAdd { name: "root".into(), password: None }).await.unwrap();
+    node.write_checked(put(), Some(t4::auth::gate::AUTH_OFF)).await.unwrap();
+    node.auth_change(AuthChange::UserGrantRole { name: "root".into(), role: "root".into() }).await.unwrap();
+    node.auth_change(AuthChange::Enable).await.unwrap();
+    let late = node.write_checked(put(), Some(t4::auth::gate::AUTH_OFF)).await.unwrap_err();
+    assert_eq!(late.to_string(), "etcdserver: revision of auth store is old");
     node.close().await.unwrap();
 }
