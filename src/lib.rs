@@ -21,6 +21,8 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod object;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod s3server;
 #[cfg(feature = "server")]
 pub mod server;
