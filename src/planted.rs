@@ -12,6 +12,9 @@ pub enum Bug {
     /// The WAL acknowledges a batch before its fdatasync: each batch is synced only when the
     /// next one is written, after the first was already answered.
     AckBeforeFsync = 1,
+    /// With `wal_sync_upload`, a write is acknowledged once its batch is fsynced locally,
+    /// before it is in the bucket.
+    AckBeforeUpload = 2,
 }
 
 static PLANTED: AtomicU8 = AtomicU8::new(0);

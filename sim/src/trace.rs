@@ -1,4 +1,5 @@
 //! TraceHash: every event of a run folded into one number; equal seeds give equal hashes.
+//! `T4_SIM_TRACE=1` prints each event as it is folded (to find where two runs part).
 
 /// FNV-1a over the bytes of each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,9 @@ impl Default for TraceHash {
 
 impl TraceHash {
     pub fn fold(&mut self, event: &str) {
+        if std::env::var_os("T4_SIM_TRACE").is_some() {
+            eprintln!("trace: {event}");
+        }
         for byte in event.as_bytes() {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);

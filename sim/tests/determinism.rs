@@ -5,7 +5,15 @@ use t4_sim::{run_seed, Scenario};
 
 #[test]
 fn same_seed_same_trace() {
-    for scenario in [Scenario::Smoke, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::Swarm, Scenario::LeaseKeepaliveUnderCrash] {
+    for scenario in [
+        Scenario::Smoke,
+        Scenario::CrashTorn,
+        Scenario::CrashMidCommit,
+        Scenario::Swarm,
+        Scenario::LeaseKeepaliveUnderCrash,
+        Scenario::DiskWipe,
+        Scenario::S3Brownout,
+    ] {
         for seed in [3, 17, 4242] {
             let first = run_seed(scenario, seed);
             let second = run_seed(scenario, seed);

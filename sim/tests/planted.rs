@@ -33,9 +33,18 @@ fn acknowledging_before_fsync_is_caught_within_the_ci_budget() {
 }
 
 #[test]
+fn acknowledging_before_the_bucket_has_it_is_caught_within_the_ci_budget() {
+    plant(Some(Bug::AckBeforeUpload));
+    let failed = failing_seeds(Scenario::DiskWipe, 10);
+    plant(None);
+    eprintln!("ack before upload: {} of the first 10 seeds of disk_wipe failed: {failed:?}", failed.len());
+    assert!(failed.len() >= 3, "the CI budget is {CI_SEEDS_PER_SCENARIO} seeds; only {failed:?} of the first 10 caught it");
+}
+
+#[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
-    for seed in 1..=3 {
-        let report = run_seed(Scenario::CrashLoseUnsynced, seed);
+    for (scenario, seed) in [1, 2, 3].iter().flat_map(|seed| [(Scenario::CrashLoseUnsynced, *seed), (Scenario::DiskWipe, *seed)]) {
+        let report = run_seed(scenario, seed);
         assert!(report.passed(), "{:?}\nreproduce: {}", report.violations, report.reproduce_command());
     }
 }

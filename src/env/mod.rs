@@ -14,6 +14,7 @@ mod os_disk;
 mod peer_net;
 mod redb_backend;
 mod sim_disk;
+mod sim_s3;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub use os_disk::OsDisk;
 pub use peer_net::{PeerError, PeerNet};
 pub use redb_backend::{RedbBackend, StorageFence};
 pub use sim_disk::{CrashMode, SimDisk, SimDiskFaults};
+pub use sim_s3::{SimS3, SimS3Faults};
 
 /// The set of seams one node runs on.
 #[derive(Clone)]

@@ -286,12 +286,17 @@ async fn writer_loop(
         // replay after a crash stays bounded, and redb reads stay fast (a long run of
         // non-durable commits slows them: docs/benchmarks.md).
         let next = match schedule.due_in(&shared) {
+            // `biased`: branches in order, no random pick. A random pick draws from tokio's
+            // process-wide seed, which the simulator does not control (the same seed then
+            // ran differently after other seeds in one process). The timer goes first so
+            // a steady stream of jobs cannot starve the store sync.
             Some(due_in) => tokio::select! {
-                job = jobs.recv() => job,
+                biased;
                 _ = shared.env.clock.sleep(due_in) => {
                     schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
                     continue;
                 }
+                job = jobs.recv() => job,
             },
             None => jobs.recv().await,
         };
@@ -461,6 +466,15 @@ async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob
     Ok(())
 }
 
+/// Planted (simulator tests only): the sync mode acknowledges once the batch is local, as
+/// the background mode does, before it is in the bucket.
+fn ack_before_upload() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    return crate::planted::planted(crate::planted::Bug::AckBeforeUpload);
+    #[cfg(not(feature = "planted-bugs"))]
+    false
+}
+
 async fn syncer_loop(
     shared: Arc<Shared>,
     wal: WalWriter,
@@ -473,7 +487,12 @@ async fn syncer_loop(
     // syncer meanwhile fsyncs the next one. Without, the syncer publishes. With the upload
     // in the background (`wal_sync_upload == false`) the syncer publishes too, as long as the
     // bucket is less than `segment_max_age` behind.
-    let background = shared.config.object_store.as_ref().filter(|durability| !durability.wal_sync_upload).map(|d| d.segment_max_age);
+    let background = shared
+        .config
+        .object_store
+        .as_ref()
+        .filter(|durability| !durability.wal_sync_upload || ack_before_upload())
+        .map(|d| d.segment_max_age);
     let mut uploaded = synced.subscribe();
     let mut behind: std::collections::VecDeque<(u64, Duration)> = std::collections::VecDeque::new();
     let (mut synced, uploads, uploader) = match log {
@@ -577,6 +596,7 @@ async fn wait_for_bucket_lag(
             );
         }
         tokio::select! {
+            biased; // see writer_loop
             changed = uploaded.changed() => {
                 if changed.is_err() {
                     return Err(shared.failed().unwrap_or(Error::Closed));
@@ -624,6 +644,7 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
     let mut open = true;
     while open || !in_flight.is_empty() {
         tokio::select! {
+            biased; // see writer_loop
             received = uploads.recv(), if open && (in_flight.len() as u64) < UPLOADS_IN_FLIGHT_MAX => {
                 let Some(first) = received else {
                     open = false;
@@ -810,6 +831,7 @@ pub async fn take_checkpoint(shared: &Arc<Shared>, checkpoints: &Checkpoints) ->
             return Err(failure);
         }
         tokio::select! {
+            biased; // see writer_loop
             reached = synced.wait_for(|synced| *synced >= target) => match reached {
                 Ok(_) => break,
                 Err(_) => return Err(shared.failed().unwrap_or(Error::Closed)),
