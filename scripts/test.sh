@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIM_SEEDS="${T4_SIM_SEEDS:-100}"
+SIM_SEEDS="${T4_SIM_SEEDS:-30}"
 step() { printf '\n=== %s\n' "$*"; }
 
 step "install test dependencies"

@@ -179,7 +179,14 @@ macro_rules! from_redb {
     ($($source:ty),*) => {$(
         impl From<$source> for Error {
             fn from(error: $source) -> Self {
-                Error::storage("store", error)
+                // Damage redb finds (bad checksums, roots it cannot repair, a magic number
+                // that does not match: redb raises InvalidData only for its own format
+                // checks, disks never do) is corruption, not a failing disk (robustness #25).
+                match redb::Error::from(error) {
+                    redb::Error::Corrupted(what) => Error::Corrupt(format!("store: {what}")),
+                    redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::Corrupt(format!("store: {io}")),
+                    other => Error::storage("store", other),
+                }
             }
         }
     )*};

@@ -15,6 +15,9 @@ pub enum Bug {
     /// With `wal_sync_upload`, a write is acknowledged once its batch is fsynced locally,
     /// before it is in the bucket.
     AckBeforeUpload = 2,
+    /// A WAL object is created without its condition (If-None-Match): a writer whose term
+    /// was sealed overwrites the seal and goes on acknowledging.
+    SkipTermCheck = 3,
 }
 
 static PLANTED: AtomicU8 = AtomicU8::new(0);

@@ -5,11 +5,14 @@
 //! - the log is dense (every revision from 2 to the last changed something) and holds no
 //!   value no client wrote, and no value twice;
 //! - every acknowledged write is in the log at the revision it was told, with its content;
-//! - every acknowledged read equals the model at its revision; every txn's branch matches
-//!   its compare against the model;
-//! - real time: an op never observes or writes a revision below one some op had observed or
-//!   written before it was invoked, and a write lands strictly above all of them;
+//! - every acknowledged read and scan equals the model at its revision; every txn's branch
+//!   matches its compares against the model, and its effect is all or nothing;
+//! - real time (serializable answers that changed nothing excepted): an op never observes
+//!   or writes a revision below one some op had observed or written before it was invoked,
+//!   and a write lands strictly above all of them;
 //! - writes with unknown outcome may appear in the log or not, but only after they began.
+//!
+//! Watches are checked against the same log ([`check_watches`]).
 //!
 //! Every rule has a self-test on a hand-made bad history (`checker_test.rs`).
 
@@ -99,6 +102,77 @@ pub fn check_lease_pairs(log: &Log, pairs: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// What one watcher received over the whole run: it watched `[key, range_end)` from revision
+/// `start` and, whenever its stream ended (the node died, or it was fenced), watched again
+/// from one past the last revision it had received.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRecord {
+    pub watcher: usize,
+    pub key: String,
+    pub range_end: String,
+    pub start: i64,
+    /// Revisions received, in order, with their changes in the watched range.
+    pub received: Vec<(i64, Vec<LogChange>)>,
+}
+
+/// Watch guarantees, per watcher: what it received is exactly the committed log's revisions
+/// that touch its range, from its start to the last revision it received: in order, none
+/// twice, none missed (across resumptions too), none split or altered, none that is not in
+/// the log.
+pub fn check_watches(log: &Log, watchers: &[WatchRecord]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for record in watchers {
+        let in_range = |key: &str| key >= record.key.as_str() && key < record.range_end.as_str();
+        let Some(last) = record.received.last().map(|(revision, _)| *revision) else { continue };
+        let expected: Vec<(i64, Vec<LogChange>)> = log
+            .revisions
+            .iter()
+            .filter(|(revision, _)| *revision >= record.start && *revision <= last)
+            .map(|(revision, changes)| {
+                let touching = changes.iter().filter(|change| in_range(change_key(change))).cloned().collect::<Vec<_>>();
+                (*revision, touching)
+            })
+            .filter(|(_, changes)| !changes.is_empty())
+            .collect();
+        let watcher = record.watcher;
+        let mut previous = record.start - 1;
+        for (index, (revision, changes)) in record.received.iter().enumerate() {
+            if *revision <= previous {
+                violations.push(format!("watch: watcher {watcher} received revision {revision} after {previous} (out of order or twice)"));
+                break;
+            }
+            match expected.get(index) {
+                Some((due, _)) if due < revision => {
+                    violations.push(format!("watch: watcher {watcher} missed revision {due} (received {revision} next)"));
+                    break;
+                }
+                Some((due, due_changes)) if due == revision => {
+                    if due_changes != changes {
+                        violations.push(format!(
+                            "watch: watcher {watcher} received revision {revision} split or altered: {changes:?}, the log has {due_changes:?}"
+                        ));
+                        break;
+                    }
+                }
+                _ => {
+                    violations.push(format!(
+                        "watch: watcher {watcher} received revision {revision}, which the log has no change in its range at"
+                    ));
+                    break;
+                }
+            }
+            previous = *revision;
+        }
+    }
+    violations
+}
+
+fn change_key(change: &LogChange) -> &str {
+    match change {
+        LogChange::Put { key, .. } | LogChange::Delete { key } => key,
+    }
+}
+
 /// State at every revision: index r is the state at revision r (index 0 unused).
 fn replay(log: &Log, final_revision: i64, violations: &mut Vec<String>) -> Vec<State> {
     let mut states = vec![State::new(), State::new()];
@@ -133,13 +207,7 @@ fn replay(log: &Log, final_revision: i64, violations: &mut Vec<String>) -> Vec<S
 
 /// Where each written value landed in the log; flags phantoms and duplicates.
 fn place_values(history: &[Op], log: &Log, violations: &mut Vec<String>) -> BTreeMap<String, i64> {
-    let written: BTreeSet<&str> = history
-        .iter()
-        .filter_map(|op| match &op.kind {
-            OpKind::Put { value, .. } | OpKind::Cas { value, .. } => Some(value.as_str()),
-            _ => None,
-        })
-        .collect();
+    let written: BTreeSet<&str> = history.iter().flat_map(|op| op.kind.values()).collect();
     let mut placed = BTreeMap::new();
     for (revision, changes) in &log.revisions {
         for change in changes {
@@ -168,15 +236,13 @@ fn check_op(op: &Op, states: &[State], placed: &BTreeMap<String, i64>, violation
     let describe = || format!("client {} {:?} -> {:?}", op.client, op.kind, op.outcome);
     let revision = match &op.outcome {
         Outcome::Refused(_) => {
-            if let OpKind::Put { value, .. } | OpKind::Cas { value, .. } = &op.kind {
-                if placed.contains_key(value) {
-                    violations.push(format!("refused write took effect: {}", describe()));
-                }
+            if op.kind.values().iter().any(|value| placed.contains_key(*value)) {
+                violations.push(format!("refused write took effect: {}", describe()));
             }
             return;
         }
         Outcome::Unknown(_) => return,
-        Outcome::Wrote { revision, .. } | Outcome::Read { revision, .. } => *revision,
+        Outcome::Wrote { revision, .. } | Outcome::Read { revision, .. } | Outcome::Scanned { revision, .. } => *revision,
     };
     let Some(state) = state_at(states, revision) else {
         violations.push(format!("revision {revision} is beyond the committed log: {}", describe()));
@@ -200,6 +266,28 @@ fn check_op(op: &Op, states: &[State], placed: &BTreeMap<String, i64>, violation
                 violations.push(format!("txn effect does not match its answer (log: {landed:?}): {}", describe()));
             }
         }
+        (OpKind::Append { writes }, Outcome::Wrote { succeeded, .. }) => {
+            let compared = if *succeeded { before } else { Some(state) };
+            let matched = compared.is_some_and(|compared| writes.iter().all(|(key, expected, _)| mod_of(compared, key) == *expected));
+            if matched != *succeeded {
+                violations.push(format!("txn took the wrong branch: {}", describe()));
+            }
+            for (_, _, value) in writes {
+                let landed = placed.get(value).copied();
+                if *succeeded && landed != Some(revision) || !*succeeded && landed.is_some() {
+                    violations.push(format!("txn effect does not match its answer ({value:?} in the log: {landed:?}): {}", describe()));
+                }
+            }
+        }
+        (OpKind::Scan { from, to }, Outcome::Scanned { kvs, .. }) => {
+            let expected: Vec<(String, String, i64)> = state
+                .range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Excluded(to.as_str())))
+                .map(|(key, (value, at))| (key.clone(), value.clone(), *at))
+                .collect();
+            if &expected != kvs {
+                violations.push(format!("scan saw {kvs:?} but the log has {expected:?} at {revision}: {}", describe()));
+            }
+        }
         (OpKind::Delete { key }, Outcome::Wrote { deleted, .. }) => {
             let existed_before = before.is_some_and(|before| before.contains_key(key));
             let ok = if *deleted > 0 { existed_before && !state.contains_key(key) } else { !state.contains_key(key) };
@@ -218,7 +306,9 @@ fn check_op(op: &Op, states: &[State], placed: &BTreeMap<String, i64>, violation
 }
 
 /// Real-time order: nothing an op observes or writes may lie below what was observed or
-/// written before the op began; a write lands strictly above it.
+/// written before the op began; a write lands strictly above it. Serializable answers that
+/// changed nothing may lag (they still bound what later ops may see: what they saw was
+/// committed).
 fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &mut Vec<String>) {
     let mut done: Vec<(u128, i64)> = history.iter().filter_map(|op| op.revision().map(|revision| (op.complete_ns, revision))).collect();
     done.sort_unstable();
@@ -238,8 +328,8 @@ fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &
     };
     for op in history {
         let floor = floor(op.invoke_ns);
-        let landed = match (&op.kind, &op.outcome) {
-            (OpKind::Put { value, .. } | OpKind::Cas { value, .. }, Outcome::Unknown(_)) => placed.get(value).copied(),
+        let landed = match &op.outcome {
+            Outcome::Unknown(_) => op.kind.values().iter().find_map(|value| placed.get(*value).copied()),
             _ => None,
         };
         if let Some(landed) = landed {
@@ -251,6 +341,9 @@ fn check_real_time(history: &[Op], placed: &BTreeMap<String, i64>, violations: &
             }
         }
         let Some(revision) = op.revision() else { continue };
+        if op.serializable && !op.changed() {
+            continue;
+        }
         let too_low = if op.changed() { revision <= floor } else { revision < floor };
         if too_low {
             violations.push(format!(

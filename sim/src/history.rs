@@ -20,6 +20,16 @@ pub enum OpKind {
     Delete {
         key: String,
     },
+    /// Read every key in `[from, to)`.
+    Scan {
+        from: String,
+        to: String,
+    },
+    /// Txn: if every key's mod_revision equals its expected one, put every value (each
+    /// unique in the run), all at one revision.
+    Append {
+        writes: Vec<(String, i64, String)>,
+    },
 }
 
 /// What the client was told.
@@ -29,6 +39,8 @@ pub enum Outcome {
     Wrote { revision: i64, succeeded: bool, deleted: i64 },
     /// A read at header revision `revision` that saw `value` with `mod_revision`.
     Read { revision: i64, found: Option<(String, i64)> },
+    /// A scan at header revision `revision` that saw `(key, value, mod_revision)`s.
+    Scanned { revision: i64, kvs: Vec<(String, String, i64)> },
     /// Refused before any effect (validation); never applied.
     Refused(String),
     /// No answer, or an error after which the effect is unknown (crash, storage failure).
@@ -42,13 +54,28 @@ pub struct Op {
     pub invoke_ns: u128,
     pub complete_ns: u128,
     pub outcome: Outcome,
+    /// Answered by a process that may not know yet that a newer term fenced it: a read, or a
+    /// write that changed nothing (a failed compare, a delete of nothing), may be stale. It
+    /// is exempt from real-time order, not from matching the log at its revision.
+    pub serializable: bool,
+}
+
+impl OpKind {
+    /// The values this op writes if it takes effect.
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            OpKind::Put { value, .. } | OpKind::Cas { value, .. } => vec![value.as_str()],
+            OpKind::Append { writes } => writes.iter().map(|(_, _, value)| value.as_str()).collect(),
+            OpKind::Get { .. } | OpKind::Scan { .. } | OpKind::Delete { .. } => Vec::new(),
+        }
+    }
 }
 
 impl Op {
     /// The revision this op observed or wrote, when it is known.
     pub fn revision(&self) -> Option<i64> {
         match &self.outcome {
-            Outcome::Wrote { revision, .. } | Outcome::Read { revision, .. } => Some(*revision),
+            Outcome::Wrote { revision, .. } | Outcome::Read { revision, .. } | Outcome::Scanned { revision, .. } => Some(*revision),
             _ => None,
         }
     }
@@ -57,7 +84,7 @@ impl Op {
     pub fn changed(&self) -> bool {
         match (&self.kind, &self.outcome) {
             (OpKind::Put { .. }, Outcome::Wrote { .. }) => true,
-            (OpKind::Cas { .. }, Outcome::Wrote { succeeded, .. }) => *succeeded,
+            (OpKind::Cas { .. } | OpKind::Append { .. }, Outcome::Wrote { succeeded, .. }) => *succeeded,
             (OpKind::Delete { .. }, Outcome::Wrote { deleted, .. }) => *deleted > 0,
             _ => false,
         }

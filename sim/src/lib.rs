@@ -1,10 +1,14 @@
 //! t4-sim: the deterministic simulator.
 //!
-//! A seeded madsim world runs one t4 node on a crashable [`SimDisk`](t4::env::SimDisk),
-//! clients that issue etcd operations against it, and a nemesis that kills the node, cuts
-//! power to its disk (losing or tearing unsynced writes, even mid-fsync) and fails fsyncs.
+//! A seeded madsim world runs one t4 process (or two on one bucket prefix), each on a
+//! crashable [`SimDisk`](t4::env::SimDisk) and, in the bucket scenarios, a shared
+//! [`SimS3`](t4::env::SimS3); clients that issue etcd operations against it (through the
+//! embedded API, or as prost-encoded requests over [`net`]), watchers and lease clients; and
+//! a nemesis per scenario (kills, power loss, fsync and disk-full errors, flipped bits, a
+//! bucket that throttles, loses or delays requests, cut links, clock drift and steps).
 //! Every operation is recorded with its invoke and complete times; after the run the
-//! checkers replay the committed log and judge the history (see `docs/simulation.md`).
+//! checkers replay the committed log, search each key's history for a linearization, and
+//! check every watcher (see `docs/simulation.md`).
 //!
 //! Only built with `RUSTFLAGS="--cfg madsim"` (use `CARGO_TARGET_DIR=target/sim`).
 
@@ -13,7 +17,9 @@
 
 pub mod checker;
 pub mod history;
+pub mod net;
 pub mod scenario;
 pub mod trace;
+pub mod wgl;
 
 pub use scenario::{run_seed, Scenario, SeedReport};

@@ -6,17 +6,23 @@ use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
+use madsim::task::NodeId;
 use madsim::time::{sleep, timeout, Instant};
+use t4::core::{EtcdCore, MemberInfo};
 use t4::durable::ObjectDurability;
 use t4::env::{CrashMode, Env, ObjectStore, SimClock, SimDisk, SimDiskFaults, SimS3, SimS3Faults};
 use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4::proto::etcdserverpb::request_op::Request;
-use t4::proto::etcdserverpb::{Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use t4::proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest, TxnResponse,
+};
 use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
-use crate::checker::{self, Log, State};
+use crate::checker::{self, Log, State, WatchRecord};
 use crate::history::{Op, OpKind, Outcome};
+use crate::net::{self, CallError, Method};
 use crate::trace::TraceHash;
 
 /// Keys the workload contends on (few, so histories collide).
@@ -30,6 +36,8 @@ const LEASE_WORKLOAD_DURATION: Duration = Duration::from_secs(6);
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clients that grant leases, attach two keys and keep them alive (lease scenario).
 const LEASE_CLIENTS: usize = 4;
+/// Clients that watch the workload's keys (scenarios with watchers).
+const WATCHERS: usize = 2;
 /// TTLs those leases get, in seconds.
 const LEASE_TTL_SECS: std::ops::RangeInclusive<i64> = 2..=4;
 /// The node's clock runs at most this fast or slow (parts per million): the drift bound
@@ -61,10 +69,48 @@ pub enum Scenario {
     /// conditional creates of the log among them) while the node is killed, losing its
     /// unsynced writes, or wiped.
     S3Brownout,
+    /// Two processes on one bucket prefix, clients writing to both: each restart of one
+    /// takes a new term and fences the other, which must stop acknowledging. No write either
+    /// acknowledged may be lost; the log stays one dense history.
+    TwoProcesses,
+    /// The bucket loses conditional writes' requests and, more often, their answers, while
+    /// the node is killed: every ambiguous create, seal and lock CAS must be settled by
+    /// reading back, never by a blind retry.
+    AmbiguousConditionalPut,
+    /// Writes are held up in the network and land up to a second after their sender gave
+    /// up, or after it was killed and restarted under a newer term (zombie writes).
+    ZombieWriteLandsLate,
+    /// The disk fills up (ENOSPC) at a random point: the node must stop acknowledging with a
+    /// clear error, lose nothing it acknowledged, and start again once space is freed.
+    DiskFull,
+    /// Bits flip in the node's files while it is down (out of contract): it must refuse to
+    /// open with a corruption error, or open and serve only what the log holds; never a
+    /// flipped value. A refusal is answered as an operator would: the disk is wiped and the
+    /// node rebuilt from the bucket.
+    DiskOutOfContract,
+    /// Watchers follow the keys while the node is killed (losing or tearing unsynced
+    /// writes): each resumes from one past the last revision it received, and what it gets
+    /// must be exactly the log's revisions in its range, in order, none twice, none missed.
+    WatchUnderCrash,
+    /// The lease workload with the node's clock at the edge of the drift bound (±500 ppm)
+    /// and its wall clock stepped by up to an hour either way, while it is killed: leases run
+    /// on the monotonic clock, so none may expire early.
+    ClockDriftInBound,
+    /// A self-test of the harness, not in [`Scenario::ALL`]: the node's clock runs 50% fast,
+    /// far outside the bound, so leases do expire early and the lease checker must fire.
+    ClockDriftOutOfBound,
+    /// Clients reach the node over SimNet (prost-encoded requests to EtcdCore), and the
+    /// nemesis cuts links between a client and the node, one way or both, for 0.1-0.8 s, or
+    /// kills the node: requests and answers are lost, never misapplied.
+    PartitionClientNode,
+    /// The node's network to the bucket is cut for 0.1-1.5 s at a time (every request times
+    /// out, nothing commits), or the node is killed: it must stop acknowledging while cut,
+    /// lose nothing, and resume on its own once the bucket is back.
+    PartitionNodeS3,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Smoke,
         Scenario::CrashLoseUnsynced,
         Scenario::CrashTorn,
@@ -74,7 +120,19 @@ impl Scenario {
         Scenario::LeaseKeepaliveUnderCrash,
         Scenario::DiskWipe,
         Scenario::S3Brownout,
+        Scenario::TwoProcesses,
+        Scenario::AmbiguousConditionalPut,
+        Scenario::ZombieWriteLandsLate,
+        Scenario::DiskFull,
+        Scenario::DiskOutOfContract,
+        Scenario::WatchUnderCrash,
+        Scenario::ClockDriftInBound,
+        Scenario::PartitionClientNode,
+        Scenario::PartitionNodeS3,
     ];
+
+    /// Scenarios whose checkers must fire: self-tests of the harness, run by its tests.
+    pub const MUST_FAIL: [Scenario; 1] = [Scenario::ClockDriftOutOfBound];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -87,16 +145,50 @@ impl Scenario {
             Scenario::LeaseKeepaliveUnderCrash => "lease_keepalive_under_crash",
             Scenario::DiskWipe => "disk_wipe",
             Scenario::S3Brownout => "s3_brownout",
+            Scenario::TwoProcesses => "two_processes_on_one_prefix",
+            Scenario::AmbiguousConditionalPut => "ambiguous_conditional_put",
+            Scenario::ZombieWriteLandsLate => "zombie_write_lands_late",
+            Scenario::DiskFull => "disk_full",
+            Scenario::DiskOutOfContract => "disk_out_of_contract",
+            Scenario::WatchUnderCrash => "watch_under_crash",
+            Scenario::ClockDriftInBound => "clock_drift_in_bound",
+            Scenario::ClockDriftOutOfBound => "clock_drift_out_of_bound",
+            Scenario::PartitionClientNode => "partition_client_node",
+            Scenario::PartitionNodeS3 => "partition_node_s3",
         }
     }
 
     /// Whether the node keeps its log in the simulated bucket.
     fn uses_bucket(self) -> bool {
-        matches!(self, Scenario::DiskWipe | Scenario::S3Brownout)
+        matches!(
+            self,
+            Scenario::DiskWipe
+                | Scenario::S3Brownout
+                | Scenario::TwoProcesses
+                | Scenario::AmbiguousConditionalPut
+                | Scenario::ZombieWriteLandsLate
+                | Scenario::DiskOutOfContract
+                | Scenario::PartitionNodeS3
+        )
+    }
+
+    /// Whether clients reach the node over SimNet (else through the embedded API).
+    fn uses_net(self) -> bool {
+        matches!(self, Scenario::PartitionClientNode)
+    }
+
+    /// Whether lease clients run (and the workload lasts long enough for leases).
+    fn has_leases(self) -> bool {
+        matches!(self, Scenario::LeaseKeepaliveUnderCrash | Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound)
+    }
+
+    /// Whether watchers follow the workload's keys.
+    fn has_watchers(self) -> bool {
+        matches!(self, Scenario::WatchUnderCrash | Scenario::Swarm | Scenario::TwoProcesses | Scenario::DiskWipe)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|scenario| scenario.name() == name)
+        Self::ALL.into_iter().chain(Self::MUST_FAIL).find(|scenario| scenario.name() == name)
     }
 }
 
@@ -111,6 +203,9 @@ pub struct SeedReport {
     pub faults: usize,
     pub final_revision: i64,
     pub violations: Vec<String>,
+    /// Keys whose per-key WGL search ran out of its step budget: neither proven nor refuted
+    /// (the revision-replay checks still ran on them).
+    pub wgl_inconclusive: usize,
 }
 
 impl SeedReport {
@@ -144,16 +239,53 @@ pub fn run_seed(scenario: Scenario, seed: u64) -> SeedReport {
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// One t4 process of the world: its own disk and madsim node, reached through its slot.
+#[derive(Clone)]
+struct Process {
+    name: String,
+    disk: SimDisk,
+    /// The running node (None while it is down).
+    slot: Arc<Mutex<Option<Node>>>,
+    /// Bumped whenever the process dies: answers from an older generation are lost.
+    generation: Arc<AtomicU64>,
+    /// The running incarnation's clock (the nemesis steps its wall time).
+    clock: Arc<Mutex<Option<Arc<SimClock>>>>,
+    /// Its address on SimNet.
+    ip: std::net::IpAddr,
+}
+
+impl Process {
+    fn new(name: impl Into<String>, index: u8) -> Self {
+        Self {
+            ip: std::net::IpAddr::from([10, 0, 0, index + 1]),
+            name: name.into(),
+            disk: SimDisk::new(),
+            slot: Arc::new(Mutex::new(None)),
+            generation: Arc::new(AtomicU64::new(0)),
+            clock: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The running node and the generation it belongs to.
+    fn current(&self) -> Option<(Node, u64)> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.slot.lock().unwrap().clone().map(|node| (node, generation))
+    }
+
+    fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip, net::CLIENT_PORT)
+    }
+}
+
 /// The shared state of one run.
 struct World {
     scenario: Scenario,
     seed: u64,
-    disk: SimDisk,
-    /// The node clients talk to (None while it is down).
-    node: Arc<Mutex<Option<Node>>>,
-    /// Bumped whenever the node process dies: answers from an older generation are lost.
-    generation: Arc<AtomicU64>,
+    /// The t4 processes: one, or two on one bucket prefix (`two_processes_on_one_prefix`).
+    processes: Vec<Process>,
     open_failures: Arc<Mutex<Vec<String>>>,
+    /// Opens refused because the disk was found damaged (`disk_out_of_contract`: expected).
+    detected: Arc<Mutex<Vec<String>>>,
     history: Arc<Mutex<Vec<Op>>>,
     trace: Arc<Mutex<TraceHash>>,
     stop: Arc<AtomicBool>,
@@ -163,22 +295,36 @@ struct World {
     /// What the lease clients saw go wrong, and the key pairs they attached to one lease.
     lease_violations: Arc<Mutex<Vec<String>>>,
     lease_pairs: Arc<Mutex<Vec<(String, String)>>>,
+    /// What each watcher received.
+    watches: Arc<Mutex<Vec<WatchRecord>>>,
+    /// The madsim nodes of the workload's clients (for the partition nemesis).
+    client_nodes: Mutex<Vec<NodeId>>,
+    /// Keys whose WGL search ran out of steps (reported with the seed).
+    wgl_inconclusive: std::sync::atomic::AtomicUsize,
     /// The bucket, in the scenarios that use one (it outlives the node's crashes).
     bucket: Option<Arc<SimS3>>,
 }
 
 /// The bucket's faults while `s3_brownout` runs.
-const BROWNOUT: SimS3Faults = SimS3Faults { slow_down_percent: 4, lost_request_percent: 2, lost_answer_percent: 2 };
+const BROWNOUT: SimS3Faults = SimS3Faults { slow_down_percent: 4, lost_request_percent: 2, lost_answer_percent: 2, late_commit_percent: 0 };
+/// ... while `ambiguous_conditional_put` runs.
+const AMBIGUOUS: SimS3Faults =
+    SimS3Faults { slow_down_percent: 0, lost_request_percent: 5, lost_answer_percent: 10, late_commit_percent: 0 };
+/// ... while `zombie_write_lands_late` runs.
+const ZOMBIES: SimS3Faults = SimS3Faults { slow_down_percent: 0, lost_request_percent: 0, lost_answer_percent: 0, late_commit_percent: 5 };
 
 impl World {
     fn new(scenario: Scenario, seed: u64) -> Self {
+        let processes = match scenario {
+            Scenario::TwoProcesses => vec![Process::new("t4", 0), Process::new("t4-second", 1)],
+            _ => vec![Process::new("t4", 0)],
+        };
         Self {
             scenario,
             seed,
-            disk: SimDisk::new(),
-            node: Arc::new(Mutex::new(None)),
-            generation: Arc::new(AtomicU64::new(0)),
+            processes,
             open_failures: Arc::new(Mutex::new(Vec::new())),
+            detected: Arc::new(Mutex::new(Vec::new())),
             history: Arc::new(Mutex::new(Vec::new())),
             trace: Arc::new(Mutex::new(TraceHash::default())),
             stop: Arc::new(AtomicBool::new(false)),
@@ -186,7 +332,18 @@ impl World {
             drift_ppm: Arc::new(AtomicI64::new(0)),
             lease_violations: Arc::new(Mutex::new(Vec::new())),
             lease_pairs: Arc::new(Mutex::new(Vec::new())),
-            bucket: scenario.uses_bucket().then(|| Arc::new(SimS3::new(seed ^ 0x5133_5133, Arc::new(SimClock::new(0, 0))))),
+            watches: Arc::new(Mutex::new(Vec::new())),
+            client_nodes: Mutex::new(Vec::new()),
+            wgl_inconclusive: std::sync::atomic::AtomicUsize::new(0),
+            bucket: scenario.uses_bucket().then(|| {
+                let bucket = SimS3::new(seed ^ 0x5133_5133, Arc::new(SimClock::new(0, 0)));
+                // Requests travel on a node of their own: a killed sender's still commit.
+                let network = Handle::current().create_node().name("s3-network").build();
+                bucket.set_courier(Arc::new(move |journey| {
+                    network.spawn(journey);
+                }));
+                Arc::new(bucket)
+            }),
         }
     }
 
@@ -197,60 +354,125 @@ impl World {
 
     async fn run(self) -> SeedReport {
         let handle = Handle::current();
-        let leases = self.scenario == Scenario::LeaseKeepaliveUnderCrash;
+        let leases = self.scenario.has_leases();
         if leases {
-            let drift = thread_rng().gen_range(-DRIFT_PPM_MAX..=DRIFT_PPM_MAX);
+            let drift = match self.scenario {
+                Scenario::ClockDriftInBound => [-DRIFT_PPM_MAX, DRIFT_PPM_MAX][thread_rng().gen_range(0..2)],
+                Scenario::ClockDriftOutOfBound => 500_000,
+                _ => thread_rng().gen_range(-DRIFT_PPM_MAX..=DRIFT_PPM_MAX),
+            };
             self.drift_ppm.store(drift, Ordering::SeqCst);
             self.fold(&format!("clock drift {drift} ppm"));
         }
-        if let (Scenario::S3Brownout, Some(bucket)) = (self.scenario, &self.bucket) {
-            bucket.set_faults(BROWNOUT);
+        if let Some(bucket) = &self.bucket {
+            bucket.set_faults(match self.scenario {
+                Scenario::S3Brownout => BROWNOUT,
+                Scenario::AmbiguousConditionalPut => AMBIGUOUS,
+                Scenario::ZombieWriteLandsLate => ZOMBIES,
+                _ => SimS3Faults::default(),
+            });
         }
-        let server = self.start_server(&handle);
+        let mut servers = Vec::new();
+        for process in &self.processes {
+            servers.push(self.start_server(&handle, process).id());
+            if self.processes.len() > 1 {
+                // One at a time: the second takes its term after the first is up.
+                self.await_node(process).await;
+            }
+        }
         let mut clients: Vec<_> = (0..CLIENTS).map(|client| self.start_client(&handle, client)).collect();
         if leases {
             clients.extend((0..LEASE_CLIENTS).map(|client| self.start_lease_client(&handle, CLIENTS + 1 + client)));
         }
-        let faults = self.nemesis(&handle, server.id()).await;
+        if self.scenario.has_watchers() {
+            let first = CLIENTS + 1 + LEASE_CLIENTS;
+            clients.extend((first..first + WATCHERS).map(|client| self.start_watcher(&handle, client)));
+        }
+        let faults = self.nemesis(&handle, &servers).await;
         self.stop.store(true, Ordering::SeqCst);
         for client in clients {
             let _ = client.await;
         }
         self.fold("--- heal");
-        self.disk.set_faults(SimDiskFaults::default());
+        for process in &self.processes {
+            process.disk.set_faults(SimDiskFaults::default());
+        }
         if let Some(bucket) = &self.bucket {
             bucket.set_faults(SimS3Faults::default());
             self.fold(&format!("bucket faults injected {}", bucket.faults_injected()));
         }
-        self.restart(&handle, server.id(), None);
-        self.verify(faults).await
+        // Every process but the first stays down; the first comes back, and with a bucket it
+        // comes back with no disk: what it then holds is what the bucket kept.
+        for (process, server) in self.processes.iter().zip(&servers).skip(1) {
+            self.kill(&handle, process, *server);
+        }
+        let last = self.bucket.as_ref().map(|_| CrashMode::Wipe);
+        self.restart(&handle, &self.processes[0], servers[0], last);
+        let report = self.verify(faults).await;
+        // Stop the node's tasks now: madsim does not drop a runtime's remaining tasks with
+        // it, so whatever they hold (the node, its disk's files) would stay in memory for
+        // the rest of the process.
+        self.kill(&handle, &self.processes[0], servers[0]);
+        report
     }
 
-    fn start_server(&self, handle: &Handle) -> madsim::runtime::NodeHandle {
-        let (disk, slot, failures) = (self.disk.clone(), self.node.clone(), self.open_failures.clone());
+    fn start_server(&self, handle: &Handle, process: &Process) -> madsim::runtime::NodeHandle {
+        let (disk, slot, failures) = (process.disk.clone(), process.slot.clone(), self.open_failures.clone());
+        let clock_slot = process.clock.clone();
+        let detected = (self.scenario == Scenario::DiskOutOfContract).then(|| self.detected.clone());
         let drift = self.drift_ppm.load(Ordering::SeqCst);
         let bucket = self.bucket.clone();
+        let name = process.name.clone();
+        let uses_net = self.scenario.uses_net();
         handle
             .create_node()
-            .name("t4")
+            .name(&name)
+            .ip(process.ip)
             .init(move || {
                 let (disk, slot, failures) = (disk.clone(), slot.clone(), failures.clone());
-                let bucket = bucket.clone();
+                let (bucket, name, detected, clock_slot) = (bucket.clone(), name.clone(), detected.clone(), clock_slot.clone());
                 async move {
-                    let env = Env { clock: Arc::new(SimClock::new(drift, 0)), disk: Arc::new(disk) };
+                    let clock = Arc::new(SimClock::new(drift, 0));
+                    *clock_slot.lock().unwrap() = Some(clock.clone());
+                    let env = Env { clock, disk: Arc::new(disk) };
                     let mut config = sim_config();
-                    if let Some(bucket) = bucket {
+                    if let Some(bucket) = bucket.clone() {
                         let store: Arc<dyn ObjectStore> = bucket;
                         config.object_store = Some(ObjectDurability {
                             lock_check_interval: Duration::from_millis(100),
                             // Checkpoints and GC run within a seed.
                             checkpoint_entries: 500,
-                            ..ObjectDurability::new(store, "sim")
+                            ..ObjectDurability::new(store, name.clone())
                         });
                     }
-                    match Node::open_with_env(config, env).await {
-                        Ok(node) => *slot.lock().unwrap() = Some(node),
-                        Err(error) => failures.lock().unwrap().push(format!("node failed to open after a legal fault: {error}")),
+                    // The supervisor (systemd, say) starts the process again when it
+                    // exits because the bucket failed it while it opened; any other failure
+                    // to open is a finding.
+                    let opened = loop {
+                        let faults_before = bucket.as_ref().map(|bucket| bucket.faults_injected());
+                        let opened = Node::open_with_env(config.clone(), env.clone()).await;
+                        let bucket_failed_it = bucket.as_ref().map(|bucket| bucket.faults_injected()) != faults_before;
+                        match opened {
+                            Err(error) if error.kind() == ErrorKind::StorageFailure && bucket_failed_it => {
+                                tracing::info!(%error, "open failed while the bucket misbehaved; starting again");
+                                sleep(Duration::from_millis(200)).await;
+                            }
+                            opened => break opened,
+                        }
+                    };
+                    match opened {
+                        Ok(node) => {
+                            if uses_net {
+                                let member = MemberInfo { name: name.clone(), client_urls: Vec::new(), peer_urls: Vec::new() };
+                                let core = Arc::new(EtcdCore::new(node.clone(), member, Duration::from_secs(300)));
+                                tokio::spawn(net::serve(core));
+                            }
+                            *slot.lock().unwrap() = Some(node);
+                        }
+                        Err(error) => match (&detected, error.kind()) {
+                            (Some(detected), ErrorKind::Corrupt) => detected.lock().unwrap().push(error.to_string()),
+                            _ => failures.lock().unwrap().push(format!("{name} failed to open after a legal fault: {error}")),
+                        },
                     }
                     std::future::pending::<()>().await;
                 }
@@ -258,31 +480,41 @@ impl World {
             .build()
     }
 
-    fn restart(&self, handle: &Handle, server: madsim::task::NodeId, crash: Option<CrashMode>) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        *self.node.lock().unwrap() = None;
-        // SIGKILL: what the process wrote stays, nothing it would do after is done (the
-        // simulator's kill drops its tasks, which would run destructors that write).
-        self.disk.kill_process();
+    /// SIGKILL: what the process wrote stays, nothing it would do after is done (the
+    /// simulator's kill drops its tasks, which would run destructors that write).
+    fn kill(&self, handle: &Handle, process: &Process, server: NodeId) {
+        process.generation.fetch_add(1, Ordering::SeqCst);
+        *process.slot.lock().unwrap() = None;
+        process.disk.kill_process();
         handle.kill(server);
+    }
+
+    fn restart(&self, handle: &Handle, process: &Process, server: NodeId, crash: Option<CrashMode>) {
+        self.kill(handle, process, server);
         if let Some(mode) = crash {
-            self.disk.crash(mode);
+            process.disk.crash(mode);
         }
-        self.fold(&format!("restart crash={crash:?}"));
+        self.fold(&format!("restart {} crash={crash:?}", process.name));
         handle.restart(server);
     }
 
     /// Injects faults until the workload time is up; returns how many.
-    async fn nemesis(&self, handle: &Handle, server: madsim::task::NodeId) -> usize {
+    async fn nemesis(&self, handle: &Handle, servers: &[NodeId]) -> usize {
         let mut faults = 0;
-        let duration = if self.scenario == Scenario::LeaseKeepaliveUnderCrash { LEASE_WORKLOAD_DURATION } else { WORKLOAD_DURATION };
+        let duration = if self.scenario.has_leases() { LEASE_WORKLOAD_DURATION } else { WORKLOAD_DURATION };
         let end = Instant::now() + duration;
         while Instant::now() < end {
             // Leases need a few quiet seconds to be granted, kept alive and left to expire.
             // A brownout slows the node: it needs longer between kills to get anything done.
             let pause = match self.scenario {
-                Scenario::LeaseKeepaliveUnderCrash => 400..2000,
-                Scenario::S3Brownout => 150..600,
+                Scenario::LeaseKeepaliveUnderCrash | Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound => 400..2000,
+                Scenario::S3Brownout
+                | Scenario::TwoProcesses
+                | Scenario::AmbiguousConditionalPut
+                | Scenario::ZombieWriteLandsLate
+                | Scenario::DiskOutOfContract
+                | Scenario::PartitionClientNode
+                | Scenario::PartitionNodeS3 => 150..600,
                 _ => 30..300,
             };
             sleep(Duration::from_millis(thread_rng().gen_range(pause))).await;
@@ -290,48 +522,147 @@ impl World {
                 Scenario::Smoke => continue,
                 Scenario::Swarm => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio]
                     [thread_rng().gen_range(0..4)],
+                Scenario::WatchUnderCrash => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn][thread_rng().gen_range(0..2)],
+                Scenario::PartitionClientNode | Scenario::PartitionNodeS3 if thread_rng().gen_range(0..4) == 0 => {
+                    Scenario::CrashLoseUnsynced
+                }
                 Scenario::LeaseKeepaliveUnderCrash => [Scenario::CrashLoseUnsynced, Scenario::CrashTorn][thread_rng().gen_range(0..2)],
-                Scenario::S3Brownout => [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)],
+                Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound => {
+                    [Scenario::CrashLoseUnsynced, Scenario::ClockDriftInBound][thread_rng().gen_range(0..2)]
+                }
+                Scenario::S3Brownout | Scenario::AmbiguousConditionalPut | Scenario::ZombieWriteLandsLate => {
+                    [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)]
+                }
                 other => other,
             };
+            let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
             faults += 1;
-            self.inject(handle, server, fault).await;
+            self.inject(handle, which, servers[which], fault).await;
         }
         faults
     }
 
-    async fn inject(&self, handle: &Handle, server: madsim::task::NodeId, fault: Scenario) {
+    async fn inject(&self, handle: &Handle, which: usize, server: NodeId, fault: Scenario) {
+        let process = &self.processes[which];
         let torn = CrashMode::Torn { seed: thread_rng().gen() };
         match fault {
-            Scenario::CrashLoseUnsynced => self.restart(handle, server, Some(CrashMode::LoseUnsynced)),
-            Scenario::CrashTorn => self.restart(handle, server, Some(torn)),
-            Scenario::DiskWipe => self.restart(handle, server, Some(CrashMode::Wipe)),
+            Scenario::CrashLoseUnsynced => self.restart(handle, process, server, Some(CrashMode::LoseUnsynced)),
+            Scenario::CrashTorn => self.restart(handle, process, server, Some(torn)),
+            Scenario::DiskWipe => self.restart(handle, process, server, Some(CrashMode::Wipe)),
             Scenario::CrashMidCommit => {
                 let after = thread_rng().gen_range(0..4);
                 self.fold(&format!("crash on sync #{after}"));
-                self.disk.set_faults(SimDiskFaults { crash_on_sync: Some((after, torn)), ..Default::default() });
-                self.await_failure().await;
-                self.disk.set_faults(SimDiskFaults::default());
+                process.disk.set_faults(SimDiskFaults { crash_on_sync: Some((after, torn)), ..Default::default() });
+                self.await_failure(process).await;
+                process.disk.set_faults(SimDiskFaults::default());
                 // The disk already lost power; the process dies with it.
-                self.restart(handle, server, None);
+                self.restart(handle, process, server, None);
             }
             Scenario::FsyncEio => {
                 self.fold("fsync eio");
-                self.disk.set_faults(SimDiskFaults { sync_failures: 1, ..Default::default() });
-                self.await_failure().await;
-                self.disk.set_faults(SimDiskFaults::default());
-                self.restart(handle, server, None);
+                process.disk.set_faults(SimDiskFaults { sync_failures: 1, ..Default::default() });
+                self.await_failure(process).await;
+                process.disk.set_faults(SimDiskFaults::default());
+                self.restart(handle, process, server, None);
             }
-            Scenario::Smoke | Scenario::Swarm | Scenario::LeaseKeepaliveUnderCrash | Scenario::S3Brownout => {
-                unreachable!("expanded by the nemesis")
+            Scenario::TwoProcesses => {
+                // Restarting one process takes a new term: it fences the other, which must
+                // stop acknowledging (until the nemesis restarts it in turn).
+                let crash = [None, Some(CrashMode::LoseUnsynced)][thread_rng().gen_range(0..2)];
+                self.restart(handle, process, server, crash);
             }
+            Scenario::DiskFull => {
+                let headroom = thread_rng().gen_range(0..64 * 1024);
+                self.fold(&format!("disk full in {headroom} bytes"));
+                process.disk.set_faults(SimDiskFaults { capacity_bytes: Some(process.disk.used() + headroom), ..Default::default() });
+                self.await_failure(process).await;
+                // Space is freed; the operator restarts the node.
+                process.disk.set_faults(SimDiskFaults::default());
+                self.restart(handle, process, server, None);
+            }
+            Scenario::DiskOutOfContract => {
+                self.kill(handle, process, server);
+                let files: Vec<(String, u64)> = process
+                    .disk
+                    .paths()
+                    .into_iter()
+                    .filter_map(|path| process.disk.file_len(&path).map(|len| (path, len)))
+                    .filter(|(_, len)| *len > 0)
+                    .collect();
+                for _ in 0..thread_rng().gen_range(1..=3) {
+                    if files.is_empty() {
+                        break;
+                    }
+                    let (path, len) = &files[thread_rng().gen_range(0..files.len())];
+                    let (offset, bit) = (thread_rng().gen_range(0..*len), thread_rng().gen_range(0..8u8));
+                    // Only durable bytes can flip; a file longer than its durable image refuses.
+                    if process.disk.flip_bit(path, offset, bit).is_ok() {
+                        self.fold(&format!("flipped bit {bit} of byte {offset} of {path}"));
+                    }
+                }
+                let refused = self.detected.lock().unwrap().len();
+                self.restart(handle, process, server, None);
+                for _ in 0..100 {
+                    if process.slot.lock().unwrap().is_some() {
+                        return;
+                    }
+                    if self.detected.lock().unwrap().len() > refused {
+                        // Refused to open: damage detected. The operator wipes the disk.
+                        self.fold("damage detected; the disk is wiped");
+                        self.restart(handle, process, server, Some(CrashMode::Wipe));
+                        return;
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Scenario::PartitionClientNode => {
+                let clients = self.client_nodes.lock().unwrap().clone();
+                let client = clients[thread_rng().gen_range(0..clients.len())];
+                let way = thread_rng().gen_range(0..3);
+                let net = madsim::net::NetSim::current();
+                let (to_node, to_client) = (way != 1, way != 2);
+                self.fold(&format!("cut client {client} -> node {to_node}, node -> client {to_client}"));
+                if to_node {
+                    net.clog_link(client, server);
+                }
+                if to_client {
+                    net.clog_link(server, client);
+                }
+                sleep(Duration::from_millis(thread_rng().gen_range(100..800))).await;
+                net.unclog_link(client, server);
+                net.unclog_link(server, client);
+            }
+            Scenario::PartitionNodeS3 => {
+                let bucket = self.bucket.as_ref().expect("partition_node_s3 uses a bucket");
+                let cut = Duration::from_millis(thread_rng().gen_range(100..1500));
+                self.fold(&format!("bucket unreachable for {cut:?}"));
+                bucket.set_unreachable(true);
+                sleep(cut).await;
+                bucket.set_unreachable(false);
+            }
+            Scenario::ClockDriftInBound => {
+                // An NTP step or an operator: the wall clock moves, monotonic time does not.
+                let step_ms = thread_rng().gen_range(-3_600_000..=3_600_000);
+                self.fold(&format!("wall clock step {step_ms} ms"));
+                if let Some(clock) = process.clock.lock().unwrap().as_ref() {
+                    clock.jump_wall(step_ms);
+                }
+            }
+            Scenario::Smoke
+            | Scenario::Swarm
+            | Scenario::LeaseKeepaliveUnderCrash
+            | Scenario::S3Brownout
+            | Scenario::AmbiguousConditionalPut
+            | Scenario::ZombieWriteLandsLate
+            | Scenario::WatchUnderCrash
+            | Scenario::ClockDriftOutOfBound => unreachable!("expanded by the nemesis"),
         }
     }
 
-    /// Waits (bounded) for the node to report a storage failure after an injected fault.
-    async fn await_failure(&self) {
+    /// Waits (bounded) for the process to report a storage failure after an injected fault.
+    async fn await_failure(&self, process: &Process) {
         for _ in 0..200 {
-            let node = self.node.lock().unwrap().clone();
+            let node = process.slot.lock().unwrap().clone();
             if node.is_some_and(|node| node.health().is_err()) {
                 self.fold("node reported failure");
                 return;
@@ -343,8 +674,7 @@ impl World {
     fn client_context(&self, client: usize) -> ClientContext {
         ClientContext {
             client,
-            node: self.node.clone(),
-            generation: self.generation.clone(),
+            processes: self.processes.clone(),
             history: self.history.clone(),
             trace: self.trace.clone(),
             stop: self.stop.clone(),
@@ -354,7 +684,10 @@ impl World {
 
     fn start_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
         let context = self.client_context(client);
-        handle.create_node().name(format!("client-{client}")).build().spawn(context.run())
+        let node = handle.create_node().name(format!("client-{client}")).ip(std::net::IpAddr::from([10, 0, 1, client as u8 + 1])).build();
+        self.client_nodes.lock().unwrap().push(node.id());
+        let net = self.scenario.uses_net();
+        node.spawn(context.run(net))
     }
 
     fn start_lease_client(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
@@ -366,10 +699,15 @@ impl World {
         handle.create_node().name(format!("lease-client-{client}")).build().spawn(context.run())
     }
 
+    fn start_watcher(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
+        let watcher = Watcher { context: self.client_context(client), records: self.watches.clone() };
+        handle.create_node().name(format!("watcher-{client}")).build().spawn(watcher.run())
+    }
+
     /// Final checks: the node recovers, a write completes, and the history is judged
     /// against the committed log.
     async fn verify(&self, faults: usize) -> SeedReport {
-        let awaited = self.await_node().await;
+        let awaited = self.await_node(&self.processes[0]).await;
         // Read after waiting: the last open's failure, if any, is among them then.
         let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
         let node = match awaited {
@@ -387,6 +725,7 @@ impl World {
                 invoke_ns,
                 complete_ns: self.started.elapsed().as_nanos(),
                 outcome: Outcome::Wrote { revision, succeeded: true, deleted: 0 },
+                serializable: false,
             }),
             other => violations.push(format!("liveness: a write after healing did not complete: {other:?}")),
         }
@@ -399,16 +738,23 @@ impl World {
             }
         };
         violations.extend(checker::check(&history, &log, final_revision, &final_state));
+        let wgl = crate::wgl::check(&history);
+        violations.extend(wgl.violations);
+        self.wgl_inconclusive.store(wgl.inconclusive.len(), Ordering::SeqCst);
+        if !wgl.inconclusive.is_empty() {
+            self.fold(&format!("wgl inconclusive on {:?}", wgl.inconclusive));
+        }
         violations.extend(self.lease_violations.lock().unwrap().iter().cloned());
         let pairs = self.lease_pairs.lock().unwrap().clone();
         violations.extend(checker::check_lease_pairs(&log, &pairs));
+        violations.extend(checker::check_watches(&log, &self.watches.lock().unwrap()));
         self.fold(&format!("final revision {final_revision}"));
         self.report(faults, final_revision, violations)
     }
 
-    async fn await_node(&self) -> Option<Node> {
+    async fn await_node(&self, process: &Process) -> Option<Node> {
         for _ in 0..1000 {
-            if let Some(node) = self.node.lock().unwrap().clone() {
+            if let Some(node) = process.slot.lock().unwrap().clone() {
                 return Some(node);
             }
             sleep(Duration::from_millis(10)).await;
@@ -427,10 +773,10 @@ impl World {
             faults,
             final_revision,
             violations,
+            wgl_inconclusive: self.wgl_inconclusive.load(Ordering::SeqCst),
         }
     }
 }
-
 fn sim_config() -> Config {
     let mut config = Config::new("/sim");
     // Small bounds so rotation, store syncs and segment removal happen within a seed.
@@ -465,8 +811,8 @@ async fn read_back(node: &Node) -> t4::Result<(Log, i64, State)> {
 
 struct ClientContext {
     client: usize,
-    node: Arc<Mutex<Option<Node>>>,
-    generation: Arc<AtomicU64>,
+    /// The processes it may send to (one at random per op when there are several).
+    processes: Vec<Process>,
     history: Arc<Mutex<Vec<Op>>>,
     trace: Arc<Mutex<TraceHash>>,
     stop: Arc<AtomicBool>,
@@ -474,41 +820,61 @@ struct ClientContext {
 }
 
 impl ClientContext {
-    async fn run(self) {
+    /// `over_net`: through SimNet to the node's EtcdCore, else through the embedded API.
+    async fn run(self, over_net: bool) {
+        let mut remote = if over_net { Some(net::Client::new(NET_TIMEOUT).await.expect("bind a client endpoint")) } else { None };
         let mut sequence = 0u64;
         let mut last_seen = [0i64; KEYS];
         while !self.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_micros(thread_rng().gen_range(0..2000))).await;
-            let Some(node) = self.node.lock().unwrap().clone() else { continue };
+            let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
+            let Some((node, generation)) = self.processes[which].current() else { continue };
             sequence += 1;
             let key_index = thread_rng().gen_range(0..KEYS);
             let key = format!("k{key_index}");
             let value = format!("c{}.{sequence}", self.client);
-            let kind = match thread_rng().gen_range(0..10) {
+            let kind = match thread_rng().gen_range(0..12) {
                 0..=3 => OpKind::Put { key, value },
-                4..=6 => OpKind::Get { key },
+                4..=5 => OpKind::Get { key },
+                6 => OpKind::Scan { from: "k".into(), to: "l".into() },
                 7..=8 => OpKind::Cas { key, expected: last_seen[key_index], value },
-                _ => OpKind::Delete { key },
+                9 => OpKind::Delete { key },
+                _ => {
+                    // Two keys, each compared on the mod revision last seen, both written.
+                    let other = (key_index + thread_rng().gen_range(1..KEYS)) % KEYS;
+                    let writes = [key_index, other].map(|index| (format!("k{index}"), last_seen[index], format!("{value}.k{index}")));
+                    OpKind::Append { writes: writes.to_vec() }
+                }
             };
-            let op = self.perform(&node, kind).await;
-            if let Outcome::Read { found, .. } = &op.outcome {
-                last_seen[key_index] = found.as_ref().map_or(0, |(_, mod_revision)| *mod_revision);
+            let transport = match remote.as_mut() {
+                Some(remote) => Transport::Remote(remote, self.processes[which].address()),
+                None => Transport::Local(&node),
+            };
+            let op = self.perform(&self.processes[which], transport, generation, kind).await;
+            match &op.outcome {
+                Outcome::Read { found, .. } => last_seen[key_index] = found.as_ref().map_or(0, |(_, mod_revision)| *mod_revision),
+                Outcome::Scanned { kvs, .. } => {
+                    for (index, seen) in last_seen.iter_mut().enumerate() {
+                        let key = format!("k{index}");
+                        *seen = kvs.iter().find(|(found, _, _)| *found == key).map_or(0, |(_, _, mod_revision)| *mod_revision);
+                    }
+                }
+                _ => {}
             }
             self.trace.lock().unwrap().fold(&format!("{} {} {:?} {:?}", op.complete_ns, op.client, op.kind, op.outcome));
             self.history.lock().unwrap().push(op);
         }
     }
 
-    async fn perform(&self, node: &Node, kind: OpKind) -> Op {
-        let generation = self.generation.load(Ordering::SeqCst);
+    async fn perform(&self, process: &Process, mut transport: Transport<'_>, generation: u64, kind: OpKind) -> Op {
         let invoke_ns = self.started.elapsed().as_nanos();
-        let outcome = match timeout(OP_TIMEOUT, execute(node, &kind)).await {
+        let outcome = match timeout(OP_TIMEOUT, execute(&mut transport, &kind)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Unknown("timed out".into()),
         };
         let complete_ns = self.started.elapsed().as_nanos();
         // A reply from a process that died meanwhile never reaches the client.
-        let outcome = if self.generation.load(Ordering::SeqCst) != generation {
+        let outcome = if process.generation.load(Ordering::SeqCst) != generation {
             match outcome {
                 Outcome::Refused(reason) => Outcome::Refused(reason),
                 _ => Outcome::Unknown("node restarted during the op".into()),
@@ -516,7 +882,49 @@ impl ClientContext {
         } else {
             outcome
         };
-        Op { client: self.client, kind, invoke_ns, complete_ns, outcome }
+        // With several processes, one that does not know yet that it was fenced still serves
+        // what it has (docs/durability.md): its answers that changed nothing may be stale.
+        Op { client: self.client, kind, invoke_ns, complete_ns, outcome, serializable: self.processes.len() > 1 }
+    }
+}
+
+/// How long a client waits for an answer over SimNet.
+const NET_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a client reaches a node: the embedded API, or SimNet to its EtcdCore. Either way a
+/// failure comes back as the outcome the client must record.
+enum Transport<'a> {
+    Local(&'a Node),
+    Remote(&'a mut net::Client, std::net::SocketAddr),
+}
+
+impl Transport<'_> {
+    async fn range(&mut self, request: RangeRequest) -> Result<RangeResponse, Outcome> {
+        match self {
+            Transport::Local(node) => node.range(request).await.map_err(classify),
+            Transport::Remote(client, server) => client.call(*server, Method::Range, &request).await.map_err(unanswered),
+        }
+    }
+
+    async fn put(&mut self, request: PutRequest) -> Result<PutResponse, Outcome> {
+        match self {
+            Transport::Local(node) => node.put_request(request).await.map_err(classify),
+            Transport::Remote(client, server) => client.call(*server, Method::Put, &request).await.map_err(unanswered),
+        }
+    }
+
+    async fn delete_range(&mut self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, Outcome> {
+        match self {
+            Transport::Local(node) => node.delete_range(request).await.map_err(classify),
+            Transport::Remote(client, server) => client.call(*server, Method::DeleteRange, &request).await.map_err(unanswered),
+        }
+    }
+
+    async fn txn(&mut self, request: TxnRequest) -> Result<TxnResponse, Outcome> {
+        match self {
+            Transport::Local(node) => node.txn(request).await.map_err(classify),
+            Transport::Remote(client, server) => client.call(*server, Method::Txn, &request).await.map_err(unanswered),
+        }
     }
 }
 
@@ -527,46 +935,74 @@ fn classify(error: t4::Error) -> Outcome {
     }
 }
 
-async fn execute(node: &Node, kind: &OpKind) -> Outcome {
-    let revision_of = |header: &Option<t4::proto::etcdserverpb::ResponseHeader>| header.as_ref().map_or(0, |header| header.revision);
-    match kind {
-        OpKind::Put { key, value } => {
-            match node.put_request(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() }).await {
-                Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: 0 },
-                Err(error) => classify(error),
-            }
-        }
-        OpKind::Get { key } => match node.range(RangeRequest { key: key.clone().into(), ..Default::default() }).await {
-            Ok(response) => Outcome::Read {
-                revision: revision_of(&response.header),
-                found: response.kvs.first().map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)),
-            },
-            Err(error) => classify(error),
-        },
-        OpKind::Cas { key, expected, value } => {
-            let compare = Compare {
-                result: CompareResult::Equal as i32,
-                target: CompareTarget::Mod as i32,
-                key: key.clone().into(),
-                target_union: Some(TargetUnion::ModRevision(*expected)),
-                range_end: Vec::new(),
-            };
-            let put = PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() };
-            let request = TxnRequest {
-                compare: vec![compare],
-                success: vec![RequestOp { request: Some(Request::RequestPut(put)) }],
-                failure: vec![],
-            };
-            match node.txn(request).await {
-                Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: response.succeeded, deleted: 0 },
-                Err(error) => classify(error),
-            }
-        }
-        OpKind::Delete { key } => match node.delete_range(DeleteRangeRequest { key: key.clone().into(), ..Default::default() }).await {
-            Ok(response) => Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: response.deleted },
-            Err(error) => classify(error),
-        },
+fn unanswered(error: CallError) -> Outcome {
+    match error {
+        CallError::Unknown(why) => Outcome::Unknown(why),
+        CallError::Refused(why) => Outcome::Refused(why),
     }
+}
+
+/// Txn: if every key's mod_revision is as expected, put every value.
+fn txn_request(writes: &[(String, i64, String)]) -> TxnRequest {
+    let compare = writes
+        .iter()
+        .map(|(key, expected, _)| Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Mod as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::ModRevision(*expected)),
+            range_end: Vec::new(),
+        })
+        .collect();
+    let success = writes
+        .iter()
+        .map(|(key, _, value)| {
+            let put = PutRequest { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ..Default::default() };
+            RequestOp { request: Some(Request::RequestPut(put)) }
+        })
+        .collect();
+    TxnRequest { compare, success, failure: vec![] }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn execute(transport: &mut Transport<'_>, kind: &OpKind) -> Outcome {
+    let revision_of = |header: &Option<t4::proto::etcdserverpb::ResponseHeader>| header.as_ref().map_or(0, |header| header.revision);
+    let outcome = match kind {
+        OpKind::Put { key, value } => transport
+            .put(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() })
+            .await
+            .map(|response| Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: 0 }),
+        OpKind::Get { key } => {
+            transport.range(RangeRequest { key: key.clone().into(), ..Default::default() }).await.map(|response| Outcome::Read {
+                revision: revision_of(&response.header),
+                found: response.kvs.first().map(|kv| (lossy(&kv.value), kv.mod_revision)),
+            })
+        }
+        OpKind::Scan { from, to } => transport
+            .range(RangeRequest { key: from.clone().into(), range_end: to.clone().into(), ..Default::default() })
+            .await
+            .map(|response| Outcome::Scanned {
+                revision: revision_of(&response.header),
+                kvs: response.kvs.iter().map(|kv| (lossy(&kv.key), lossy(&kv.value), kv.mod_revision)).collect(),
+            }),
+        OpKind::Cas { key, expected, value } => transport
+            .txn(txn_request(&[(key.clone(), *expected, value.clone())]))
+            .await
+            .map(|response| Outcome::Wrote { revision: revision_of(&response.header), succeeded: response.succeeded, deleted: 0 }),
+        OpKind::Append { writes } => transport.txn(txn_request(writes)).await.map(|response| Outcome::Wrote {
+            revision: revision_of(&response.header),
+            succeeded: response.succeeded,
+            deleted: 0,
+        }),
+        OpKind::Delete { key } => transport
+            .delete_range(DeleteRangeRequest { key: key.clone().into(), ..Default::default() })
+            .await
+            .map(|response| Outcome::Wrote { revision: revision_of(&response.header), succeeded: true, deleted: response.deleted }),
+    };
+    outcome.unwrap_or_else(|failed| failed)
 }
 
 /// A client that grants a lease, attaches two keys to it and keeps it alive for a while,
@@ -579,14 +1015,14 @@ struct LeaseClient {
 }
 
 impl LeaseClient {
+    /// Lease scenarios run one process.
     fn current(&self) -> Option<(Node, u64)> {
-        let generation = self.context.generation.load(Ordering::SeqCst);
-        self.context.node.lock().unwrap().clone().map(|node| (node, generation))
+        self.context.processes[0].current()
     }
 
     /// An answer counts only if the process that gave it is still the one running.
     fn same_process(&self, generation: u64) -> bool {
-        self.context.generation.load(Ordering::SeqCst) == generation
+        self.context.processes[0].generation.load(Ordering::SeqCst) == generation
     }
 
     async fn run(self) {
@@ -629,6 +1065,7 @@ impl LeaseClient {
                 invoke_ns,
                 complete_ns: self.context.started.elapsed().as_nanos(),
                 outcome,
+                serializable: false,
             };
             self.context.history.lock().unwrap().push(op);
             if !acknowledged {
@@ -686,5 +1123,45 @@ impl LeaseClient {
                 .unwrap()
                 .push(format!("lease safety: lease {id} (TTL {ttl} s) expired early: {what} {lived:?} after its last keepalive was sent"));
         }
+    }
+}
+
+/// A client that watches the workload's keys for the whole run, resuming from one past the
+/// last revision it received whenever its stream ends (the node died, or was fenced).
+struct Watcher {
+    context: ClientContext,
+    records: Arc<Mutex<Vec<WatchRecord>>>,
+}
+
+impl Watcher {
+    async fn run(self) {
+        let mut record =
+            WatchRecord { watcher: self.context.client, key: "k".into(), range_end: "l".into(), start: 1, received: Vec::new() };
+        while !self.context.stop.load(Ordering::SeqCst) {
+            sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
+            let processes = &self.context.processes;
+            let which = if processes.len() > 1 { thread_rng().gen_range(0..processes.len()) } else { 0 };
+            let Some((node, generation)) = processes[which].current() else { continue };
+            let next = record.received.last().map_or(record.start, |(revision, _)| revision + 1);
+            let options = WatchOptions { key: b"k".to_vec(), range_end: b"l".to_vec(), start_revision: next, ..Default::default() };
+            let Ok(mut stream) = node.watch(options) else { continue };
+            self.context.trace.lock().unwrap().fold(&format!("{} watch from {next} on {}", self.context.client, processes[which].name));
+            while !self.context.stop.load(Ordering::SeqCst) {
+                match timeout(Duration::from_millis(50), stream.next()).await {
+                    // Whatever a node published was durable (fsynced, or in the bucket): it
+                    // counts even if the node died right after.
+                    Ok(Some(Ok(revision))) => {
+                        let changes = Log::from_events(std::slice::from_ref(&revision)).revisions.remove(0).1;
+                        self.context.trace.lock().unwrap().fold(&format!("{} watched {}", self.context.client, revision.revision));
+                        record.received.push((revision.revision, changes));
+                    }
+                    Ok(Some(Err(_)) | None) => break,
+                    // Quiet: is the process still there and well? Else watch elsewhere.
+                    Err(_) if processes[which].generation.load(Ordering::SeqCst) != generation || node.health().is_err() => break,
+                    Err(_) => {}
+                }
+            }
+        }
+        self.records.lock().unwrap().push(record);
     }
 }

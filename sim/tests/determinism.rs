@@ -13,6 +13,11 @@ fn same_seed_same_trace() {
         Scenario::LeaseKeepaliveUnderCrash,
         Scenario::DiskWipe,
         Scenario::S3Brownout,
+        Scenario::TwoProcesses,
+        Scenario::AmbiguousConditionalPut,
+        Scenario::ZombieWriteLandsLate,
+        Scenario::PartitionClientNode,
+        Scenario::PartitionNodeS3,
     ] {
         for seed in [3, 17, 4242] {
             let first = run_seed(scenario, seed);

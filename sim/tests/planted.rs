@@ -7,7 +7,7 @@ use t4::planted::{plant, Bug};
 use t4_sim::{run_seed, Scenario};
 
 /// Seeds of each scenario CI runs (`scripts/test.sh`, `T4_SIM_SEEDS` default).
-const CI_SEEDS_PER_SCENARIO: u64 = 100;
+const CI_SEEDS_PER_SCENARIO: u64 = 30;
 
 /// How many of the first `seeds` seeds of `scenario` fail (at most the CI budget).
 fn failing_seeds(scenario: Scenario, seeds: u64) -> Vec<u64> {
@@ -17,33 +17,54 @@ fn failing_seeds(scenario: Scenario, seeds: u64) -> Vec<u64> {
         let report = run_seed(scenario, seed);
         if !report.passed() {
             eprintln!("seed {seed} caught it: {}", report.violations.first().map(String::as_str).unwrap_or_default());
+            if let Some(wgl) = report.violations.iter().find(|violation| violation.contains("WGL")) {
+                eprintln!("  and the per-key WGL search, on its own: {wgl}");
+            }
             failed.push(seed);
         }
     }
     failed
 }
 
+/// Plants `bug`, runs the first 10 seeds of `scenario`, and requires at least 3 to fail.
+fn assert_caught(bug: Bug, what: &str, scenario: Scenario) {
+    plant(Some(bug));
+    let failed = failing_seeds(scenario, 10);
+    plant(None);
+    eprintln!("{what}: {} of the first 10 seeds of {} failed: {failed:?}", failed.len(), scenario.name());
+    assert!(failed.len() >= 3, "the CI budget is {CI_SEEDS_PER_SCENARIO} seeds; only {failed:?} of the first 10 caught it");
+}
+
 #[test]
 fn acknowledging_before_fsync_is_caught_within_the_ci_budget() {
-    plant(Some(Bug::AckBeforeFsync));
-    let failed = failing_seeds(Scenario::CrashLoseUnsynced, 10);
-    plant(None);
-    eprintln!("ack before fsync: {} of the first 10 seeds of crash_lose_unsynced failed: {failed:?}", failed.len());
-    assert!(failed.len() >= 3, "the CI budget is {CI_SEEDS_PER_SCENARIO} seeds; only {failed:?} of the first 10 caught it");
+    assert_caught(Bug::AckBeforeFsync, "ack before fsync", Scenario::CrashLoseUnsynced);
 }
 
 #[test]
 fn acknowledging_before_the_bucket_has_it_is_caught_within_the_ci_budget() {
-    plant(Some(Bug::AckBeforeUpload));
-    let failed = failing_seeds(Scenario::DiskWipe, 10);
-    plant(None);
-    eprintln!("ack before upload: {} of the first 10 seeds of disk_wipe failed: {failed:?}", failed.len());
-    assert!(failed.len() >= 3, "the CI budget is {CI_SEEDS_PER_SCENARIO} seeds; only {failed:?} of the first 10 caught it");
+    assert_caught(Bug::AckBeforeUpload, "ack before upload", Scenario::DiskWipe);
+}
+
+#[test]
+fn skipping_the_term_check_on_a_create_is_caught_within_the_ci_budget() {
+    assert_caught(Bug::SkipTermCheck, "skip term check", Scenario::TwoProcesses);
+}
+
+/// A self-test of the harness rather than a planted bug: a clock 50% fast expires leases
+/// early in real time, and the lease checker must say so.
+#[test]
+fn a_clock_outside_the_drift_bound_is_caught() {
+    let failed: Vec<u64> = (1..=5).filter(|seed| !run_seed(Scenario::ClockDriftOutOfBound, *seed).passed()).collect();
+    eprintln!("clock 50% fast: {} of seeds 1-5 of clock_drift_out_of_bound failed: {failed:?}", failed.len());
+    assert!(failed.len() >= 3, "only {failed:?} of seeds 1-5 caught early lease expiry");
+    let report = run_seed(Scenario::ClockDriftOutOfBound, failed[0]);
+    assert!(report.violations.iter().any(|violation| violation.contains("lease safety")), "{:?}", report.violations);
 }
 
 #[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
-    for (scenario, seed) in [1, 2, 3].iter().flat_map(|seed| [(Scenario::CrashLoseUnsynced, *seed), (Scenario::DiskWipe, *seed)]) {
+    let scenarios = [Scenario::CrashLoseUnsynced, Scenario::DiskWipe, Scenario::TwoProcesses];
+    for (scenario, seed) in [1, 2, 3].iter().flat_map(|seed| scenarios.map(|scenario| (scenario, *seed))) {
         let report = run_seed(scenario, seed);
         assert!(report.passed(), "{:?}\nreproduce: {}", report.violations, report.reproduce_command());
     }

@@ -171,8 +171,7 @@ pub async fn recover(
     let tail: Vec<Record> = local.into_iter().filter(|record| record.index >= next).collect();
     if !tail.is_empty() {
         if ours_was_last && tail[0].index == next {
-            let (uploaded, objects) = bucket::upload_tail(store, term, 1, &tail).await?;
-            term_log.next_seq += objects;
+            let uploaded = bucket::upload_tail(&mut term_log, &tail).await?;
             tracing::info!(records = uploaded, term, "bucket: uploaded this node's unacknowledged local tail");
             log.records.extend(tail.into_iter().take(uploaded));
         } else {

@@ -177,6 +177,11 @@ impl SimDisk {
         Ok(())
     }
 
+    /// Bytes the disk holds now (what `capacity_bytes` is compared with).
+    pub fn used(&self) -> u64 {
+        SimDisk::used_bytes(&self.lock())
+    }
+
     /// Paths of every file, sorted.
     pub fn paths(&self) -> Vec<String> {
         self.lock().names.keys().cloned().collect()

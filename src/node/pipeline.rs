@@ -734,6 +734,12 @@ async fn upload(shared: &Arc<Shared>, log: &TermLog, seq: u64, bytes: &[u8], fir
     let started = shared.env.clock.monotonic();
     let mut failures: u32 = 0;
     loop {
+        // Once the node failed (fenced by a newer term, above all) it creates nothing more:
+        // object k + UPLOADS_IN_FLIGHT_MAX is sent only after k landed, and a seal at k means
+        // k never will, so a later object would land past the seal (robustness #22).
+        if let Some(failure) = shared.failed() {
+            return Err(failure);
+        }
         match log.create(seq, first, count, bytes).await {
             Ok(true) => break,
             Ok(false) => {

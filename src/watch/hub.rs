@@ -1,17 +1,23 @@
 //! WatchHub: the ring of recent revisions' events and the visible-revision signal.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::mvcc::RevisionEvents;
 
 #[derive(Debug)]
 pub struct WatchHub {
     ring: Mutex<Ring>,
-    visible: watch::Sender<i64>,
+    /// The visible revision, and a wake-up for every watcher waiting past it. Not a
+    /// `tokio::sync::watch`: its receivers wait on one of eight queues picked at random
+    /// (from a process-wide seed), so the order watchers woke in, and with it a simulator
+    /// seed's run, changed with what ran before in the process (robustness #26). `Notify`
+    /// wakes its waiters in the order they came.
+    visible: AtomicI64,
+    changed: Notify,
     watchers: AtomicUsize,
 }
 
@@ -28,15 +34,25 @@ struct Ring {
 impl WatchHub {
     pub fn new(visible: i64, events_max: usize) -> Self {
         let ring = Ring { revisions: VecDeque::new(), covered_from: visible + 1, events_max, events: 0 };
-        Self { ring: Mutex::new(ring), visible: watch::Sender::new(visible), watchers: AtomicUsize::new(0) }
+        Self { ring: Mutex::new(ring), visible: AtomicI64::new(visible), changed: Notify::new(), watchers: AtomicUsize::new(0) }
     }
 
     pub fn visible(&self) -> i64 {
-        *self.visible.borrow()
+        self.visible.load(Ordering::SeqCst)
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.visible.subscribe()
+    /// Waits until the visible revision is above `seen`, and returns it.
+    pub async fn visible_above(&self, seen: i64) -> i64 {
+        loop {
+            // Registered before the check, so a publish in between still wakes us.
+            let mut changed = std::pin::pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let visible = self.visible();
+            if visible > seen {
+                return visible;
+            }
+            changed.await;
+        }
     }
 
     pub fn has_watchers(&self) -> bool {
@@ -77,9 +93,9 @@ impl WatchHub {
                 }
             }
         }
-        let previous = *self.visible.borrow();
+        let previous = self.visible.swap(visible, Ordering::SeqCst);
         assert!(visible >= previous, "the visible revision never goes back");
-        self.visible.send_replace(visible);
+        self.changed.notify_waiters();
     }
 
     /// Revisions `from..=to` from the ring, or None when the ring does not reach back to

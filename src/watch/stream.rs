@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use t4_proto::mvccpb::event::EventType;
 use t4_proto::mvccpb::Event;
-use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::mvcc::{KeySpan, RevisionEvents, Store};
@@ -31,7 +30,6 @@ pub struct WatchOptions {
 pub struct WatchStream {
     hub: Arc<WatchHub>,
     store: Arc<Store>,
-    visible: watch::Receiver<i64>,
     span: KeySpan,
     options: WatchOptions,
     /// Next revision to look at.
@@ -54,13 +52,12 @@ impl WatchStream {
         if options.key.is_empty() {
             return Err(Error::EmptyKey);
         }
-        let visible = hub.subscribe();
-        let current = *visible.borrow();
+        let current = hub.visible();
         let cursor = if options.start_revision > 0 { options.start_revision } else { current + 1 };
         hub.add_watcher();
         let span = KeySpan::new(&options.key, &options.range_end);
         let delivered = Arc::new(AtomicI64::new(cursor));
-        Ok(Self { hub, store, visible, span, options, cursor, ready: VecDeque::new(), delivered })
+        Ok(Self { hub, store, span, options, cursor, ready: VecDeque::new(), delivered })
     }
 
     /// The next revision this watcher has not yet delivered: everything below it that
@@ -75,7 +72,8 @@ impl WatchStream {
         self.delivered.clone()
     }
 
-    /// The next revision's matching events. `None` once the node has closed.
+    /// The next revision's matching events, waiting until there is one (never `None` today:
+    /// a watch ends when its owner drops it; the type leaves room for an end).
     /// `Err(Compacted)` when the history it needs was compacted; the watch is then over.
     pub async fn next(&mut self) -> Option<Result<RevisionEvents>> {
         loop {
@@ -83,11 +81,9 @@ impl WatchStream {
             if let Some(ready) = self.ready.pop_front() {
                 return Some(Ok(ready));
             }
-            let visible = *self.visible.borrow_and_update();
+            let visible = self.hub.visible();
             if self.cursor > visible {
-                if self.visible.changed().await.is_err() {
-                    return None;
-                }
+                self.hub.visible_above(visible).await;
                 continue;
             }
             let upto = visible.min(self.cursor + CATCHUP_REVISIONS_MAX - 1);

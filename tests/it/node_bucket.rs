@@ -154,6 +154,33 @@ async fn a_node_whose_disk_is_gone_rebuilds_everything_from_the_bucket() {
     node.close().await.unwrap();
 }
 
+/// Found by the simulator (robustness #21): a term that had written nothing was in no
+/// listing, so nobody sealed it, and its writer went on acknowledging beside the newer term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fenced_before_its_first_write_acknowledges_nothing() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let open_slow_to_notice = |disk: &SimDisk, name: &str| {
+        let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
+        let mut config = Config::new("/unused");
+        // Only the seal can stop it: it reads the lock far too rarely to notice on its own.
+        config.object_store = Some(ObjectDurability { lock_check_interval: Duration::from_secs(3600), ..durability(bucket.clone(), name) });
+        Node::open_with_env(config, env)
+    };
+    let (disk_a, disk_b) = (SimDisk::new(), SimDisk::new());
+    let a = open_slow_to_notice(&disk_a, "a").await.unwrap();
+    let b = open_slow_to_notice(&disk_b, "b").await.unwrap();
+    assert_eq!((a.term(), b.term()), (Some(1), Some(2)));
+    b.put("k", "from b").await.unwrap();
+    let fenced = a.put("k", "from a").await.unwrap_err();
+    assert!(fenced.to_string().contains("fenced"), "{fenced}");
+    assert_eq!(b.get("k").await.unwrap().unwrap().value, b"from b");
+    b.close().await.unwrap();
+    drop(a);
+    let c = open(&SimDisk::new(), bucket.clone(), "c").await.unwrap();
+    assert_eq!(c.get("k").await.unwrap().unwrap().value, b"from b", "one history, b's");
+    c.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_fences_the_first_and_a_stale_disk_catches_up() {
     let bucket: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());

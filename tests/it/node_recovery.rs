@@ -141,7 +141,7 @@ async fn a_damaged_store_file_is_refused_or_read_correctly_never_misread() {
     let pristine = disk.clone();
     let len = pristine.file_len("store.redb").unwrap();
     let mut refused = 0;
-    for (round, offset) in (0..len).step_by((len / 24).max(1) as usize).enumerate() {
+    for (round, offset) in (0..len).step_by((len / 96).max(1) as usize).enumerate() {
         tracing::info!("--- flip a bit at byte {offset} of the store file");
         let damaged = SimDisk::new();
         for path in pristine.paths() {
@@ -163,7 +163,8 @@ async fn a_damaged_store_file_is_refused_or_read_correctly_never_misread() {
                 }
             }
             Err(error) => {
-                assert!(matches!(error.kind(), ErrorKind::Corrupt | ErrorKind::StorageFailure), "flip at {offset}: {error}");
+                // Reported as damage, never as a failing disk (robustness #25).
+                assert_eq!(error.kind(), ErrorKind::Corrupt, "flip at {offset}: {error}");
                 refused += 1;
             }
         }

@@ -4,12 +4,17 @@
 //! simrun --scenario crash_torn --seeds 100 [--base-seed N] [--time-budget SECONDS]
 //! simrun --scenario swarm --reproduce SEED
 //! simrun --regressions sim/regressions.txt
+//! RUST_LOG=t4=info simrun --scenario swarm --reproduce SEED   # with t4's log lines
 //! ```
 //! Exits non-zero on the first failing seed, printing the command that replays it.
 #![allow(clippy::disallowed_methods, reason = "the runner measures its own real time budget")]
 
 #[cfg(madsim)]
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // t4's own log lines, to follow a failing seed (virtual time: no timestamps).
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    }
     std::process::exit(runner::main(std::env::args().skip(1).collect()));
 }
 
@@ -126,6 +131,9 @@ mod runner {
             report.trace_hash,
             if report.passed() { "ok" } else { "FAILED" }
         );
+        if report.wgl_inconclusive > 0 {
+            println!("  note: the WGL search ran out of steps on {} key(s) of this seed", report.wgl_inconclusive);
+        }
     }
 
     /// `scenario seed` per line; `#` starts a comment.
