@@ -104,7 +104,8 @@ pub fn check_lease_pairs(log: &Log, pairs: &[(String, String)]) -> Vec<String> {
 
 /// What one watcher received over the whole run: it watched `[key, range_end)` from revision
 /// `start` and, whenever its stream ended (the node died, or it was fenced), watched again
-/// from one past the last revision it had received.
+/// from one past the last revision it had received — or, when told its next revision was
+/// compacted, from one past the compaction point.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRecord {
     pub watcher: usize,
@@ -113,15 +114,55 @@ pub struct WatchRecord {
     pub start: i64,
     /// Revisions received, in order, with their changes in the watched range.
     pub received: Vec<(i64, Vec<LogChange>)>,
+    /// Each time the node answered "compacted", in order.
+    pub compactions: Vec<CompactionSeen>,
+    /// Each (re)start of its stream: how many revisions it had received, and the revision
+    /// it asked to watch from.
+    pub resumed: Vec<(usize, i64)>,
+}
+
+/// A watch refused because the history it asked for was compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionSeen {
+    /// How many revisions the watcher had received when it was told.
+    pub after: usize,
+    /// The revision it asked to watch from.
+    pub requested: i64,
+    /// The compaction point the node reported.
+    pub compact_revision: i64,
 }
 
 /// Watch guarantees, per watcher: what it received is exactly the committed log's revisions
 /// that touch its range, from its start to the last revision it received: in order, none
 /// twice, none missed (across resumptions too), none split or altered, none that is not in
-/// the log.
-pub fn check_watches(log: &Log, watchers: &[WatchRecord]) -> Vec<String> {
+/// the log. The only revisions a watcher may miss are ones it was told were compacted, and
+/// it may be told so only for a revision below a compaction someone asked for (`compacted`,
+/// every revision one was asked at). As in etcd, a watch from exactly a compaction point
+/// gets that revision without its deletes (the compaction removed their tombstones).
+pub fn check_watches(log: &Log, watchers: &[WatchRecord], compacted: &BTreeSet<i64>) -> Vec<String> {
+    let compacted_max = compacted.last().copied().unwrap_or(0);
     let mut violations = Vec::new();
     for record in watchers {
+        let watcher = record.watcher;
+        let mut bad_compaction = |seen: &CompactionSeen| {
+            if seen.requested >= seen.compact_revision {
+                Some(format!(
+                    "watch: watcher {watcher} was told revision {} was compacted, but the compaction point it was given is {}",
+                    seen.requested, seen.compact_revision
+                ))
+            } else if seen.compact_revision > compacted_max {
+                Some(format!(
+                    "watch: watcher {watcher} was told of a compaction at {}, but none was asked for above {compacted_max}",
+                    seen.compact_revision
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(violation) = record.compactions.iter().find_map(&mut bad_compaction) {
+            violations.push(violation);
+            continue;
+        }
         let in_range = |key: &str| key >= record.key.as_str() && key < record.range_end.as_str();
         let Some(last) = record.received.last().map(|(revision, _)| *revision) else { continue };
         let expected: Vec<(i64, Vec<LogChange>)> = log
@@ -134,20 +175,40 @@ pub fn check_watches(log: &Log, watchers: &[WatchRecord]) -> Vec<String> {
             })
             .filter(|(_, changes)| !changes.is_empty())
             .collect();
-        let watcher = record.watcher;
+        let mut due = expected.iter().peekable();
         let mut previous = record.start - 1;
+        // The revision a stream started at, if a compaction was asked for exactly there.
+        let mut lossy = None;
         for (index, (revision, changes)) in record.received.iter().enumerate() {
+            if let Some((_, from)) = record.resumed.iter().rev().find(|(after, _)| *after == index) {
+                lossy = compacted.contains(from).then_some(*from);
+            }
+            // Told that history below a compaction point is gone, the watcher resumed just
+            // past it (the point's own revision may have lost its deletes): skipping up to
+            // it is allowed.
+            for seen in record.compactions.iter().filter(|seen| seen.after == index) {
+                while due.next_if(|(due, _)| *due <= seen.compact_revision).is_some() {}
+                previous = previous.max(seen.compact_revision);
+            }
             if *revision <= previous {
                 violations.push(format!("watch: watcher {watcher} received revision {revision} after {previous} (out of order or twice)"));
                 break;
             }
-            match expected.get(index) {
+            let without_deletes = |changes: &[LogChange]| -> Vec<LogChange> {
+                changes.iter().filter(|change| matches!(change, LogChange::Put { .. })).cloned().collect()
+            };
+            if let Some(point) = lossy {
+                // Nothing but deletes at the compaction point: the stream may start after it.
+                due.next_if(|(due, due_changes)| *due == point && *due < *revision && without_deletes(due_changes).is_empty());
+            }
+            match due.next() {
                 Some((due, _)) if due < revision => {
                     violations.push(format!("watch: watcher {watcher} missed revision {due} (received {revision} next)"));
                     break;
                 }
                 Some((due, due_changes)) if due == revision => {
-                    if due_changes != changes {
+                    let compacted_point = lossy == Some(*due) && without_deletes(due_changes) == *changes;
+                    if due_changes != changes && !compacted_point {
                         violations.push(format!(
                             "watch: watcher {watcher} received revision {revision} split or altered: {changes:?}, the log has {due_changes:?}"
                         ));
@@ -163,6 +224,39 @@ pub fn check_watches(log: &Log, watchers: &[WatchRecord]) -> Vec<String> {
             }
             previous = *revision;
         }
+    }
+    violations
+}
+
+/// Fencing, as the bucket shows it after healing: along the log, terms never decrease (each
+/// term's records lie after every older term's), every term but the newest is sealed, and
+/// no term that wrote is newer than the lock (each term had one writer: the one that took it).
+pub fn check_terms(status: &t4::durable::status::Status) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut before: Option<(u64, u64)> = None;
+    for term in &status.terms {
+        if let (Some((older, older_last)), Some((first, _))) = (before, term.indexes) {
+            if first <= older_last {
+                violations.push(format!(
+                    "fencing: term {} wrote records from index {first}, but older term {older} had written up to {older_last}",
+                    term.term
+                ));
+            }
+        }
+        if let Some((_, last)) = term.indexes {
+            before = Some((term.term, last));
+        }
+    }
+    let newest = status.terms.last().map(|term| term.term);
+    for term in status.terms.iter().filter(|term| Some(term.term) != newest && term.sealed_at.is_none()) {
+        violations.push(format!("fencing: term {} is not sealed, though term {} came after it", term.term, newest.unwrap_or(0)));
+    }
+    match (&status.lock, newest) {
+        (Some(lock), Some(newest)) if newest > lock.term => {
+            violations.push(format!("fencing: term {newest} wrote to the log, but the lock was only ever taken up to term {}", lock.term))
+        }
+        (None, Some(newest)) => violations.push(format!("fencing: term {newest} wrote to the log, but no lock was ever taken")),
+        _ => {}
     }
     violations
 }

@@ -148,7 +148,12 @@ fn watched(received: &[(i64, &str, &str)]) -> WatchRecord {
         .iter()
         .map(|(revision, key, value)| (*revision, vec![LogChange::Put { key: key.to_string(), value: value.to_string() }]))
         .collect();
-    WatchRecord { watcher: 1, key: "a".into(), range_end: "b".into(), start: 1, received }
+    WatchRecord { watcher: 1, key: "a".into(), range_end: "b".into(), start: 1, received, ..Default::default() }
+}
+
+/// `watched`, told after `after` revisions that `requested` was compacted at `compact_revision`.
+fn watched_across_compaction(received: &[(i64, &str, &str)], after: usize, requested: i64, compact_revision: i64) -> WatchRecord {
+    WatchRecord { compactions: vec![CompactionSeen { after, requested, compact_revision }], ..watched(received) }
 }
 
 /// Revisions 2..=5: a, x (outside the watched range), a, a.
@@ -158,32 +163,32 @@ fn watch_log() -> Log {
 
 #[test]
 fn a_watcher_that_saw_everything_in_order_passes() {
-    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (4, "a", "v2"), (5, "a", "v3")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (4, "a", "v2"), (5, "a", "v3")])], &BTreeSet::new());
     assert!(violations.is_empty(), "{violations:?}");
     // Stopping early is fine: only what was received is judged.
-    assert!(check_watches(&watch_log(), &[watched(&[(2, "a", "v1")])]).is_empty());
+    assert!(check_watches(&watch_log(), &[watched(&[(2, "a", "v1")])], &BTreeSet::new()).is_empty());
 }
 
 #[test]
 fn fires_on_a_reordered_watch_event() {
-    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (5, "a", "v3"), (4, "a", "v2")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (5, "a", "v3"), (4, "a", "v2")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("missed revision 4")), "{violations:?}");
-    let violations = check_watches(&watch_log(), &[watched(&[(4, "a", "v2"), (2, "a", "v1")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(4, "a", "v2"), (2, "a", "v1")])], &BTreeSet::new());
     assert!(!violations.is_empty());
 }
 
 #[test]
 fn fires_on_a_duplicated_watch_event() {
-    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (4, "a", "v2"), (4, "a", "v2")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (4, "a", "v2"), (4, "a", "v2")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("out of order or twice")), "{violations:?}");
 }
 
 #[test]
 fn fires_on_a_watch_gap_and_a_phantom_revision() {
     // Resumed one revision too late after a restart.
-    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (5, "a", "v3")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (5, "a", "v3")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("missed revision 4")), "{violations:?}");
-    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (3, "a", "ghost")])]);
+    let violations = check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (3, "a", "ghost")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("no change in its range")), "{violations:?}");
 }
 
@@ -196,7 +201,7 @@ fn fires_on_a_split_revision() {
             vec![LogChange::Put { key: "a".into(), value: "v1".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }],
         )],
     };
-    let violations = check_watches(&log, &[watched(&[(2, "a", "v1"), (2, "ab", "w1")])]);
+    let violations = check_watches(&log, &[watched(&[(2, "a", "v1"), (2, "ab", "w1")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("split or altered")), "{violations:?}");
 }
 
@@ -246,4 +251,88 @@ fn fires_on_a_wrong_scan_and_a_torn_append() {
     let torn_state = final_state(&[("a", "v2", 3), ("b", "w2", 4)]);
     let violations = check(&[put(0, "a", "v1", (0, 10), 2), append(true, 3)], &torn, 4, &torn_state);
     assert!(violations.iter().any(|violation| violation.contains("txn effect")), "{violations:?}");
+}
+
+fn term(term: u64, indexes: Option<(u64, u64)>, sealed: bool) -> t4::durable::status::TermStatus {
+    t4::durable::status::TermStatus { term, first_seq: 1, objects: 1, indexes, sealed_at: sealed.then_some(2), stray: 0 }
+}
+
+fn bucket(lock_term: u64, terms: Vec<t4::durable::status::TermStatus>) -> t4::durable::status::Status {
+    let lock = t4::durable::format::LockRecord { term: lock_term, node: "n".into(), wall_ms: 0 };
+    t4::durable::status::Status { lock: Some(lock), terms, checkpoints: Vec::new(), chunks: 0 }
+}
+
+#[test]
+fn the_fencing_check_passes_a_log_handed_from_term_to_term() {
+    let status = bucket(4, vec![term(1, Some((1, 10)), true), term(2, None, true), term(3, Some((11, 20)), true), term(4, Some((21, 22)), false)]);
+    assert_eq!(check_terms(&status), Vec::<String>::new());
+}
+
+#[test]
+fn the_fencing_check_fires_on_a_term_that_wrote_over_an_older_one() {
+    // Split brain: term 2 started at index 5 while term 1 went on to 10.
+    let status = bucket(2, vec![term(1, Some((1, 10)), true), term(2, Some((5, 12)), false)]);
+    let violations = check_terms(&status);
+    assert!(violations.iter().any(|v| v.contains("older term 1 had written up to 10")), "{violations:?}");
+}
+
+#[test]
+fn the_fencing_check_fires_on_an_unsealed_older_term_and_a_term_past_the_lock() {
+    let status = bucket(2, vec![term(1, Some((1, 10)), false), term(3, Some((11, 12)), false)]);
+    let violations = check_terms(&status);
+    assert!(violations.iter().any(|v| v.contains("term 1 is not sealed")), "{violations:?}");
+    assert!(violations.iter().any(|v| v.contains("lock was only ever taken up to term 2")), "{violations:?}");
+}
+
+#[test]
+fn a_watcher_told_of_a_compaction_may_skip_to_past_it_and_no_further() {
+    // Watched revision 2, was told at resumption that 3 was compacted at 4 (compaction asked
+    // for at 4), resumed at 5.
+    let told = watched_across_compaction(&[(2, "a", "v1"), (5, "a", "v3")], 1, 3, 4);
+    assert_eq!(check_watches(&watch_log(), &[told], &BTreeSet::from([4])), Vec::<String>::new());
+    // Without being told, the same skip is a gap.
+    assert!(!check_watches(&watch_log(), &[watched(&[(2, "a", "v1"), (5, "a", "v3")])], &BTreeSet::from([4])).is_empty());
+    // Told at the start of a compaction at 3 only: revision 4 is still owed.
+    let short = watched_across_compaction(&[(5, "a", "v3")], 0, 1, 3);
+    let violations = check_watches(&watch_log(), &[short], &BTreeSet::from([4]));
+    assert!(violations.iter().any(|violation| violation.contains("missed revision 4")), "{violations:?}");
+}
+
+#[test]
+fn fires_on_a_compaction_nobody_asked_for_or_that_did_not_cover_the_request() {
+    let told = watched_across_compaction(&[(2, "a", "v1"), (5, "a", "v3")], 1, 3, 4);
+    let violations = check_watches(&watch_log(), &[told], &BTreeSet::from([3]));
+    assert!(violations.iter().any(|violation| violation.contains("none was asked for above 3")), "{violations:?}");
+    // Asked from 4 and told compacted at 4: revision 4 was still there to serve.
+    let wrong = watched_across_compaction(&[(2, "a", "v1"), (5, "a", "v3")], 1, 4, 4);
+    let violations = check_watches(&watch_log(), &[wrong], &BTreeSet::from([4]));
+    assert!(violations.iter().any(|violation| violation.contains("compaction point it was given is 4")), "{violations:?}");
+}
+
+#[test]
+fn a_watch_from_exactly_the_compaction_point_may_lack_that_revisions_deletes_only() {
+    // Revision 3 deletes a and puts ab; revision 4 deletes a only; revision 5 puts a.
+    let log = Log {
+        revisions: vec![
+            (2, vec![LogChange::Put { key: "a".into(), value: "v1".into() }]),
+            (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]),
+            (4, vec![LogChange::Delete { key: "ab".into() }]),
+            (5, vec![LogChange::Put { key: "a".into(), value: "v2".into() }]),
+        ],
+    };
+    // Resumed at 3 after a compaction at 3: revision 3 without its delete is etcd's answer.
+    let from_three = WatchRecord { resumed: vec![(0, 1), (1, 3)], ..watched(&[(2, "a", "v1"), (3, "ab", "w1"), (5, "a", "v2")]) };
+    let violations = check_watches(&log, std::slice::from_ref(&from_three), &BTreeSet::from([3]));
+    assert!(violations.iter().any(|v| v.contains("missed revision 4")), "4 is owed whole: {violations:?}");
+    let mut whole = from_three;
+    whole.received.insert(2, (4, vec![LogChange::Delete { key: "ab".into() }]));
+    assert_eq!(check_watches(&log, std::slice::from_ref(&whole), &BTreeSet::from([3])), Vec::<String>::new());
+    // Without a compaction at 3, the missing delete is an altered revision.
+    let violations = check_watches(&log, &[whole], &BTreeSet::from([2]));
+    assert!(violations.iter().any(|v| v.contains("split or altered")), "{violations:?}");
+    // Resumed at 4 after a compaction at 4: revision 4 was deletes only, it may be absent.
+    let mut with_three = watched(&[(2, "a", "v1"), (5, "a", "v2")]);
+    with_three.received.insert(1, (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]));
+    with_three.resumed = vec![(0, 1), (2, 4)];
+    assert_eq!(check_watches(&log, &[with_three], &BTreeSet::from([4])), Vec::<String>::new());
 }

@@ -1,5 +1,6 @@
 //! Scenarios: one seeded world per run, its nemesis, and the final verification.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +18,11 @@ use t4::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     TxnRequest, TxnResponse,
 };
+use t4::mvcc::RevisionEvents;
 use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
-use crate::checker::{self, Log, State, WatchRecord};
+use crate::checker::{self, CompactionSeen, Log, State, WatchRecord};
 use crate::history::{Op, OpKind, Outcome};
 use crate::net::{self, CallError, Method};
 use crate::trace::TraceHash;
@@ -297,6 +299,10 @@ struct World {
     lease_pairs: Arc<Mutex<Vec<(String, String)>>>,
     /// What each watcher received.
     watches: Arc<Mutex<Vec<WatchRecord>>>,
+    /// The committed log as read before each compaction (compaction removes the history the
+    /// final read-back needs), and every revision a compaction was asked for at.
+    log_prefix: Arc<Mutex<Vec<RevisionEvents>>>,
+    compactions: Arc<Mutex<BTreeSet<i64>>>,
     /// The madsim nodes of the workload's clients (for the partition nemesis).
     client_nodes: Mutex<Vec<NodeId>>,
     /// Keys whose WGL search ran out of steps (reported with the seed).
@@ -333,6 +339,8 @@ impl World {
             lease_violations: Arc::new(Mutex::new(Vec::new())),
             lease_pairs: Arc::new(Mutex::new(Vec::new())),
             watches: Arc::new(Mutex::new(Vec::new())),
+            log_prefix: Arc::new(Mutex::new(Vec::new())),
+            compactions: Arc::new(Mutex::new(BTreeSet::new())),
             client_nodes: Mutex::new(Vec::new()),
             wgl_inconclusive: std::sync::atomic::AtomicUsize::new(0),
             bucket: scenario.uses_bucket().then(|| {
@@ -387,6 +395,7 @@ impl World {
         if self.scenario.has_watchers() {
             let first = CLIENTS + 1 + LEASE_CLIENTS;
             clients.extend((first..first + WATCHERS).map(|client| self.start_watcher(&handle, client)));
+            clients.push(self.start_compactor(&handle, first + WATCHERS));
         }
         let faults = self.nemesis(&handle, &servers).await;
         self.stop.store(true, Ordering::SeqCst);
@@ -704,12 +713,25 @@ impl World {
         handle.create_node().name(format!("watcher-{client}")).build().spawn(watcher.run())
     }
 
+    fn start_compactor(&self, handle: &Handle, client: usize) -> madsim::task::JoinHandle<()> {
+        let compactor =
+            Compactor { context: self.client_context(client), log_prefix: self.log_prefix.clone(), compactions: self.compactions.clone() };
+        handle.create_node().name("compactor").build().spawn(compactor.run())
+    }
+
     /// Final checks: the node recovers, a write completes, and the history is judged
     /// against the committed log.
     async fn verify(&self, faults: usize) -> SeedReport {
         let awaited = self.await_node(&self.processes[0]).await;
         // Read after waiting: the last open's failure, if any, is among them then.
         let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
+        // The bucket is judged on its own, whether or not a node could open it.
+        if let Some(bucket) = &self.bucket {
+            match t4::durable::status::status(bucket.as_ref()).await {
+                Ok(status) => violations.extend(checker::check_terms(&status)),
+                Err(error) => violations.push(format!("could not read the bucket's terms: {error}")),
+            }
+        }
         let node = match awaited {
             Some(node) => node,
             None => {
@@ -730,7 +752,8 @@ impl World {
             other => violations.push(format!("liveness: a write after healing did not complete: {other:?}")),
         }
         let history = self.history.lock().unwrap().clone();
-        let (log, final_revision, final_state) = match read_back(&node).await {
+        let prefix = self.log_prefix.lock().unwrap().clone();
+        let (log, final_revision, final_state) = match read_back(&node, prefix).await {
             Ok(read) => read,
             Err(error) => {
                 violations.push(format!("could not read the committed log back: {error}"));
@@ -747,7 +770,7 @@ impl World {
         violations.extend(self.lease_violations.lock().unwrap().iter().cloned());
         let pairs = self.lease_pairs.lock().unwrap().clone();
         violations.extend(checker::check_lease_pairs(&log, &pairs));
-        violations.extend(checker::check_watches(&log, &self.watches.lock().unwrap()));
+        violations.extend(checker::check_watches(&log, &self.watches.lock().unwrap(), &self.compactions.lock().unwrap()));
         self.fold(&format!("final revision {final_revision}"));
         self.report(faults, final_revision, violations)
     }
@@ -786,12 +809,14 @@ fn sim_config() -> Config {
     config
 }
 
-/// The committed log (a watch from revision 1), the final revision and the final state.
-async fn read_back(node: &Node) -> t4::Result<(Log, i64, State)> {
+/// The committed log (`prefix`, read before compactions, then a watch from just past it), the
+/// final revision and the final state.
+async fn read_back(node: &Node, prefix: Vec<RevisionEvents>) -> t4::Result<(Log, i64, State)> {
     let final_revision = node.current_revision();
-    let mut events: Vec<t4::mvcc::RevisionEvents> = Vec::new();
-    if final_revision > 1 {
-        let mut watch = node.watch(WatchOptions { key: vec![0], range_end: vec![0], start_revision: 1, ..Default::default() })?;
+    let mut events = prefix;
+    let from = events.last().map_or(1, |last| last.revision + 1);
+    if final_revision >= from {
+        let mut watch = node.watch(WatchOptions { key: vec![0], range_end: vec![0], start_revision: from, ..Default::default() })?;
         while events.last().map_or(1, |last| last.revision) < final_revision {
             match watch.next().await {
                 Some(Ok(revision)) => events.push(revision),
@@ -1135,16 +1160,16 @@ struct Watcher {
 
 impl Watcher {
     async fn run(self) {
-        let mut record =
-            WatchRecord { watcher: self.context.client, key: "k".into(), range_end: "l".into(), start: 1, received: Vec::new() };
+        let mut record = WatchRecord { watcher: self.context.client, key: "k".into(), range_end: "l".into(), start: 1, ..Default::default() };
+        let mut next = record.start;
         while !self.context.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
             let processes = &self.context.processes;
             let which = if processes.len() > 1 { thread_rng().gen_range(0..processes.len()) } else { 0 };
             let Some((node, generation)) = processes[which].current() else { continue };
-            let next = record.received.last().map_or(record.start, |(revision, _)| revision + 1);
             let options = WatchOptions { key: b"k".to_vec(), range_end: b"l".to_vec(), start_revision: next, ..Default::default() };
             let Ok(mut stream) = node.watch(options) else { continue };
+            record.resumed.push((record.received.len(), next));
             self.context.trace.lock().unwrap().fold(&format!("{} watch from {next} on {}", self.context.client, processes[which].name));
             while !self.context.stop.load(Ordering::SeqCst) {
                 match timeout(Duration::from_millis(50), stream.next()).await {
@@ -1154,6 +1179,16 @@ impl Watcher {
                         let changes = Log::from_events(std::slice::from_ref(&revision)).revisions.remove(0).1;
                         self.context.trace.lock().unwrap().fold(&format!("{} watched {}", self.context.client, revision.revision));
                         record.received.push((revision.revision, changes));
+                        next = revision.revision + 1;
+                    }
+                    // As a client that relists would: on past the compaction point (whose
+                    // own revision may have lost its deletes).
+                    Ok(Some(Err(t4::Error::Compacted { compact_revision }))) => {
+                        self.context.trace.lock().unwrap().fold(&format!("{} compacted at {compact_revision}", self.context.client));
+                        let after = record.received.len();
+                        record.compactions.push(CompactionSeen { after, requested: next, compact_revision });
+                        next = compact_revision + 1;
+                        break;
                     }
                     Ok(Some(Err(_)) | None) => break,
                     // Quiet: is the process still there and well? Else watch elsewhere.
@@ -1163,5 +1198,47 @@ impl Watcher {
             }
         }
         self.records.lock().unwrap().push(record);
+    }
+}
+
+/// Compacts the history now and then, as an operator or a Kubernetes apiserver does, first
+/// reading the log up to the compaction point so the final checks still have all of it.
+struct Compactor {
+    context: ClientContext,
+    log_prefix: Arc<Mutex<Vec<RevisionEvents>>>,
+    compactions: Arc<Mutex<BTreeSet<i64>>>,
+}
+
+impl Compactor {
+    async fn run(self) {
+        while !self.context.stop.load(Ordering::SeqCst) {
+            sleep(Duration::from_millis(thread_rng().gen_range(200..800))).await;
+            let processes = &self.context.processes;
+            let which = if processes.len() > 1 { thread_rng().gen_range(0..processes.len()) } else { 0 };
+            let Some((node, _)) = processes[which].current() else { continue };
+            let visible = node.current_revision();
+            let from = self.log_prefix.lock().unwrap().last().map_or(1, |last| last.revision + 1);
+            if visible < from {
+                continue;
+            }
+            // Everything visible is committed; a read cut short keeps what it got.
+            let options = WatchOptions { key: vec![0], range_end: vec![0], start_revision: from, ..Default::default() };
+            let Ok(mut watch) = node.watch(options) else { continue };
+            while self.log_prefix.lock().unwrap().last().map_or(0, |last| last.revision) < visible {
+                match timeout(Duration::from_millis(200), watch.next()).await {
+                    Ok(Some(Ok(revision))) => self.log_prefix.lock().unwrap().push(revision),
+                    _ => break,
+                }
+            }
+            let read = self.log_prefix.lock().unwrap().last().map_or(0, |last| last.revision);
+            let target = read - thread_rng().gen_range(0..20);
+            if self.compactions.lock().unwrap().last().is_some_and(|last| target <= *last) {
+                continue;
+            }
+            // Asked for is what counts: the compaction may land though its answer is lost.
+            self.compactions.lock().unwrap().insert(target);
+            let outcome = timeout(OP_TIMEOUT, node.compact(target)).await;
+            self.context.trace.lock().unwrap().fold(&format!("compact at {target}: {}", matches!(outcome, Ok(Ok(_)))));
+        }
     }
 }

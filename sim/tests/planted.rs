@@ -17,8 +17,11 @@ fn failing_seeds(scenario: Scenario, seeds: u64) -> Vec<u64> {
         let report = run_seed(scenario, seed);
         if !report.passed() {
             eprintln!("seed {seed} caught it: {}", report.violations.first().map(String::as_str).unwrap_or_default());
-            if let Some(wgl) = report.violations.iter().find(|violation| violation.contains("WGL")) {
-                eprintln!("  and the per-key WGL search, on its own: {wgl}");
+            // The checkers that judge on their own, apart from the revision replay.
+            for (mark, checker) in [("WGL", "the per-key WGL search"), ("fencing:", "the bucket's fencing check")] {
+                if let Some(violation) = report.violations.iter().find(|violation| violation.contains(mark)) {
+                    eprintln!("  and {checker}, on its own: {violation}");
+                }
             }
             failed.push(seed);
         }
@@ -48,6 +51,11 @@ fn acknowledging_before_the_bucket_has_it_is_caught_within_the_ci_budget() {
 #[test]
 fn skipping_the_term_check_on_a_create_is_caught_within_the_ci_budget() {
     assert_caught(Bug::SkipTermCheck, "skip term check", Scenario::TwoProcesses);
+    // The bucket's fencing check sees it too, without the node's own refusal to open.
+    plant(Some(Bug::SkipTermCheck));
+    let report = run_seed(Scenario::TwoProcesses, 1);
+    plant(None);
+    assert!(report.violations.iter().any(|violation| violation.starts_with("fencing:")), "{:?}", report.violations);
 }
 
 /// A self-test of the harness rather than a planted bug: a clock 50% fast expires leases

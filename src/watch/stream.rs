@@ -100,6 +100,12 @@ impl WatchStream {
     }
 
     async fn fill(&mut self, upto: i64) -> Result<()> {
+        // The ring may still hold revisions below the compaction point; as in etcd, a watcher
+        // that needs them is told they are compacted, wherever they would come from.
+        let compact = self.store.compact_revision();
+        if self.cursor < compact {
+            return Err(Error::Compacted { compact_revision: compact });
+        }
         if let Some(shared) = self.hub.read(self.cursor, upto) {
             for revision in &shared {
                 self.take(revision.revision, revision.events.iter());

@@ -75,3 +75,21 @@ async fn a_watch_into_compacted_history_is_refused() {
     let mut fresh = node.watch(WatchOptions { start_revision: 4, ..prefix("/c/") }).unwrap();
     assert_eq!(fresh.next().await.unwrap().unwrap().revision, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_into_compacted_history_is_refused_even_while_recent_events_are_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir_node(&dir).await;
+    // A live watcher makes the node keep recent revisions in memory for catch-up.
+    let mut live = node.watch(prefix("/c/")).unwrap();
+    for index in 0..5 {
+        node.put("/c/key", format!("{index}")).await.unwrap();
+    }
+    assert_eq!(live.next().await.unwrap().unwrap().revision, 2);
+    node.compact(4).await.unwrap();
+    let mut stale = node.watch(WatchOptions { start_revision: 2, ..prefix("/c/") }).unwrap();
+    let error = stale.next().await.unwrap().unwrap_err();
+    assert!(matches!(error, t4::Error::Compacted { compact_revision: 4 }), "{error:?}");
+    // The watcher that was already past it goes on.
+    assert_eq!(live.next().await.unwrap().unwrap().revision, 3);
+}
