@@ -264,7 +264,8 @@ fn bucket(lock_term: u64, terms: Vec<t4::durable::status::TermStatus>) -> t4::du
 
 #[test]
 fn the_fencing_check_passes_a_log_handed_from_term_to_term() {
-    let status = bucket(4, vec![term(1, Some((1, 10)), true), term(2, None, true), term(3, Some((11, 20)), true), term(4, Some((21, 22)), false)]);
+    let status =
+        bucket(4, vec![term(1, Some((1, 10)), true), term(2, None, true), term(3, Some((11, 20)), true), term(4, Some((21, 22)), false)]);
     assert_eq!(check_terms(&status), Vec::<String>::new());
 }
 
@@ -332,7 +333,9 @@ fn a_watch_from_exactly_the_compaction_point_may_lack_that_revisions_deletes_onl
     assert!(violations.iter().any(|v| v.contains("split or altered")), "{violations:?}");
     // Resumed at 4 after a compaction at 4: revision 4 was deletes only, it may be absent.
     let mut with_three = watched(&[(2, "a", "v1"), (5, "a", "v2")]);
-    with_three.received.insert(1, (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]));
+    with_three
+        .received
+        .insert(1, (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]));
     with_three.resumed = vec![(0, 1), (2, 4)];
     assert_eq!(check_watches(&log, &[with_three], &BTreeSet::from([4])), Vec::<String>::new());
 }

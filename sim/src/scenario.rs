@@ -12,13 +12,13 @@ use madsim::time::{sleep, timeout, Instant};
 use t4::core::{EtcdCore, MemberInfo};
 use t4::durable::ObjectDurability;
 use t4::env::{CrashMode, Env, ObjectStore, SimClock, SimDisk, SimDiskFaults, SimS3, SimS3Faults};
+use t4::mvcc::RevisionEvents;
 use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4::proto::etcdserverpb::request_op::Request;
 use t4::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     TxnRequest, TxnResponse,
 };
-use t4::mvcc::RevisionEvents;
 use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
@@ -1160,7 +1160,8 @@ struct Watcher {
 
 impl Watcher {
     async fn run(self) {
-        let mut record = WatchRecord { watcher: self.context.client, key: "k".into(), range_end: "l".into(), start: 1, ..Default::default() };
+        let mut record =
+            WatchRecord { watcher: self.context.client, key: "k".into(), range_end: "l".into(), start: 1, ..Default::default() };
         let mut next = record.start;
         while !self.context.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
