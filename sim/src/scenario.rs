@@ -67,6 +67,10 @@ pub enum Scenario {
     /// The node keeps its log in a bucket (SimS3, sync upload) and loses its whole disk at
     /// every fault: each restart rebuilds it from the bucket alone.
     DiskWipe,
+    /// The lease workload on a node that keeps its log in the bucket and, at a fault, is
+    /// killed losing its unsynced writes or its whole disk: leases and their keys come back
+    /// from the bucket's checkpoints and log, TTLs extended, never shortened.
+    LeaseKeepaliveUnderDiskWipe,
     /// The bucket throttles (503) and loses requests and answers (ambiguous outcomes, the
     /// conditional creates of the log among them) while the node is killed, losing its
     /// unsynced writes, or wiped.
@@ -112,7 +116,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 19] = [
         Scenario::Smoke,
         Scenario::CrashLoseUnsynced,
         Scenario::CrashTorn,
@@ -131,6 +135,7 @@ impl Scenario {
         Scenario::ClockDriftInBound,
         Scenario::PartitionClientNode,
         Scenario::PartitionNodeS3,
+        Scenario::LeaseKeepaliveUnderDiskWipe,
     ];
 
     /// Scenarios whose checkers must fire: self-tests of the harness, run by its tests.
@@ -146,6 +151,7 @@ impl Scenario {
             Scenario::Swarm => "swarm",
             Scenario::LeaseKeepaliveUnderCrash => "lease_keepalive_under_crash",
             Scenario::DiskWipe => "disk_wipe",
+            Scenario::LeaseKeepaliveUnderDiskWipe => "lease_keepalive_under_disk_wipe",
             Scenario::S3Brownout => "s3_brownout",
             Scenario::TwoProcesses => "two_processes_on_one_prefix",
             Scenario::AmbiguousConditionalPut => "ambiguous_conditional_put",
@@ -165,6 +171,7 @@ impl Scenario {
         matches!(
             self,
             Scenario::DiskWipe
+                | Scenario::LeaseKeepaliveUnderDiskWipe
                 | Scenario::S3Brownout
                 | Scenario::TwoProcesses
                 | Scenario::AmbiguousConditionalPut
@@ -181,7 +188,13 @@ impl Scenario {
 
     /// Whether lease clients run (and the workload lasts long enough for leases).
     fn has_leases(self) -> bool {
-        matches!(self, Scenario::LeaseKeepaliveUnderCrash | Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound)
+        matches!(
+            self,
+            Scenario::LeaseKeepaliveUnderCrash
+                | Scenario::LeaseKeepaliveUnderDiskWipe
+                | Scenario::ClockDriftInBound
+                | Scenario::ClockDriftOutOfBound
+        )
     }
 
     /// Whether watchers follow the workload's keys.
@@ -516,7 +529,10 @@ impl World {
             // Leases need a few quiet seconds to be granted, kept alive and left to expire.
             // A brownout slows the node: it needs longer between kills to get anything done.
             let pause = match self.scenario {
-                Scenario::LeaseKeepaliveUnderCrash | Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound => 400..2000,
+                Scenario::LeaseKeepaliveUnderCrash
+                | Scenario::LeaseKeepaliveUnderDiskWipe
+                | Scenario::ClockDriftInBound
+                | Scenario::ClockDriftOutOfBound => 400..2000,
                 Scenario::S3Brownout
                 | Scenario::TwoProcesses
                 | Scenario::AmbiguousConditionalPut
@@ -539,9 +555,10 @@ impl World {
                 Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound => {
                     [Scenario::CrashLoseUnsynced, Scenario::ClockDriftInBound][thread_rng().gen_range(0..2)]
                 }
-                Scenario::S3Brownout | Scenario::AmbiguousConditionalPut | Scenario::ZombieWriteLandsLate => {
-                    [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)]
-                }
+                Scenario::S3Brownout
+                | Scenario::AmbiguousConditionalPut
+                | Scenario::ZombieWriteLandsLate
+                | Scenario::LeaseKeepaliveUnderDiskWipe => [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)],
                 other => other,
             };
             let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
@@ -660,6 +677,7 @@ impl World {
             Scenario::Smoke
             | Scenario::Swarm
             | Scenario::LeaseKeepaliveUnderCrash
+            | Scenario::LeaseKeepaliveUnderDiskWipe
             | Scenario::S3Brownout
             | Scenario::AmbiguousConditionalPut
             | Scenario::ZombieWriteLandsLate
