@@ -89,9 +89,9 @@ pub enum Scenario {
     /// The disk fills up (ENOSPC) at a random point: the node must stop acknowledging with a
     /// clear error, lose nothing it acknowledged, and start again once space is freed.
     DiskFull,
-    /// Bits flip in the node's files while it is down (out of contract): it must refuse to
-    /// open with a corruption error, or open and serve only what the log holds; never a
-    /// flipped value. A refusal is answered as an operator would: the disk is wiped and the
+    /// Bits flip in the node's files, or a block is written at another block's place (a
+    /// misdirected write), while it is down (out of contract): it must refuse to open with a
+    /// corruption error, or open and serve only what the log holds; never a damaged value. A refusal is answered as an operator would: the disk is wiped and the
     /// node rebuilt from the bucket.
     DiskOutOfContract,
     /// Watchers follow the keys while the node is killed (losing or tearing unsynced
@@ -620,10 +620,24 @@ impl World {
                         break;
                     }
                     let (path, len) = &files[thread_rng().gen_range(0..files.len())];
-                    let (offset, bit) = (thread_rng().gen_range(0..*len), thread_rng().gen_range(0..8u8));
-                    // Only durable bytes can flip; a file longer than its durable image refuses.
-                    if process.disk.flip_bit(path, offset, bit).is_ok() {
-                        self.fold(&format!("flipped bit {bit} of byte {offset} of {path}"));
+                    // Only durable bytes can change; a file longer than its durable image
+                    // refuses.
+                    if thread_rng().gen_range(0..2) == 0 {
+                        let (offset, bit) = (thread_rng().gen_range(0..*len), thread_rng().gen_range(0..8u8));
+                        if process.disk.flip_bit(path, offset, bit).is_ok() {
+                            self.fold(&format!("flipped bit {bit} of byte {offset} of {path}"));
+                        }
+                    } else {
+                        // A sector (or a page, in a larger file) lands at another one's place.
+                        let block: u64 = if *len >= 64 * 1024 { 4096 } else { 512 };
+                        let blocks = len / block;
+                        if blocks < 2 {
+                            continue;
+                        }
+                        let (from, to) = (thread_rng().gen_range(0..blocks), thread_rng().gen_range(0..blocks));
+                        if from != to && process.disk.misdirect(path, from * block, to * block, block).is_ok() {
+                            self.fold(&format!("block {from} of {path} also written at block {to} ({block} bytes)"));
+                        }
                     }
                 }
                 let refused = self.detected.lock().unwrap().len();

@@ -11,7 +11,8 @@
 //! Files are inodes behind names, as on POSIX: a handle keeps reading and writing its file
 //! after the name is removed (or replaced), until the handle is dropped.
 //!
-//! Out-of-contract faults ([`SimDisk::flip_bit`]) corrupt durable bytes; t4 must detect
+//! Out-of-contract faults ([`SimDisk::flip_bit`], [`SimDisk::misdirect`]) corrupt durable
+//! bytes; t4 must detect
 //! them, never serve them. Faults in [`SimDiskFaults`] give EIO on sync (dropping the
 //! pending writes, as Linux does) and ENOSPC past a capacity. Handles opened before a crash
 //! fail with an error, like file descriptors of a dead process.
@@ -173,6 +174,25 @@ impl SimDisk {
         file.durable[index] ^= 1 << (bit % 8);
         if index < file.current.len() {
             file.current[index] ^= 1 << (bit % 8);
+        }
+        Ok(())
+    }
+
+    /// A misdirected write (out of contract: must be detected): the durable bytes at
+    /// `from..from + len` of a file also land at `to`, over what was there. Both ranges must
+    /// lie within the durable bytes.
+    pub fn misdirect(&self, path: &str, from: u64, to: u64, len: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        let ino = *state.names.get(path).ok_or_else(|| enoent(path))?;
+        let file = state.inodes.get_mut(&ino).expect("named inode");
+        let (from, to, len) = (from as usize, to as usize, len as usize);
+        if from.max(to) + len > file.durable.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "misdirect past end of file"));
+        }
+        let block = file.durable[from..from + len].to_vec();
+        file.durable[to..to + len].copy_from_slice(&block);
+        if to + len <= file.current.len() {
+            file.current[to..to + len].copy_from_slice(&block);
         }
         Ok(())
     }
@@ -513,6 +533,17 @@ mod tests {
         disk.crash(CrashMode::LoseUnsynced);
         assert!(file.len().is_err(), "a handle from before the crash must fail");
         assert_eq!(file_bytes(&disk, "wal/a"), b"hello");
+    }
+
+    #[test]
+    fn a_misdirected_write_copies_durable_bytes_over_others() {
+        let disk = SimDisk::new();
+        let file = disk.open("a", true).unwrap();
+        file.write_at(0, b"aaaabbbbcccc").unwrap();
+        file.sync_data().unwrap();
+        disk.misdirect("a", 0, 8, 4).unwrap();
+        assert_eq!(file_bytes(&disk, "a"), b"aaaabbbbaaaa");
+        assert!(disk.misdirect("a", 0, 10, 4).is_err(), "past the durable bytes");
     }
 
     #[test]
