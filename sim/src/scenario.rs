@@ -99,8 +99,9 @@ pub enum Scenario {
     /// must be exactly the log's revisions in its range, in order, none twice, none missed.
     WatchUnderCrash,
     /// The lease workload with the node's clock at the edge of the drift bound (±500 ppm)
-    /// and its wall clock stepped by up to an hour either way, while it is killed: leases run
-    /// on the monotonic clock, so none may expire early.
+    /// and its wall clock stepped by up to an hour either way (or strobed: stepped back and
+    /// forth ten times), while it is killed: leases run on the monotonic clock, so none may
+    /// expire early.
     ClockDriftInBound,
     /// A self-test of the harness, not in [`Scenario::ALL`]: the node's clock runs 50% fast,
     /// far outside the bound, so leases do expire early and the lease checker must fire.
@@ -682,10 +683,21 @@ impl World {
             }
             Scenario::ClockDriftInBound => {
                 // An NTP step or an operator: the wall clock moves, monotonic time does not.
+                // Or it strobes: a confused time source steps it back and forth.
+                let clock = process.clock.lock().unwrap().clone();
+                let Some(clock) = clock else { return };
                 let step_ms = thread_rng().gen_range(-3_600_000..=3_600_000);
-                self.fold(&format!("wall clock step {step_ms} ms"));
-                if let Some(clock) = process.clock.lock().unwrap().as_ref() {
+                if thread_rng().gen_range(0..3) > 0 {
+                    self.fold(&format!("wall clock step {step_ms} ms"));
                     clock.jump_wall(step_ms);
+                    return;
+                }
+                self.fold(&format!("wall clock strobes by {step_ms} ms"));
+                for _ in 0..10 {
+                    clock.jump_wall(step_ms);
+                    sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
+                    clock.jump_wall(-step_ms);
+                    sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
                 }
             }
             Scenario::Smoke
