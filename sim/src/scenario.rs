@@ -1162,9 +1162,18 @@ impl LeaseClient {
                 return;
             }
         }
-        // Left alone now: it must outlive almost all of its TTL.
-        sleep(Duration::from_secs(ttl as u64).mul_f64(thread_rng().gen_range(0.3..0.97))).await;
-        self.key_is_there(&keys[0], id, ttl, alive_from).await;
+        // Left alone now: it must outlive almost all of its TTL. Read it three times, the
+        // last as late as just short of the TTL (less than the drift bound allows).
+        let ttl_time = Duration::from_secs(ttl as u64);
+        let mut at: Vec<f64> = (0..3).map(|_| thread_rng().gen_range(0.3..0.995)).collect();
+        at.sort_by(f64::total_cmp);
+        for fraction in at {
+            let due = alive_from + ttl_time.mul_f64(fraction);
+            sleep(due.saturating_duration_since(Instant::now())).await;
+            if !self.key_is_there(&keys[0], id, ttl, alive_from).await {
+                return;
+            }
+        }
     }
 
     /// Reads `key`; if it is gone, checks that the lease was due to expire. False once gone.
