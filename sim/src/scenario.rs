@@ -91,8 +91,9 @@ pub enum Scenario {
     DiskFull,
     /// Bits flip in the node's files, or a block is written at another block's place (a
     /// misdirected write), while it is down (out of contract): it must refuse to open with a
-    /// corruption error, or open and serve only what the log holds; never a damaged value. A refusal is answered as an operator would: the disk is wiped and the
-    /// node rebuilt from the bucket.
+    /// corruption error, or open and serve only what the log holds; never a damaged value.
+    /// A refusal is answered as an operator would: the disk is wiped and the node rebuilt
+    /// from the bucket.
     DiskOutOfContract,
     /// Watchers follow the keys while the node is killed (losing or tearing unsynced
     /// writes): each resumes from one past the last revision it received, and what it gets
@@ -1286,7 +1287,8 @@ impl Compactor {
             }
             let read = self.log_prefix.lock().unwrap().last().map_or(0, |last| last.revision);
             let target = read - thread_rng().gen_range(0..20);
-            if self.compactions.lock().unwrap().last().is_some_and(|last| target <= *last) {
+            // Revision 1 is the empty store: there is nothing below it to compact.
+            if target < 2 || self.compactions.lock().unwrap().last().is_some_and(|last| target <= *last) {
                 continue;
             }
             // Asked for is what counts: the compaction may land though its answer is lost.
