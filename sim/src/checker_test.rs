@@ -25,12 +25,16 @@ fn get(key: &str, times: (u128, u128), revision: i64, found: Option<(&str, i64)>
     }
 }
 
+fn put_change(key: &str, value: &str) -> LogChange {
+    LogChange::Put { key: key.into(), value: value.into() }
+}
+
+fn delete_change(key: &str) -> LogChange {
+    LogChange::Delete { key: key.into() }
+}
+
 fn log(changes: &[(&str, &str)]) -> Log {
-    let revisions = changes
-        .iter()
-        .enumerate()
-        .map(|(index, (key, value))| (index as i64 + 2, vec![LogChange::Put { key: key.to_string(), value: value.to_string() }]))
-        .collect();
+    let revisions = changes.iter().enumerate().map(|(index, (key, value))| (index as i64 + 2, vec![put_change(key, value)])).collect();
     Log { revisions }
 }
 
@@ -131,23 +135,19 @@ fn fires_on_a_txn_taking_the_wrong_branch() {
 #[test]
 fn fires_when_a_leases_keys_go_at_different_revisions_or_one_stays() {
     let mut revisions = log(&[("la", "1"), ("lb", "2"), ("lc", "3"), ("ld", "4")]).revisions;
-    let delete = |key: &str| LogChange::Delete { key: key.into() };
-    revisions.push((6, vec![delete("la"), delete("lb")]));
-    revisions.push((7, vec![delete("lc")]));
+    revisions.push((6, vec![delete_change("la"), delete_change("lb")]));
+    revisions.push((7, vec![delete_change("lc")]));
     let pairs = [("la".to_string(), "lb".to_string())];
     assert!(check_lease_pairs(&Log { revisions: revisions.clone() }, &pairs).is_empty(), "one revision: fine");
     let split = [("lc".to_string(), "ld".to_string())];
     let found = check_lease_pairs(&Log { revisions: revisions.clone() }, &split);
     assert_eq!(found.len(), 1, "lc went, ld stayed: {found:?}");
-    revisions.push((8, vec![delete("ld")]));
+    revisions.push((8, vec![delete_change("ld")]));
     assert_eq!(check_lease_pairs(&Log { revisions }, &split).len(), 1, "lc at 7, ld at 8");
 }
 
 fn watched(received: &[(i64, &str, &str)]) -> WatchRecord {
-    let received = received
-        .iter()
-        .map(|(revision, key, value)| (*revision, vec![LogChange::Put { key: key.to_string(), value: value.to_string() }]))
-        .collect();
+    let received = received.iter().map(|(revision, key, value)| (*revision, vec![put_change(key, value)])).collect();
     WatchRecord { watcher: 1, key: "a".into(), range_end: "b".into(), start: 1, received, ..Default::default() }
 }
 
@@ -195,12 +195,7 @@ fn fires_on_a_watch_gap_and_a_phantom_revision() {
 #[test]
 fn fires_on_a_split_revision() {
     // Revision 2 changed two keys in the range; the watcher got them as two deliveries.
-    let log = Log {
-        revisions: vec![(
-            2,
-            vec![LogChange::Put { key: "a".into(), value: "v1".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }],
-        )],
-    };
+    let log = Log { revisions: vec![(2, vec![put_change("a", "v1"), put_change("ab", "w1")])] };
     let violations = check_watches(&log, &[watched(&[(2, "a", "v1"), (2, "ab", "w1")])], &BTreeSet::new());
     assert!(violations.iter().any(|violation| violation.contains("split or altered")), "{violations:?}");
 }
@@ -208,12 +203,7 @@ fn fires_on_a_split_revision() {
 #[test]
 fn fires_on_a_wrong_scan_and_a_torn_append() {
     // Revision 2: a=v1; revision 3: an append of a=v2 and b=w2 (one txn, one revision).
-    let log = Log {
-        revisions: vec![
-            (2, vec![LogChange::Put { key: "a".into(), value: "v1".into() }]),
-            (3, vec![LogChange::Put { key: "a".into(), value: "v2".into() }, LogChange::Put { key: "b".into(), value: "w2".into() }]),
-        ],
-    };
+    let log = Log { revisions: vec![(2, vec![put_change("a", "v1")]), (3, vec![put_change("a", "v2"), put_change("b", "w2")])] };
     let state = final_state(&[("a", "v2", 3), ("b", "w2", 3)]);
     let append = |succeeded, revision| Op {
         client: 1,
@@ -241,13 +231,8 @@ fn fires_on_a_wrong_scan_and_a_torn_append() {
     let lied = vec![put(0, "a", "v1", (0, 10), 2), append(false, 3)];
     assert!(check(&lied, &log, 3, &state).iter().any(|violation| violation.contains("txn")));
     // An append applied in two revisions.
-    let torn = Log {
-        revisions: vec![
-            (2, vec![LogChange::Put { key: "a".into(), value: "v1".into() }]),
-            (3, vec![LogChange::Put { key: "a".into(), value: "v2".into() }]),
-            (4, vec![LogChange::Put { key: "b".into(), value: "w2".into() }]),
-        ],
-    };
+    let torn =
+        Log { revisions: vec![(2, vec![put_change("a", "v1")]), (3, vec![put_change("a", "v2")]), (4, vec![put_change("b", "w2")])] };
     let torn_state = final_state(&[("a", "v2", 3), ("b", "w2", 4)]);
     let violations = check(&[put(0, "a", "v1", (0, 10), 2), append(true, 3)], &torn, 4, &torn_state);
     assert!(violations.iter().any(|violation| violation.contains("txn effect")), "{violations:?}");
@@ -315,10 +300,10 @@ fn a_watch_from_exactly_the_compaction_point_may_lack_that_revisions_deletes_onl
     // Revision 3 deletes a and puts ab; revision 4 deletes a only; revision 5 puts a.
     let log = Log {
         revisions: vec![
-            (2, vec![LogChange::Put { key: "a".into(), value: "v1".into() }]),
-            (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]),
-            (4, vec![LogChange::Delete { key: "ab".into() }]),
-            (5, vec![LogChange::Put { key: "a".into(), value: "v2".into() }]),
+            (2, vec![put_change("a", "v1")]),
+            (3, vec![delete_change("a"), put_change("ab", "w1")]),
+            (4, vec![delete_change("ab")]),
+            (5, vec![put_change("a", "v2")]),
         ],
     };
     // Resumed at 3 after a compaction at 3: revision 3 without its delete is etcd's answer.
@@ -326,16 +311,14 @@ fn a_watch_from_exactly_the_compaction_point_may_lack_that_revisions_deletes_onl
     let violations = check_watches(&log, std::slice::from_ref(&from_three), &BTreeSet::from([3]));
     assert!(violations.iter().any(|v| v.contains("missed revision 4")), "4 is owed whole: {violations:?}");
     let mut whole = from_three;
-    whole.received.insert(2, (4, vec![LogChange::Delete { key: "ab".into() }]));
+    whole.received.insert(2, (4, vec![delete_change("ab")]));
     assert_eq!(check_watches(&log, std::slice::from_ref(&whole), &BTreeSet::from([3])), Vec::<String>::new());
     // Without a compaction at 3, the missing delete is an altered revision.
     let violations = check_watches(&log, &[whole], &BTreeSet::from([2]));
     assert!(violations.iter().any(|v| v.contains("split or altered")), "{violations:?}");
     // Resumed at 4 after a compaction at 4: revision 4 was deletes only, it may be absent.
     let mut with_three = watched(&[(2, "a", "v1"), (5, "a", "v2")]);
-    with_three
-        .received
-        .insert(1, (3, vec![LogChange::Delete { key: "a".into() }, LogChange::Put { key: "ab".into(), value: "w1".into() }]));
+    with_three.received.insert(1, (3, vec![delete_change("a"), put_change("ab", "w1")]));
     with_three.resumed = vec![(0, 1), (2, 4)];
     assert_eq!(check_watches(&log, &[with_three], &BTreeSet::from([4])), Vec::<String>::new());
 }

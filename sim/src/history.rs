@@ -60,6 +60,12 @@ pub struct Op {
     pub serializable: bool,
 }
 
+/// Whether an op answered by `error` may still have taken effect: the node failed or
+/// closed while it was in flight (else the error refused it before any effect).
+pub fn outcome_unknown_after(error: &t4::Error) -> bool {
+    matches!(error.kind(), t4::ErrorKind::StorageFailure | t4::ErrorKind::Closed | t4::ErrorKind::Corrupt)
+}
+
 impl OpKind {
     /// The values this op writes if it takes effect.
     pub fn values(&self) -> Vec<&str> {

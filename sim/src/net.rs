@@ -16,7 +16,6 @@ use madsim::net::Endpoint;
 use prost::Message;
 use t4::auth::gate::Credentials;
 use t4::core::EtcdCore;
-use t4::ErrorKind;
 
 /// The port a node serves clients on.
 pub const CLIENT_PORT: u16 = 2379;
@@ -76,10 +75,7 @@ async fn handle(core: &EtcdCore, method: u8, body: &[u8]) -> Vec<u8> {
     match outcome {
         Ok(body) => [vec![0], body].concat(),
         Err(error) => {
-            let code = match error.kind() {
-                ErrorKind::StorageFailure | ErrorKind::Closed | ErrorKind::Corrupt => 1,
-                _ => 2,
-            };
+            let code = if crate::history::outcome_unknown_after(&error) { 1 } else { 2 };
             [vec![code], error.to_string().into_bytes()].concat()
         }
     }

@@ -999,9 +999,10 @@ impl Transport<'_> {
 }
 
 fn classify(error: t4::Error) -> Outcome {
-    match error.kind() {
-        ErrorKind::StorageFailure | ErrorKind::Closed | ErrorKind::Corrupt => Outcome::Unknown(error.to_string()),
-        _ => Outcome::Refused(error.to_string()),
+    if crate::history::outcome_unknown_after(&error) {
+        Outcome::Unknown(error.to_string())
+    } else {
+        Outcome::Refused(error.to_string())
     }
 }
 

@@ -12,10 +12,9 @@
 //! after the name is removed (or replaced), until the handle is dropped.
 //!
 //! Out-of-contract faults ([`SimDisk::flip_bit`], [`SimDisk::misdirect`]) corrupt durable
-//! bytes; t4 must detect
-//! them, never serve them. Faults in [`SimDiskFaults`] give EIO on sync (dropping the
-//! pending writes, as Linux does) and ENOSPC past a capacity. Handles opened before a crash
-//! fail with an error, like file descriptors of a dead process.
+//! bytes; t4 must detect them, never serve them. Faults in [`SimDiskFaults`] give EIO on
+//! sync (dropping the pending writes, as Linux does) and ENOSPC past a capacity. Handles
+//! opened before a crash fail with an error, like file descriptors of a dead process.
 //!
 //! The data dir lock is exclusive, like `flock`, and dies with its process in a crash.
 //!
