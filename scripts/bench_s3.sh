@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # t4 on local disk only against t4 with its log on s4 (sync upload: a write is acknowledged
 # once its batch is in the bucket), same machine, same client (`t4 bench`). Prints one JSON
-# line per run and the ratio. The node on s4 takes checkpoints during the load (every 45%
-# of it, by --checkpoint-entries: two, the last with about 10% of the log after it); then a
+# line per run and the ratio. The node on s4 takes checkpoints during the load (every 40%
+# of it, by --checkpoint-entries: two, the last with about 20% of the log after it); then a
 # fresh node's restore is timed: it starts from the newest checkpoint and replays the log
 # after it.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${TOTAL:-50000}"
 CLIENTS="${CLIENTS:-64}"
-CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((TOTAL * 45 / 100))}"
+CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((TOTAL * 40 / 100))}"
 cargo build -q --release --features bench --bin t4 --bin s4
 T4=target/release/t4 S4=target/release/s4
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/t4-bench-s3.XXXXXX")

@@ -1,7 +1,7 @@
 //! Durability on object storage through the embedded API: the log in a bucket, recovery
 //! from total disk loss, stale disks, fencing of a second process, outages, holes.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,6 +326,11 @@ struct Flaky {
     /// Refuse deleting every WAL object with an odd seq (a collection cut short, its
     /// deletes having landed out of order).
     refuse_odd_wal_deletes: AtomicBool,
+    /// Milliseconds each WAL object's PUT takes (a bucket far away).
+    wal_put_millis: AtomicU64,
+    /// WAL object PUTs under way, and the most seen at once.
+    wal_puts_in_flight: AtomicU64,
+    wal_puts_in_flight_max: AtomicU64,
 }
 
 impl Flaky {
@@ -357,7 +362,15 @@ impl ObjectStore for Flaky {
     }
     async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
         self.check()?;
-        self.inner.put(key, body, condition).await
+        if t4::object::layout::parse_wal_object(key).is_none() {
+            return self.inner.put(key, body, condition).await;
+        }
+        let now = self.wal_puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wal_puts_in_flight_max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(self.wal_put_millis.load(Ordering::SeqCst))).await;
+        let outcome = self.inner.put(key, body, condition).await;
+        self.wal_puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+        outcome
     }
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
         self.check()?;
@@ -400,6 +413,32 @@ async fn a_collection_cut_short_leaves_garbage_below_the_floor_never_a_hole() {
     let store: Arc<dyn ObjectStore> = bucket.clone();
     let report = t4::durable::gc::collect(&store, 2, None).await.unwrap();
     assert!(report.wal_objects_deleted >= (leftover - 20) as u64, "{report:?}");
+}
+
+/// With sync upload the bucket's round trip sets the group-commit size: writes arriving
+/// while two objects are on their way wait and go up together, about one batch (one fsync,
+/// one redb commit) per object, instead of the writer running ahead in batches of a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_bucket_paces_the_writer_into_one_batch_per_object() {
+    let bucket = Arc::new(Flaky::default());
+    bucket.wal_put_millis.store(15, Ordering::SeqCst);
+    let node = open(&SimDisk::new(), bucket.clone(), "n").await.unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut seen = Vec::new();
+    for writer in writers(&node, 32, 20, acked.clone()) {
+        seen.extend(writer.await.unwrap());
+    }
+    assert_eq!(acked.load(Ordering::SeqCst), 32 * 20, "every put was acknowledged");
+    let stats = node.stats();
+    let (batches, objects) = (stats.batches, stats.wal_uploads);
+    assert!(bucket.wal_puts_in_flight_max.load(Ordering::SeqCst) <= 2, "at most two objects in flight");
+    // About one batch per object (the uploader may put two that queued together into one):
+    // 55-57 objects from 63-70 batches of ~10 records here; without the pacing it was 439
+    // batches of 1.6 records for 54 objects.
+    assert!(batches <= 2 * objects, "about one batch per object: {batches} batches, {objects} objects");
+    assert!(stats.records >= 5 * batches, "{} records in {batches} batches", stats.records);
+    check_acknowledged(&node, &seen).await;
+    node.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
