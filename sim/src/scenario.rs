@@ -458,6 +458,7 @@ impl World {
                 async move {
                     let clock = Arc::new(SimClock::new(drift, 0));
                     *clock_slot.lock().unwrap() = Some(clock.clone());
+                    let env_disk = disk.clone();
                     let env = Env { clock, disk: Arc::new(disk) };
                     let mut config = sim_config();
                     if let Some(bucket) = bucket.clone() {
@@ -470,15 +471,16 @@ impl World {
                         });
                     }
                     // The supervisor (systemd, say) starts the process again when it
-                    // exits because the bucket failed it while it opened; any other failure
-                    // to open is a finding.
+                    // exits because the bucket or the disk failed it (an injected fault
+                    // fired) while it opened; any other failure to open is a finding.
                     let opened = loop {
-                        let faults_before = bucket.as_ref().map(|bucket| bucket.faults_injected());
+                        let faults = || (bucket.as_ref().map(|bucket| bucket.faults_injected()), env_disk.faults_fired());
+                        let faults_before = faults();
                         let opened = Node::open_with_env(config.clone(), env.clone()).await;
-                        let bucket_failed_it = bucket.as_ref().map(|bucket| bucket.faults_injected()) != faults_before;
+                        let fault_failed_it = faults() != faults_before;
                         match opened {
-                            Err(error) if error.kind() == ErrorKind::StorageFailure && bucket_failed_it => {
-                                tracing::info!(%error, "open failed while the bucket misbehaved; starting again");
+                            Err(error) if error.kind() == ErrorKind::StorageFailure && fault_failed_it => {
+                                tracing::info!(%error, "open failed while the bucket or the disk misbehaved; starting again");
                                 sleep(Duration::from_millis(200)).await;
                             }
                             opened => break opened,
@@ -557,10 +559,14 @@ impl World {
                 Scenario::ClockDriftInBound | Scenario::ClockDriftOutOfBound => {
                     [Scenario::CrashLoseUnsynced, Scenario::ClockDriftInBound][thread_rng().gen_range(0..2)]
                 }
-                Scenario::S3Brownout
-                | Scenario::AmbiguousConditionalPut
-                | Scenario::ZombieWriteLandsLate
-                | Scenario::LeaseKeepaliveUnderDiskWipe => [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)],
+                Scenario::LeaseKeepaliveUnderDiskWipe => [Scenario::CrashLoseUnsynced, Scenario::DiskWipe][thread_rng().gen_range(0..2)],
+                // Every local disk fault with a bucket too: with sync upload a batch's object
+                // may land before its local fsync ends (or fails), so the disk can lack what
+                // the bucket holds, torn or not.
+                Scenario::S3Brownout | Scenario::AmbiguousConditionalPut | Scenario::ZombieWriteLandsLate => {
+                    [Scenario::CrashLoseUnsynced, Scenario::CrashTorn, Scenario::CrashMidCommit, Scenario::FsyncEio, Scenario::DiskWipe]
+                        [thread_rng().gen_range(0..5)]
+                }
                 other => other,
             };
             let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };

@@ -2,11 +2,11 @@
 //! and recovery from the bucket.
 //!
 //! With an object store configured, a write is acknowledged only once its WAL batch is in
-//! the bucket (after the local fsync), as object `wal/<term>/<seq>`, created only if absent.
-//! Opening a node takes a new term, seals older terms, and rebuilds the store from the
-//! bucket's log: a node whose disk is gone gets everything back, a node with a stale disk
-//! catches up, and a second process on the same bucket fences the first (its next upload
-//! meets the seal and it stops acknowledging).
+//! the bucket (object `wal/<term>/<seq>`, created only if absent) and fsynced locally; the
+//! two run at once. Opening a node takes a new term, seals older terms, and rebuilds the
+//! store from the bucket's log: a node whose disk is gone gets everything back, a node with
+//! a stale disk catches up, and a second process on the same bucket fences the first (its
+//! next upload meets the seal and it stops acknowledging).
 //!
 //! Checkpoints ([`checkpoint`]) bound what recovery replays, and let GC ([`gc`]) remove the
 //! log below them. With `wal_sync_upload == false` a write is acknowledged after the local

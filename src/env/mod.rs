@@ -50,13 +50,23 @@ impl std::fmt::Debug for Env {
 /// Runs a short disk step (one WAL append and its fdatasync) on the calling task. Measured
 /// faster than a hop to the blocking pool, whose two thread switches per batch cost more
 /// than the worker time the step holds (docs/benchmarks.md). In the simulator it takes
-/// virtual time like [`blocking`].
+/// virtual time like [`blocking`], and now and then much longer (a device busy with other
+/// work), so that what runs alongside a WAL sync (the upload of the same batch, above all)
+/// also finishes first.
 pub async fn inline_io<F, R>(work: F) -> R
 where
     F: FnOnce() -> R,
 {
     #[cfg(madsim)]
-    tokio::time::sleep(std::time::Duration::from_micros(SIM_DISK_LATENCY_MICROS)).await;
+    {
+        use madsim::rand::{thread_rng, Rng};
+        let micros = if thread_rng().gen_ratio(1, SIM_DISK_SLOW_ONE_IN) {
+            thread_rng().gen_range(SIM_DISK_SLOW_MICROS.0..=SIM_DISK_SLOW_MICROS.1)
+        } else {
+            SIM_DISK_LATENCY_MICROS
+        };
+        tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    }
     work()
 }
 
@@ -72,6 +82,11 @@ pub fn os_random(bytes: usize) -> std::io::Result<Vec<u8>> {
 /// Virtual time one blocking disk step takes in the simulator.
 #[cfg(madsim)]
 const SIM_DISK_LATENCY_MICROS: u64 = 50;
+/// One WAL sync in this many is slow, taking this long (microseconds) in the simulator.
+#[cfg(madsim)]
+const SIM_DISK_SLOW_ONE_IN: u32 = 25;
+#[cfg(madsim)]
+const SIM_DISK_SLOW_MICROS: (u64, u64) = (1_000, 10_000);
 
 /// Runs blocking file I/O off the async workers. Under the simulator the disk is memory and
 /// this runs inline on the simulated task, keeping the schedule deterministic.

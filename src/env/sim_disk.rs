@@ -79,6 +79,8 @@ struct State {
     /// Whether a process of this incarnation holds the data dir's lock.
     locked: bool,
     faults: SimDiskFaults,
+    /// Injected faults that fired (an EIO, ENOSPC, or power failing in a sync).
+    faults_fired: u64,
     syncs: u64,
     writes: u64,
 }
@@ -134,6 +136,12 @@ impl SimDisk {
 
     pub fn faults(&self) -> SimDiskFaults {
         self.lock().faults.clone()
+    }
+
+    /// How many injected faults have fired so far: a harness playing the supervisor tells
+    /// by it whether a process failed to open because of one.
+    pub fn faults_fired(&self) -> u64 {
+        self.lock().faults_fired
     }
 
     /// (writes, syncs) performed so far, for traces and tests.
@@ -449,6 +457,7 @@ impl DiskFile for SimFileHandle {
             let growth = (offset + data.len() as u64).saturating_sub(file_len);
             if let Some(capacity) = state.faults.capacity_bytes {
                 if SimDisk::used_bytes(state) + growth > capacity {
+                    state.faults_fired += 1;
                     return Err(io::Error::new(io::ErrorKind::StorageFull, "sim disk: no space left"));
                 }
             }
@@ -483,6 +492,7 @@ impl DiskFile for SimFileHandle {
             match state.faults.crash_on_sync {
                 Some((0, mode)) => {
                     state.faults.crash_on_sync = None;
+                    state.faults_fired += 1;
                     crash_state(state, mode);
                     return Err(io::Error::other("sim disk: power failed during fsync"));
                 }
@@ -492,6 +502,7 @@ impl DiskFile for SimFileHandle {
             let fail = state.faults.sync_failures > 0;
             if fail {
                 state.faults.sync_failures -= 1;
+                state.faults_fired += 1;
             }
             let file = state.inodes.get_mut(&ino).expect("open inode");
             if fail {

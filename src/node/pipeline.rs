@@ -10,10 +10,13 @@
 //! covers every write that queued meanwhile (group commit). Readers only see revisions the
 //! syncer has published, so nothing a crash can undo is ever read or acknowledged.
 //!
-//! With a bucket and sync upload, the syncer hands fsynced batches to an uploader that
-//! publishes them once their WAL object is in the bucket, and the writer gathers a batch only
-//! while fewer than [`BATCHES_AHEAD_MAX`] are on their way there: the bucket's round trip,
-//! not the disk's, sets the group-commit size.
+//! With a bucket and sync upload, the syncer hands each batch to an uploader before it
+//! writes and fsyncs it, so the object goes up while the disk syncs; the uploader publishes
+//! a batch once it is both in the bucket and on disk. The writer gathers a batch only while
+//! fewer than [`BATCHES_AHEAD_MAX`] are on their way: the bucket's round trip, not the
+//! disk's, sets the group-commit size. The disk still syncs one batch at a time, so only the
+//! last batch of the local log can be torn (see wal::recovery); the bucket may hold a batch
+//! the disk lost, which recovery reads from the bucket as it does for a stale data dir.
 //!
 //! Fault model: a failed WAL write or fsync, or any store error, stops the node: the
 //! failure is recorded, the store's fence is raised (redb writes nothing more, so its file
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::durable::bucket::UPLOADS_IN_FLIGHT_MAX;
@@ -53,7 +57,7 @@ type Reply = (oneshot::Sender<Result<WriteResponse>>, Result<WriteResponse>);
 enum SyncJob {
     Batch {
         /// Encoded WAL batch with its first index and record count (None: nothing changed).
-        wal: Option<(Vec<u8>, u64, u64)>,
+        wal: Option<(Bytes, u64, u64)>,
         revision: i64,
         events: Option<Vec<RevisionEvents>>,
         replies: Vec<Reply>,
@@ -472,7 +476,7 @@ fn sync_job(
     }
     let wal = (!records.is_empty()).then(|| {
         let first = records[0].index;
-        (encode_batch(&records), first, records.len() as u64)
+        (Bytes::from(encode_batch(&records)), first, records.len() as u64)
     });
     SyncJob::Batch { wal, revision: shared.store.applied_revision(), events, replies, ahead }
 }
@@ -511,10 +515,11 @@ async fn syncer_loop(
     synced: watch::Sender<u64>,
 ) {
     let mut wal = Some(wal);
-    // With a bucket, batches go on to the uploader once fsynced, and it publishes them; the
-    // syncer meanwhile fsyncs the next one. Without, the syncer publishes. With the upload
-    // in the background (`wal_sync_upload == false`) the syncer publishes too, as long as the
-    // bucket is less than `segment_max_age` behind.
+    // With a bucket and sync upload, a batch goes to the uploader before the syncer writes
+    // and fsyncs it: the object goes up while the disk syncs, and the uploader publishes and
+    // answers once both hold it. Without a bucket, the syncer publishes. With the upload in
+    // the background (`wal_sync_upload == false`) the syncer publishes too, once the batch
+    // is on disk and as long as the bucket is less than `segment_max_age` behind.
     let background = shared
         .config
         .object_store
@@ -533,14 +538,25 @@ async fn syncer_loop(
     while let Some(job) = jobs.recv().await {
         match job {
             SyncJob::Batch { wal: batch, revision, events, replies, ahead } => {
+                if let (Some(uploads), None) = (&uploads, background) {
+                    let (on_disk, local) = oneshot::channel();
+                    let upload = Upload { batch: batch.clone(), revision, events, replies, publish: true, ahead, local: Some(local) };
+                    if let Err(mpsc::error::SendError(upload)) = uploads.send(upload).await {
+                        let failure = shared.fail(Error::StorageFailure("wal uploader stopped".into()));
+                        answer(upload.replies, Err(failure));
+                        continue;
+                    }
+                    let _ = on_disk.send(persist(&shared, &mut wal, batch.as_ref()).await);
+                    continue;
+                }
                 let outcome = persist(&shared, &mut wal, batch.as_ref()).await;
                 match (&uploads, outcome) {
-                    (Some(uploads), Ok(())) if background.is_some() => {
-                        let max_age = background.expect("checked");
+                    (Some(uploads), Ok(())) => {
+                        let max_age = background.expect("sync upload handled above");
                         if let Some((_, first, count)) = &batch {
                             behind.push_back((first + count - 1, shared.env.clock.monotonic()));
                         }
-                        let upload = Upload { batch, revision, events: None, replies: Vec::new(), publish: false, ahead };
+                        let upload = Upload { batch, revision, events: None, replies: Vec::new(), publish: false, ahead, local: None };
                         let outcome = match uploads.send(upload).await {
                             Ok(()) => wait_for_bucket_lag(&shared, &mut behind, &mut uploaded, max_age).await,
                             Err(_) => Err(shared.fail(Error::StorageFailure("wal uploader stopped".into()))),
@@ -550,13 +566,6 @@ async fn syncer_loop(
                             shared.hub.publish(revision, events);
                         }
                         answer(replies, outcome);
-                    }
-                    (Some(uploads), Ok(())) => {
-                        let upload = Upload { batch, revision, events, replies, publish: true, ahead };
-                        if let Err(mpsc::error::SendError(upload)) = uploads.send(upload).await {
-                            let failure = shared.fail(Error::StorageFailure("wal uploader stopped".into()));
-                            answer(upload.replies, Err(failure));
-                        }
                     }
                     (_, outcome) => {
                         if outcome.is_ok() {
@@ -657,9 +666,9 @@ const BATCHES_AHEAD_MAX: usize = UPLOADS_IN_FLIGHT_MAX as usize;
 /// Most bytes of batches the uploader puts in one object when it has fallen behind.
 const UPLOAD_OBJECT_BYTES_MAX: usize = 16 << 20;
 
-/// A locally durable batch on its way to the bucket.
+/// A batch on its way to the bucket (already on disk, unless `local` is to tell).
 struct Upload {
-    batch: Option<(Vec<u8>, u64, u64)>,
+    batch: Option<(Bytes, u64, u64)>,
     revision: i64,
     events: Option<Vec<RevisionEvents>>,
     replies: Vec<Reply>,
@@ -669,14 +678,16 @@ struct Upload {
     /// Released once answered: the writer may then apply another batch.
     #[allow(dead_code)]
     ahead: Option<OwnedSemaphorePermit>,
+    /// With sync upload: the syncer's outcome of writing and fsyncing the batch locally,
+    /// which it does while the object goes up.
+    local: Option<oneshot::Receiver<Result<()>>>,
 }
 
-/// Uploads fsynced batches in log order, up to [`UPLOADS_IN_FLIGHT_MAX`] objects at once.
-/// While uploads are in flight the syncer goes on fsyncing; the batches that queued
-/// meanwhile go up together in the next object, so the bucket's round trip is shared like
-/// the fsync is. Batches are published (made visible, sent to watchers, answered) only once
-/// their object and every earlier one are in the bucket; `synced` follows, so the store is
-/// never made durable past what the bucket holds.
+/// Uploads batches in log order, up to [`UPLOADS_IN_FLIGHT_MAX`] objects at once; batches
+/// that queued together go up in one object. Batches are published (made visible, sent to
+/// watchers, answered) only once their object and every earlier one are in the bucket and,
+/// with sync upload, the syncer has them on disk too; `synced` follows, so the store is never
+/// made durable past what the bucket and the local log both hold.
 async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc::Receiver<Upload>, synced: watch::Sender<u64>) {
     use futures::stream::{FuturesOrdered, StreamExt};
     let mut in_flight = FuturesOrdered::new();
@@ -689,7 +700,8 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
                     open = false;
                     continue;
                 };
-                let group = gather_uploads(first, &mut uploads);
+                let mut group = gather_uploads(first, &mut uploads);
+                let on_disk: Vec<_> = group.iter_mut().filter_map(|upload| upload.local.take()).collect();
                 let mut body = Vec::new();
                 let (mut first_index, mut count) = (None, 0);
                 for (batch, first, records) in group.iter().filter_map(|upload| upload.batch.as_ref()) {
@@ -706,6 +718,10 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
                     let outcome = match (seq, first_index) {
                         (Some(seq), Some(first)) => upload(&shared, &log, seq, &body, first, count).await.map(|()| Some(first + count - 1)),
                         _ => Ok(None),
+                    };
+                    let outcome = match outcome {
+                        Ok(last) => locally_durable(&shared, on_disk).await.map(|()| last),
+                        Err(failure) => Err(failure),
                     };
                     (group, outcome)
                 });
@@ -733,6 +749,17 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
     }
 }
 
+/// Waits for the syncer to have written and fsynced these batches (sync upload).
+async fn locally_durable(shared: &Shared, on_disk: Vec<oneshot::Receiver<Result<()>>>) -> Result<()> {
+    for outcome in on_disk {
+        match outcome.await {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(shared.failed().unwrap_or_else(|| Error::StorageFailure("wal syncer stopped".into()))),
+        }
+    }
+    Ok(())
+}
+
 /// `first` and the uploads queued behind it, up to [`UPLOAD_OBJECT_BYTES_MAX`].
 fn gather_uploads(first: Upload, uploads: &mut mpsc::Receiver<Upload>) -> Vec<Upload> {
     let mut bytes = first.batch.as_ref().map_or(0, |(batch, _, _)| batch.len());
@@ -746,7 +773,7 @@ fn gather_uploads(first: Upload, uploads: &mut mpsc::Receiver<Upload>) -> Vec<Up
 }
 
 /// Appends and fsyncs one batch; on failure the node stops.
-async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Option<&(Vec<u8>, u64, u64)>) -> Result<()> {
+async fn persist(shared: &Arc<Shared>, wal: &mut Option<WalWriter>, batch: Option<&(Bytes, u64, u64)>) -> Result<()> {
     if let Some(failure) = shared.failed() {
         return Err(failure);
     }
