@@ -192,7 +192,7 @@ pub struct NodeGauges {
     pub term: u64,
     pub stats: crate::node::NodeStats,
     /// Requests to the bucket, per operation (None: local disk only).
-    pub object_store: Option<[crate::object::metered::OperationTotals; 6]>,
+    pub object_store: Option<[crate::object::metered::OperationTotals; crate::object::metered::OPERATIONS.len()]>,
 }
 
 #[cfg(feature = "server")]

@@ -23,12 +23,12 @@ use bytes::Bytes;
 use super::bucket::{list_all, object_error, read_floor, read_lock, wal_objects, TermObjects};
 use super::checkpoint::{self, Manifest};
 use super::format::{decode_wal_header, encode_floor, WAL_HEADER_LEN};
-use crate::env::{Condition, ObjectError, ObjectStore};
+use crate::env::{Condition, ObjectError, ObjectStore, DELETE_MANY_MAX};
 use crate::error::{Error, Result};
 use crate::object::layout;
 
-/// Deletes at once.
-const DELETES_IN_FLIGHT: usize = 16;
+/// Delete requests at once (each of up to [`DELETE_MANY_MAX`] keys).
+const DELETE_REQUESTS_IN_FLIGHT: usize = 4;
 
 /// What one collection did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,18 +122,20 @@ async fn raise_floor(store: &dyn ObjectStore, term: u64, seq: u64) -> Result<u64
     }
 }
 
+/// Deletes `names`, up to [`DELETE_MANY_MAX`] a request (one DeleteObjects on S3).
 async fn delete_all(store: &Arc<dyn ObjectStore>, names: Vec<String>) -> Result<u64> {
     let count = names.len() as u64;
-    futures::stream::iter(names.into_iter().map(|name| {
+    let chunks: Vec<Vec<String>> = names.chunks(DELETE_MANY_MAX).map(<[String]>::to_vec).collect();
+    futures::stream::iter(chunks.into_iter().map(|names| {
         let store = store.clone();
         async move {
-            match store.delete(&name, None).await {
-                Ok(()) | Err(ObjectError::NotFound(_)) => Ok(()),
-                Err(error) => Err::<(), Error>(object_error(&format!("delete {name}"), error)),
+            match store.delete_many(&names).await {
+                Ok(()) => Ok(()),
+                Err(error) => Err::<(), Error>(object_error(&format!("delete {} objects from {}", names.len(), names[0]), error)),
             }
         }
     }))
-    .buffer_unordered(DELETES_IN_FLIGHT)
+    .buffer_unordered(DELETE_REQUESTS_IN_FLIGHT)
     .try_collect::<Vec<()>>()
     .await?;
     Ok(count)

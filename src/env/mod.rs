@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use clock::{Clock, RealClock, SimClock};
 pub use disk::{Disk, DiskFile};
-pub use object_store::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome};
+pub use object_store::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, DELETE_MANY_MAX};
 pub use os_disk::OsDisk;
 pub use peer_net::{PeerError, PeerNet};
 pub use redb_backend::{RedbBackend, StorageFence};

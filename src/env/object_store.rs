@@ -71,4 +71,29 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError>;
     /// Deletes `key`, only if its ETag matches when `if_match` is given. Missing key: Ok.
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError>;
+    /// Deletes every key of `keys`, unconditionally (missing keys are fine), at most
+    /// [`DELETE_MANY_MAX`] of them. A store that can delete many keys in one request (S3's
+    /// DeleteObjects) does; otherwise one `delete` per key, a few at a time. On an error some
+    /// keys may be gone and others not.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectError> {
+        use futures::StreamExt;
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut keys = keys.iter();
+        loop {
+            while running.len() < DELETES_AT_ONCE {
+                let Some(key) = keys.next() else { break };
+                running.push(self.delete(key, None));
+            }
+            match running.next().await {
+                None => return Ok(()),
+                Some(Ok(()) | Err(ObjectError::NotFound(_))) => {}
+                Some(Err(error)) => return Err(error),
+            }
+        }
+    }
 }
+
+/// Most keys [`ObjectStore::delete_many`] takes (S3's DeleteObjects limit).
+pub const DELETE_MANY_MAX: usize = 1000;
+/// Single deletes a store without a batch delete runs at once for `delete_many`.
+const DELETES_AT_ONCE: usize = 16;

@@ -386,7 +386,7 @@ impl Node {
 
     /// Requests to the bucket so far, per operation ([`crate::object::metered::OPERATIONS`]);
     /// `None` on local disk only.
-    pub fn object_store_totals(&self) -> Option<[crate::object::metered::OperationTotals; 6]> {
+    pub fn object_store_totals(&self) -> Option<[crate::object::metered::OperationTotals; crate::object::metered::OPERATIONS.len()]> {
         self.shared.config.object_store.as_ref().map(|_| self.shared.object_meters.snapshot())
     }
 

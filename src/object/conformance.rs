@@ -73,6 +73,19 @@ async fn deletes(store: &dyn ObjectStore, prefix: &str) {
     store.delete(&key, Some(&put.etag)).await.expect("delete with the current etag");
     store.delete(&key, None).await.expect("deleting a missing key is not an error");
     assert!(matches!(store.get(&key).await, Err(ObjectError::NotFound(_))));
+
+    // Many at once: present and missing keys alike; the keys not named stay.
+    let many: Vec<String> = (0..40).map(|index| format!("{prefix}many/{index:02}")).collect();
+    for key in &many {
+        store.put(key, Bytes::from(key.clone()), Condition::IfNoneMatch).await.expect("put for delete_many");
+    }
+    let mut doomed: Vec<String> = many.iter().step_by(2).cloned().collect();
+    doomed.push(format!("{prefix}many/absent"));
+    store.delete_many(&doomed).await.expect("delete_many");
+    store.delete_many(&[]).await.expect("delete_many of nothing");
+    let left: Vec<String> =
+        store.list(&format!("{prefix}many/"), None, 100).await.expect("list").into_iter().map(|info| info.key).collect();
+    assert_eq!(left, many.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>(), "delete_many removes exactly the keys it names");
 }
 
 async fn edges(store: &dyn ObjectStore, prefix: &str) {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::env::{Clock, Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome};
 
 /// The operations counted, in the order [`StoreMeters::snapshot`] lists them.
-pub const OPERATIONS: [&str; 6] = ["get", "get_range", "head", "list", "put", "delete"];
+pub const OPERATIONS: [&str; 7] = ["get", "get_range", "head", "list", "put", "delete", "delete_many"];
 
 #[derive(Debug, Default)]
 struct Meter {
@@ -23,7 +23,7 @@ struct Meter {
 /// Counters shared by a [`MeteredStore`] and whoever renders them.
 #[derive(Debug, Default)]
 pub struct StoreMeters {
-    meters: [Meter; 6],
+    meters: [Meter; OPERATIONS.len()],
 }
 
 /// One operation's totals.
@@ -36,7 +36,7 @@ pub struct OperationTotals {
 }
 
 impl StoreMeters {
-    pub fn snapshot(&self) -> [OperationTotals; 6] {
+    pub fn snapshot(&self) -> [OperationTotals; OPERATIONS.len()] {
         std::array::from_fn(|index| {
             let meter = &self.meters[index];
             OperationTotals {
@@ -98,5 +98,8 @@ impl ObjectStore for MeteredStore {
     }
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
         self.time(5, self.inner.delete(key, if_match)).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectError> {
+        self.time(6, self.inner.delete_many(keys)).await
     }
 }

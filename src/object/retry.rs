@@ -192,6 +192,25 @@ impl ObjectStore for RetryingStore {
             self.clock.sleep(self.policy.backoff(tried, salt(key))).await;
         }
     }
+
+    /// Unconditional deletes: a lost answer is retried like a throttle (deleting again does
+    /// no harm).
+    async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectError> {
+        let salt = keys.first().map_or(0, |key| salt(key));
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let error = match self.inner.delete_many(keys).await {
+                Ok(()) => return Ok(()),
+                Err(error) if transient(&error) || matches!(error, ObjectError::Ambiguous(..)) => error,
+                Err(error) => return Err(error),
+            };
+            if tried >= self.policy.attempts {
+                return Err(error);
+            }
+            self.clock.sleep(self.policy.backoff(tried, salt)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -238,4 +238,40 @@ impl ObjectStore for S3ObjectStore {
         request.send().await.map_err(|error| classify(error, key, Effect::Write))?;
         Ok(())
     }
+
+    /// One DeleteObjects request (quiet: only failures are listed). A key S3 could not
+    /// delete fails the call, naming the first such key and its error code.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let Some(first) = keys.first() else { return Ok(()) };
+        let objects = keys
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(self.full(key)).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| ObjectError::Refused(format!("{first}: {error}")))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|error| ObjectError::Refused(format!("{first}: {error}")))?;
+        let output = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|error| classify(error, first, Effect::Write))?;
+        match output.errors().iter().find(|failed| failed.code() != Some("NoSuchKey")) {
+            None => Ok(()),
+            Some(failed) => {
+                let (key, code) = (failed.key().unwrap_or_default(), failed.code().unwrap_or_default());
+                let what = format!("{key}: DeleteObjects: {code} {}", failed.message().unwrap_or_default());
+                Err(match code {
+                    "SlowDown" | "InternalError" | "ServiceUnavailable" => ObjectError::Other(what),
+                    _ => ObjectError::Refused(what),
+                })
+            }
+        }
+    }
 }
