@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # t4 on local disk only against t4 with its log on s4 (sync upload: a write is acknowledged
-# once its batch is in the bucket), same machine, same client (`t4 bench`). Prints one JSON
-# line per run and the ratio. The node on s4 takes checkpoints during the load (every 40%
-# of it, by --checkpoint-entries: two, the last with about 20% of the log after it); then a
-# fresh node's restore is timed: it starts from the newest checkpoint and replays the log
-# after it.
+# once its batch is in the bucket), same machine, same client (`t4 bench`). The two take
+# turns, ROUNDS times (so a slower or faster spell of this shared machine falls on both);
+# prints one JSON line per run, then each round's ratio and the ratio of the medians. The
+# node on s4 takes checkpoints during the load (every 40% of it, by --checkpoint-entries:
+# two, the last with about 20% of the log after it); then a fresh node's restore is timed:
+# it starts from the newest checkpoint and replays the log after it.
 #
-#   scripts/bench_s3.sh               # par-put with 64 clients, 50,000 puts
-#   TOTAL=20000 scripts/bench_s3.sh
+#   scripts/bench_s3.sh               # par-put with 64 clients, 3 rounds of 50,000 puts each
+#   TOTAL=1000000 ROUNDS=1 scripts/bench_s3.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${TOTAL:-50000}"
+ROUNDS="${ROUNDS:-3}"
 CLIENTS="${CLIENTS:-64}"
-CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((TOTAL * 40 / 100))}"
+CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((ROUNDS * TOTAL * 40 / 100))}"
 cargo build -q --release --features bench --bin t4 --bin s4
 T4=target/release/t4 S4=target/release/s4
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/t4-bench-s3.XXXXXX")
@@ -30,13 +32,14 @@ results="$work/results.jsonl"
 
 "$T4" run --data-dir "$work/local" --listen 127.0.0.1:29101 --metrics-addr off --log-level warn >"$work/local.log" 2>&1 & pids+=($!)
 wait_up 127.0.0.1:29101
-"$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29101 --label local --output json | tee -a "$results"
-
 "$T4" run --data-dir "$work/s3" --listen 127.0.0.1:29102 --metrics-addr 127.0.0.1:29103 --log-level warn \
   --s3-bucket t4-bench --s3-prefix bench/ --s3-endpoint http://127.0.0.1:29100 \
   --checkpoint-entries "$CHECKPOINT_ENTRIES" --checkpoint-interval-min 0 >"$work/s3.log" 2>&1 & s3_pid=$!; pids+=($s3_pid)
 wait_up 127.0.0.1:29102
-"$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29102 --label s3-sync --output json | tee -a "$results"
+for _ in $(seq "$ROUNDS"); do
+  "$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29101 --label local --output json | tee -a "$results"
+  "$T4" bench par-put --clients "$CLIENTS" --total "$TOTAL" --endpoints 127.0.0.1:29102 --label s3-sync --output json | tee -a "$results"
+done
 metric() { curl -sf http://127.0.0.1:29103/metrics | awk -v name="$1" '$1 == name {print $2}'; }
 uploads=$(metric t4_wal_uploads_total)
 # Wait for the second checkpoint to be written (and collected after).
@@ -58,15 +61,22 @@ restore_s=$(python3 -c "print($(now) - $start)")
 keys=$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:29104 get bench/ --prefix --limit 1 --write-out=json | python3 -c 'import json, sys; print(json.load(sys.stdin)["count"])')
 
 python3 - "$results" "$uploads" "$restore_s" "$keys" "$checkpoints" "$checkpoint_s" "$checkpoint_bytes" "$uploaded_bytes" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-local, s3 = rows
+local = [row for row in rows if row['label'] == 'local']
+s3 = [row for row in rows if row['label'] == 's3-sync']
 print()
-print("| mode | clients | puts/s | p50 ms | p99 ms |")
-print("|---|---|---|---|---|")
-for row in rows:
-    print(f"| {row['label']} | {row['clients']} | {row['ops_per_sec']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
-print(f"\ns3-sync / local: {s3['ops_per_sec'] / local['ops_per_sec']:.2f}x; WAL objects uploaded: {sys.argv[2]} ({s3['ops'] / max(1, int(float(sys.argv[2]))):.1f} puts per object)")
+print("| round | mode | clients | puts/s | p50 ms | p99 ms | s3 / local |")
+print("|---|---|---|---|---|---|---|")
+for round, (l, s) in enumerate(zip(local, s3), 1):
+    for row in (l, s):
+        ratio = f"{s['ops_per_sec'] / l['ops_per_sec']:.2f}x" if row is s else ""
+        print(f"| {round} | {row['label']} | {row['clients']} | {row['ops_per_sec']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} |")
+median_local = statistics.median(row['ops_per_sec'] for row in local)
+median_s3 = statistics.median(row['ops_per_sec'] for row in s3)
+puts = sum(row['ops'] for row in s3)
+print(f"\nmedians: local {median_local:,.0f}, s3-sync {median_s3:,.0f} puts/s; s3-sync / local: {median_s3 / median_local:.2f}x")
+print(f"WAL objects uploaded: {sys.argv[2]} ({puts / max(1, int(float(sys.argv[2]))):.1f} puts per object)")
 print(f"checkpoints during the load: {sys.argv[5]}, {float(sys.argv[6]):.1f} s in all, {float(sys.argv[7]) / 1e6:.1f} MB of history listed, {float(sys.argv[8]) / 1e6:.1f} MB uploaded")
 print(f"restore of {sys.argv[4]} keys from the bucket into a fresh data dir, until the node answers: {float(sys.argv[3]):.1f} s")
 PY

@@ -434,9 +434,20 @@ impl S3 for S4 {
         if input.delete.objects.len() > 1000 {
             return Err(s3_error!(MalformedXML, "at most 1000 keys per DeleteObjects"));
         }
+        // Every key's delete is queued at once, so the committer takes them in a few
+        // transactions (one fsync each) rather than one after another; answers keep the
+        // request's order.
+        let outcomes = futures::future::join_all(
+            input
+                .delete
+                .objects
+                .iter()
+                .map(|object| self.engine.delete_object(&input.bucket, &object.key, object.version_id.as_deref(), None)),
+        )
+        .await;
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
-        for object in input.delete.objects {
-            match self.engine.delete_object(&input.bucket, &object.key, object.version_id.as_deref(), None).await {
+        for (object, outcome) in input.delete.objects.into_iter().zip(outcomes) {
+            match outcome {
                 Ok(_) if quiet => {}
                 Ok(outcome) => deleted.push(DeletedObject {
                     key: Some(object.key),
