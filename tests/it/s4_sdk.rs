@@ -570,6 +570,32 @@ async fn bad_input_gets_s3_errors_and_leaves_nothing_half_written() {
     assert_eq!(read(&s3, "bad", "after").await, b"fine");
 }
 
+/// DeleteObjects of many keys is a few durable commits, not one per key (t4's GC sends
+/// 1,000 keys a request; one after another they took ~1.9 s and held up every PUT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_objects_commits_its_keys_together() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("many").send().await.unwrap();
+    let keys: Vec<String> = (0..300).map(|index| format!("k{index:03}")).collect();
+    for key in &keys {
+        s3.put_object().bucket("many").key(key).body(body(key.as_bytes())).send().await.unwrap();
+    }
+    let batches = || async {
+        let (_, text) = raw(&server, &format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host(&server)), b"").await;
+        let line = text.lines().find(|line| line.starts_with("s4_commit_batches_total ")).expect("s4_commit_batches_total");
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = batches().await;
+    let ids = keys.iter().map(|key| ObjectIdentifier::builder().key(key).build().unwrap()).collect();
+    let output = s3.delete_objects().bucket("many").delete(Delete::builder().set_objects(Some(ids)).build().unwrap()).send().await.unwrap();
+    let deleted: Vec<&str> = output.deleted().iter().filter_map(|deleted| deleted.key()).collect();
+    assert_eq!(deleted, keys.iter().map(String::as_str).collect::<Vec<_>>(), "answered in the request's order");
+    let commits = batches().await - before;
+    assert!(commits <= 10, "300 deletes took {commits} commits");
+    assert_eq!(s3.list_objects_v2().bucket("many").send().await.unwrap().key_count(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer_unsigned_gets() {
     let server = server().await;
