@@ -653,15 +653,15 @@ fn answer(replies: Vec<Reply>, outcome: Result<()>) {
     }
 }
 
-/// Fsynced batches waiting for the uploader (the syncer waits beyond this).
+/// Batches waiting for the uploader (the syncer waits beyond this).
 const UPLOAD_QUEUE_MAX: usize = 1024;
 /// With sync upload: most batches applied but not yet answered from the bucket, one per
 /// upload that may be in flight. The writer waits for a place before it gathers a batch, so
-/// the jobs arriving during a bucket round trip go up together in the next object: on a
-/// CPU-bound machine this halved the batches, fsyncs and objects per put and raised par-put
-/// on s4 by a quarter (docs/benchmarks.md), and a slow bucket still has two objects in
-/// flight. Without the bound the writer ran ahead, and each fsynced batch of ~5 puts went up
-/// as part of an object of ~15.
+/// the jobs arriving during a bucket round trip go up together in the next object. Without
+/// the bound the writer ran ahead: batches of ~5 puts (one fsync and one store commit each)
+/// went up in objects of ~15. With it, on this CPU-bound machine, one batch of ~20 per object
+/// and a fifth more par-put on s4 (docs/benchmarks.md); a slow bucket still has two objects
+/// in flight.
 const BATCHES_AHEAD_MAX: usize = UPLOADS_IN_FLIGHT_MAX as usize;
 /// Most bytes of batches the uploader puts in one object when it has fallen behind.
 const UPLOAD_OBJECT_BYTES_MAX: usize = 16 << 20;
