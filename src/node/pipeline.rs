@@ -231,9 +231,7 @@ pub fn start(shared: Arc<Shared>, wal: WalWriter, log: Option<TermLog>, jobs: mp
         *shared.checkpoints.lock().expect("checkpoints lock") = Some((checkpoints, task));
     }
     // With sync upload, the bucket's round trip paces the writer: see BATCHES_AHEAD_MAX.
-    let sync_upload =
-        log.is_some() && shared.config.object_store.as_ref().is_some_and(|durability| durability.wal_sync_upload) && !ack_before_upload();
-    let ahead = sync_upload.then(|| Arc::new(Semaphore::new(BATCHES_AHEAD_MAX)));
+    let ahead = (log.is_some() && sync_upload(&shared)).then(|| Arc::new(Semaphore::new(BATCHES_AHEAD_MAX)));
     let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, log, sync_rx, synced_tx));
     tokio::spawn(async move {
         let result = writer_loop(shared.clone(), jobs, ahead, sync_tx, synced_rx).await;
@@ -507,6 +505,12 @@ fn ack_before_upload() -> bool {
     false
 }
 
+/// Whether a write waits for its batch to be in the bucket (`wal_sync_upload`, unless the
+/// planted bug acknowledges before).
+fn sync_upload(shared: &Shared) -> bool {
+    shared.config.object_store.as_ref().is_some_and(|durability| durability.wal_sync_upload) && !ack_before_upload()
+}
+
 async fn syncer_loop(
     shared: Arc<Shared>,
     wal: WalWriter,
@@ -520,12 +524,7 @@ async fn syncer_loop(
     // answers once both hold it. Without a bucket, the syncer publishes. With the upload in
     // the background (`wal_sync_upload == false`) the syncer publishes too, once the batch
     // is on disk and as long as the bucket is less than `segment_max_age` behind.
-    let background = shared
-        .config
-        .object_store
-        .as_ref()
-        .filter(|durability| !durability.wal_sync_upload || ack_before_upload())
-        .map(|d| d.segment_max_age);
+    let background = shared.config.object_store.as_ref().filter(|_| !sync_upload(&shared)).map(|d| d.segment_max_age);
     let mut uploaded = synced.subscribe();
     let mut behind: std::collections::VecDeque<(u64, Duration)> = std::collections::VecDeque::new();
     let (mut synced, uploads, uploader) = match log {

@@ -94,8 +94,9 @@ impl RetryingStore {
         }
     }
 
-    /// Retries a read (reads are idempotent, so an ambiguous one is simply sent again).
-    async fn read<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, ObjectError>
+    /// Retries an idempotent request (a read, an unconditional delete of many keys): an
+    /// ambiguous one is simply sent again.
+    async fn idempotent<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, ObjectError>
     where
         F: FnMut() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T, ObjectError>> + Send,
@@ -118,19 +119,19 @@ impl RetryingStore {
 #[async_trait]
 impl ObjectStore for RetryingStore {
     async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
-        self.read(key, || self.inner.get(key)).await
+        self.idempotent(key, || self.inner.get(key)).await
     }
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
-        self.read(key, || self.inner.get_range(key, start, end)).await
+        self.idempotent(key, || self.inner.get_range(key, start, end)).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
-        self.read(key, || self.inner.head(key)).await
+        self.idempotent(key, || self.inner.head(key)).await
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
-        self.read(prefix, || self.inner.list(prefix, start_after, limit)).await
+        self.idempotent(prefix, || self.inner.list(prefix, start_after, limit)).await
     }
 
     async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
@@ -193,23 +194,9 @@ impl ObjectStore for RetryingStore {
         }
     }
 
-    /// Unconditional deletes: a lost answer is retried like a throttle (deleting again does
-    /// no harm).
+    /// Unconditional deletes: deleting again does no harm, so they retry like reads.
     async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectError> {
-        let salt = keys.first().map_or(0, |key| salt(key));
-        let mut tried = 0;
-        loop {
-            tried += 1;
-            let error = match self.inner.delete_many(keys).await {
-                Ok(()) => return Ok(()),
-                Err(error) if transient(&error) || matches!(error, ObjectError::Ambiguous(..)) => error,
-                Err(error) => return Err(error),
-            };
-            if tried >= self.policy.attempts {
-                return Err(error);
-            }
-            self.clock.sleep(self.policy.backoff(tried, salt)).await;
-        }
+        self.idempotent(keys.first().map_or("", String::as_str), || self.inner.delete_many(keys)).await
     }
 }
 
