@@ -17,6 +17,55 @@ use super::permissions::Access;
 use super::state::AuthState;
 use super::tokens::Tokens;
 
+/// Password checks (PBKDF2, ~0.1 s of one core each) running at once: the other core keeps
+/// serving reads and writes whatever the login load.
+pub const LOGIN_VERIFIES_MAX: usize = 1;
+/// Logins waiting for or running a password check; past it a login is refused at once with
+/// etcd's "too many requests" (a login storm queues no further).
+pub const LOGINS_IN_FLIGHT_MAX: usize = 64;
+
+/// Bounds the CPU and the queue that password checks may take.
+#[derive(Debug)]
+pub struct Logins {
+    verifies: tokio::sync::Semaphore,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A login's place among [`LOGINS_IN_FLIGHT_MAX`]; given back on drop.
+pub struct LoginTicket<'a> {
+    logins: &'a Logins,
+}
+
+impl Logins {
+    fn new() -> Self {
+        Self { verifies: tokio::sync::Semaphore::new(LOGIN_VERIFIES_MAX), in_flight: Default::default() }
+    }
+
+    /// A place for one more login, or `TooManyRequests` when [`LOGINS_IN_FLIGHT_MAX`] are.
+    pub fn enter(&self) -> Result<LoginTicket<'_>> {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= LOGINS_IN_FLIGHT_MAX {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(AuthError::TooManyRequests.into());
+        }
+        Ok(LoginTicket { logins: self })
+    }
+}
+
+impl LoginTicket<'_> {
+    /// Runs `check` (a password verify) once one of [`LOGIN_VERIFIES_MAX`] places is free.
+    pub async fn verify(&self, check: impl FnOnce() -> bool + Send + 'static) -> bool {
+        let _permit = self.logins.verifies.acquire().await.expect("the semaphore is never closed");
+        crate::env::blocking(check).await
+    }
+}
+
+impl Drop for LoginTicket<'_> {
+    fn drop(&mut self) {
+        self.logins.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The auth revision a write carries when it was checked with auth off (real auth
 /// revisions start at 1): it is refused only if auth was enabled before it is applied.
 pub const AUTH_OFF: u64 = 0;
@@ -34,12 +83,13 @@ pub struct Credentials {
 #[derive(Debug)]
 pub struct Gate {
     pub tokens: Tokens,
+    pub logins: Logins,
 }
 
 impl Gate {
     /// Tokens living `token_ttl` after their last use (etcd's `--auth-token-ttl`).
     pub fn new(token_ttl: Duration) -> Self {
-        Self { tokens: Tokens::new(token_ttl) }
+        Self { tokens: Tokens::new(token_ttl), logins: Logins::new() }
     }
 
     /// The caller `credentials` identify under `state`. A token is tried first, then the

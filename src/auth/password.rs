@@ -23,6 +23,16 @@ fn hash_with(password: &str, salt: &[u8], iterations: u32) -> String {
     format!("{SCHEME}${iterations}${}${}", hex(salt), hex(&derived))
 }
 
+/// A hash of a random password, made once: logins of users that do not exist (or have no
+/// password) are checked against it, so they take as long as those of users that do.
+pub fn decoy() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let random = crate::env::os_random(SALT_BYTES).expect("the OS random source works");
+        hash(&hex(&random))
+    })
+}
+
 /// Whether `password` matches `stored` (a string [`hash`] made). A malformed `stored`
 /// matches nothing.
 pub fn verify(password: &str, stored: &str) -> bool {

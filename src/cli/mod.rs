@@ -112,11 +112,13 @@ struct RunArgs {
     /// Directory for the WAL and the store.
     #[arg(long, env = "T4_DATA_DIR", default_value = "/var/lib/t4")]
     data_dir: PathBuf,
-    /// Address of the etcd v3 gRPC API.
-    #[arg(long, env = "T4_LISTEN", default_value = "0.0.0.0:3379")]
+    /// Address of the etcd v3 gRPC API. Loopback by default, as etcd's; serving another
+    /// address without TLS and auth logs a warning at start.
+    #[arg(long, env = "T4_LISTEN", default_value = "127.0.0.1:3379")]
     listen: SocketAddr,
-    /// Address of /metrics, /healthz and /readyz ("off" disables it).
-    #[arg(long, env = "T4_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    /// Address of /metrics, /healthz and /readyz ("off" disables it). Loopback by default:
+    /// it has no authentication.
+    #[arg(long, env = "T4_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "T4_LOG_LEVEL", default_value = "info")]
@@ -574,6 +576,8 @@ async fn run(args: RunArgs) -> i32 {
         }
     }
     tracing::debug!(read_consistency = ?args.read_consistency, "configuration");
+    warn_if_exposed(&config);
+    crate::env::raise_open_files_limit();
     match server::run(config, shutdown_signal()).await {
         Ok(()) => 0,
         Err(error) => {
@@ -581,6 +585,24 @@ async fn run(args: RunArgs) -> i32 {
             eprintln!("t4: {error}");
             1
         }
+    }
+}
+
+/// Warns at start when a port other than loopback is served without protection: the client
+/// port without TLS or without auth, the metrics port at all (it has no authentication).
+fn warn_if_exposed(config: &ServerConfig) {
+    let listen = config.listen.ip();
+    if !listen.is_loopback() && (config.client_tls.is_none() || !config.auth_enabled) {
+        tracing::warn!(
+            listen = %config.listen,
+            tls = config.client_tls.is_some(),
+            auth = config.auth_enabled,
+            "t4: serving the etcd API on a non-loopback address without both TLS (--client-tls-cert) and auth \
+             (--auth-enabled): anyone who can reach it can read and write every key"
+        );
+    }
+    if let Some(metrics) = config.metrics_addr.filter(|addr| !addr.ip().is_loopback()) {
+        tracing::warn!(metrics_addr = %metrics, "t4: serving /metrics on a non-loopback address; it has no authentication");
     }
 }
 

@@ -60,25 +60,26 @@ impl EtcdCore {
     }
 
     /// Checks a user's password and hands out a token. After a few failures in a row the
-    /// user's attempts are slowed down ("too many requests" until the wait is over).
+    /// user's attempts are slowed down ("too many requests" until the wait is over); each
+    /// attempt counts as a failure from the moment it is let through until it succeeds.
+    /// Every attempt, for a user that exists or not, costs one password check, and checks
+    /// run [`crate::auth::gate::LOGIN_VERIFIES_MAX`] at a time, a bounded number waiting.
     pub async fn authenticate(&self, request: AuthenticateRequest) -> Result<AuthenticateResponse> {
         let state = self.node.auth_state();
         if !state.enabled {
             return Err(AuthError::NotEnabled.into());
         }
-        let now = self.node.monotonic_now();
-        let Some(stored) = state.users.get(&request.name).and_then(|user| user.password.clone()) else {
-            return Err(AuthError::Failed.into());
-        };
-        if self.gate.tokens.may_try(&request.name, now).is_err() {
+        let ticket = self.gate.logins.enter()?;
+        if self.gate.tokens.reserve(&request.name, self.node.monotonic_now()).is_err() {
             return Err(AuthError::TooManyRequests.into());
         }
-        let (password, hash) = (request.password, stored.clone());
-        if !crate::env::blocking(move || password::verify(&password, &hash)).await {
-            self.gate.tokens.failed(&request.name, self.node.monotonic_now());
+        let stored = state.users.get(&request.name).and_then(|user| user.password.clone());
+        let (password, hash) = (request.password, stored.clone().unwrap_or_else(|| password::decoy().to_string()));
+        let matched = ticket.verify(move || password::verify(&password, &hash)).await;
+        let Some(stored) = stored.filter(|_| matched) else {
             tracing::info!(user = %request.name, "authentication failed");
             return Err(AuthError::Failed.into());
-        }
+        };
         self.gate.tokens.succeeded(&request.name);
         let token = self.gate.tokens.issue(&request.name, &stored, self.node.monotonic_now());
         Ok(AuthenticateResponse { header: self.header(self.node.current_revision()), token })

@@ -33,6 +33,8 @@ const TAKE_TERM_ATTEMPTS: usize = 64;
 const LIST_PAGE: usize = 1000;
 /// Records in one object when a local tail is uploaded at recovery.
 const TAIL_RECORDS_PER_OBJECT: usize = 1024;
+/// Most record bytes in one such object (a record larger alone goes up alone).
+const TAIL_BYTES_PER_OBJECT: usize = 16 << 20;
 
 pub(crate) fn object_error(context: &str, error: ObjectError) -> Error {
     match error {
@@ -267,9 +269,9 @@ async fn seal(store: &dyn ObjectStore, term: u64, mut seq: u64) -> Result<u64> {
 /// (robustness #24). Returns how many records made it.
 pub async fn upload_tail(log: &mut TermLog, records: &[Record]) -> Result<usize> {
     let mut uploaded = 0;
-    for chunk in records.chunks(TAIL_RECORDS_PER_OBJECT) {
+    for chunk in crate::wal::batch_runs(records, TAIL_RECORDS_PER_OBJECT, TAIL_BYTES_PER_OBJECT) {
         let name = layout::wal_object(log.term, log.next_seq);
-        match log.create(log.next_seq, chunk[0].index, chunk.len() as u64, &encode_batch(chunk)).await {
+        match log.create(log.next_seq, chunk[0].index, chunk.len() as u64, &encode_batch(chunk)?).await {
             Ok(true) => uploaded += chunk.len(),
             Ok(false) => break,
             Err(error) => return Err(object_error(&format!("upload {name}"), error)),

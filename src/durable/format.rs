@@ -212,8 +212,8 @@ mod tests {
 
     #[test]
     fn objects_round_trip_and_every_flipped_bit_is_caught() {
-        let mut batches = encode_batch(&[record(7), record(8)]);
-        batches.extend(encode_batch(&[record(9)]));
+        let mut batches = encode_batch(&[record(7), record(8)]).unwrap();
+        batches.extend(encode_batch(&[record(9)]).unwrap());
         let object = encode_batch_object(3, 5, 7, 3, &batches);
         let decoded = decode_wal_object("wal/3/5", 3, 5, &object).unwrap();
         assert_eq!(decoded, WalObject::Batch { term: 3, seq: 5, records: vec![record(7), record(8), record(9)] });

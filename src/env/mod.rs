@@ -79,6 +79,19 @@ pub fn os_random(bytes: usize) -> std::io::Result<Vec<u8>> {
     Ok(random)
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as servers that hold
+/// many connections do (Go programs such as etcd do it at start). Failing changes nothing.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Virtual time one blocking disk step takes in the simulator.
 #[cfg(madsim)]
 const SIM_DISK_LATENCY_MICROS: u64 = 50;

@@ -58,8 +58,14 @@ impl Service {
     pub fn add_to(self, builder: &mut tonic::transport::Server, request_bytes_max: usize) -> tonic::transport::server::Router {
         let limit = request_bytes_max + GRPC_OVERHEAD_BYTES;
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        // "" is the whole server; it serves from the moment the router exists.
-        drop(health_reporter);
+        // "" is the whole server: it serves from the moment the router exists, until the
+        // node stops serving (a storage failure, a fence, a writer that died).
+        let stopped = self.core.node().stopped_serving();
+        tokio::spawn(async move {
+            stopped.await;
+            tracing::error!("t4: the node stopped serving; gRPC health now reports NOT_SERVING");
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        });
         builder
             .add_service(health)
             .add_service(KvServer::new(self.clone()).max_decoding_message_size(limit))

@@ -46,6 +46,11 @@ pub struct StoredKv {
     pub value: Vec<u8>,
 }
 
+/// The encoded length of an entry with a key and a value of these lengths.
+pub fn stored_len_of(key_bytes: usize, value_bytes: usize) -> usize {
+    HEADER_BYTES + key_bytes + value_bytes
+}
+
 impl StoredKv {
     /// Decodes an entry that must be the one filed at `(key, revision, sub)`; any other is
     /// corruption (a flipped key or a misdirected write in the store file).
@@ -74,6 +79,11 @@ impl StoredKv {
     /// The event form of a deletion: only key and mod_revision, as etcd sends it.
     pub fn to_delete_event_kv(&self) -> KeyValue {
         KeyValue { key: self.key.clone(), mod_revision: self.mod_revision, ..Default::default() }
+    }
+
+    /// The length of [`StoredKv::encode`]'s output.
+    pub fn stored_len(&self) -> usize {
+        stored_len_of(self.key.len(), self.value.len())
     }
 
     pub fn encode(&self) -> Vec<u8> {

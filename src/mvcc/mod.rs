@@ -8,6 +8,7 @@
 //!   the current revision touch only this table.
 //! - `meta`: applied WAL index, current and compact revision, format version.
 //! - `leases`, `lease_keys`: lease id -> TTL, and (lease, key) for every key on a lease.
+//! - `lease_bytes`: lease id -> bytes of the entries on it (the bound a revoke relies on).
 //! - `auth`: the auth state (users, roles, whether auth is on), one encoded value.
 //!
 //! Invariants: revision 1 is the empty store; a txn that changes anything takes exactly the
@@ -24,9 +25,13 @@ mod txn;
 mod view;
 
 #[cfg(test)]
+mod bounds_test;
+#[cfg(test)]
 mod store_test;
 
 pub use codec::StoredKv;
 pub use range::KeySpan;
 pub use store::{Applied, AuthApplied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
-pub use txn::{validate_range, validate_write, Limits, Position, LEASE_TTL_MAX, LEASE_TTL_MIN};
+pub use txn::{
+    validate_range, validate_write, Limits, Position, LEASE_ENTRY_BYTES_MAX, LEASE_TTL_MAX, LEASE_TTL_MIN, REQUEST_TOUCH_BYTES_MAX,
+};

@@ -24,7 +24,7 @@ use crate::wal::Record;
 use super::codec::StoredKv;
 use super::range::{self, KeySpan};
 use super::txn::{Position, Writer};
-use super::view::{View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use super::view::{View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
 use crate::auth::state::{AuthChange, AuthState};
 
 /// The store's file under the data directory.
@@ -167,6 +167,7 @@ impl Store {
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             txn.open_table(AUTH)?;
+            super::txn::rebuild_lease_bytes(&txn, false)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|value| value.value());
             if format.is_none() {
@@ -309,18 +310,31 @@ impl Store {
     /// fsync. Records get indexes from `applied_index + 1`. Events are built only when
     /// `want_events` (someone is watching). A request-level error leaves no trace; a storage
     /// error fails the whole batch and nothing of it is committed.
-    pub fn apply_batch(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
+    ///
+    /// Requests are applied in order until their records reach
+    /// [`super::txn::BATCH_RECORD_BYTES_MAX`]: the result may answer only a prefix of
+    /// `requests` (at least one), and the caller sends the rest in its next batch.
+    pub fn apply_batch<'r>(&self, requests: impl IntoIterator<Item = &'r WriteRequest>, want_events: bool) -> Result<Vec<Applied>> {
         guarded("write", || self.apply_unguarded(requests, want_events))
     }
 
-    fn apply_unguarded(&self, requests: &[WriteRequest], want_events: bool) -> Result<Vec<Applied>> {
+    fn apply_unguarded<'r>(&self, requests: impl IntoIterator<Item = &'r WriteRequest>, want_events: bool) -> Result<Vec<Applied>> {
         let db = self.db()?;
         let txn = Self::begin(db.as_ref().expect("open"))?;
-        let mut applied = Vec::with_capacity(requests.len());
+        let mut applied = Vec::new();
+        let mut record_bytes = 0u64;
         let position = {
             let mut writer = self.writer(&txn)?;
             for request in requests {
-                applied.push(writer.apply(request, want_events)?);
+                if record_bytes >= super::txn::BATCH_RECORD_BYTES_MAX {
+                    break;
+                }
+                let outcome = writer.apply(request, want_events)?;
+                let bytes = outcome.record.as_ref().map_or(0, Record::encoded_len) as u64;
+                // Paired with `wal::encode_batch`, which refuses a batch past its bound.
+                assert!(bytes <= super::txn::RECORD_BYTES_MAX, "a record of {bytes} bytes passed the write bounds");
+                record_bytes += bytes;
+                applied.push(outcome);
             }
             writer.finish()?
         };
@@ -408,6 +422,7 @@ impl Store {
             txn.delete_table(KV_LATEST)?;
             txn.delete_table(LEASES)?;
             txn.delete_table(LEASE_KEYS)?;
+            txn.delete_table(LEASE_BYTES)?;
             txn.delete_table(AUTH)?;
             {
                 let mut revs = txn.open_table(KV_REV)?;
@@ -451,6 +466,7 @@ impl Store {
                     txn.open_table(AUTH)?.insert(AUTH_STATE_KEY, auth.encode().as_slice())?;
                 }
             }
+            super::txn::rebuild_lease_bytes(&txn, true)?;
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
             self.applied_index.store(position.index, Ordering::SeqCst);

@@ -27,8 +27,11 @@ use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
 use super::store::{keys_of_lease, write_position};
 use super::store::{range_in, read_auth_state, Applied, AuthApplied, RevisionEvents, WriteRequest, WriteResponse};
-use super::view::{event_of, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_KEYS, META};
+use super::view::{event_of, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
 use crate::auth::state::AuthChange;
+
+mod bounds;
+pub use bounds::{rebuild_lease_bytes, BATCH_RECORD_BYTES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX};
 
 /// etcd's shortest lease: shorter requests are granted this many seconds (etcd derives it
 /// from its election timeout; 2 s with etcd's defaults).
@@ -52,6 +55,7 @@ pub struct Writer<'t> {
     meta: Table<'t, &'static str, u64>,
     leases: Table<'t, i64, i64>,
     lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    lease_bytes: Table<'t, i64, u64>,
     auth: Table<'t, &'static str, &'static [u8]>,
     position: Position,
 }
@@ -88,6 +92,7 @@ impl<'t> Writer<'t> {
             meta: txn.open_table(META)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
+            lease_bytes: txn.open_table(LEASE_BYTES)?,
             auth: txn.open_table(AUTH)?,
             position,
         })
@@ -117,7 +122,9 @@ impl<'t> Writer<'t> {
         let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new) };
         let outcome = match request {
             WriteRequest::Put(put) => self.check_put(put).and_then(|()| self.put(&mut exec, put).map(WriteResponse::Put)),
-            WriteRequest::DeleteRange(delete) => self.delete_range(&mut exec, delete).map(WriteResponse::DeleteRange),
+            WriteRequest::DeleteRange(delete) => {
+                self.check_delete(delete, &mut 0).and_then(|()| self.delete_range(&mut exec, delete)).map(WriteResponse::DeleteRange)
+            }
             WriteRequest::Txn(txn) => self.txn_checked(&mut exec, txn).map(WriteResponse::Txn),
             WriteRequest::Compact(compact) => return self.compact(compact),
             WriteRequest::LeaseGrant(grant) => return self.lease_grant(grant),
@@ -173,6 +180,7 @@ impl<'t> Writer<'t> {
             }
             RecordBody::LeaseGrant { id, ttl } => {
                 self.leases.insert(*id, *ttl)?;
+                self.lease_bytes.insert(*id, 0)?;
             }
             RecordBody::LeaseRevoke { id, revision, changes } => {
                 if !changes.is_empty() {
@@ -189,6 +197,7 @@ impl<'t> Writer<'t> {
                     self.position.revision = *revision;
                 }
                 self.leases.remove(*id)?;
+                self.lease_bytes.remove(*id)?;
             }
             RecordBody::Auth { change } => {
                 let mut state = read_auth_state(&self.auth)?;
@@ -226,7 +235,7 @@ impl<'t> Writer<'t> {
         if put.lease != 0 && self.leases.get(put.lease)?.is_none() {
             return Err(Error::LeaseNotFound);
         }
-        Ok(())
+        self.check_lease_room(put)
     }
 
     fn check_range(&self, range: &RangeRequest) -> Result<()> {
@@ -239,18 +248,23 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Checks the puts (`puts`) or the ranges of the ops on the taken path, nested ones
-    /// included. etcd checks every put first, then every range, so that is the order in
-    /// which a txn with both kinds of problem reports them.
-    fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>, puts: bool) -> Result<()> {
+    /// Checks the puts and deletes (`puts`) or the ranges of the ops on the taken path,
+    /// nested ones included. etcd checks every put first, then every range, so that is the
+    /// order in which a txn with both kinds of problem reports them. `touched` sums what the
+    /// deletes and copied values touch (see `bounds`).
+    fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>, puts: bool, touched: &mut u64) -> Result<()> {
         for op in ops {
             match &op.request {
                 Some(Request::RequestRange(range)) if !puts => self.check_range(range)?,
-                Some(Request::RequestPut(put)) if puts => self.check_put(put)?,
+                Some(Request::RequestPut(put)) if puts => {
+                    self.check_put(put)?;
+                    self.check_copied_value(put, touched)?;
+                }
+                Some(Request::RequestDeleteRange(delete)) if puts => self.check_delete(delete, touched)?,
                 Some(Request::RequestRange(_) | Request::RequestPut(_) | Request::RequestDeleteRange(_)) | None => {}
                 Some(Request::RequestTxn(txn)) => {
                     let succeeded = *path.next().expect("a path entry for every nested txn");
-                    self.check_ops(if succeeded { &txn.success } else { &txn.failure }, path, puts)?;
+                    self.check_ops(if succeeded { &txn.success } else { &txn.failure }, path, puts, touched)?;
                 }
             }
         }
@@ -298,7 +312,7 @@ impl<'t> Writer<'t> {
         for puts in [true, false] {
             let mut checking = path.iter();
             let succeeded = *checking.next().expect("the top-level txn has a path entry");
-            self.check_ops(if succeeded { &txn.success } else { &txn.failure }, &mut checking, puts)?;
+            self.check_ops(if succeeded { &txn.success } else { &txn.failure }, &mut checking, puts, &mut 0)?;
         }
         let mut taken = path.into_iter();
         self.txn(exec, txn, &mut taken)
@@ -342,9 +356,11 @@ impl<'t> Writer<'t> {
         Ok(PutResponse { header: exec.header(), prev_kv })
     }
 
+    /// Deletes the range's live keys. Its keys are read first (values are read one key at a
+    /// time, and kept only for `prev_kv`); `bounds` checked what it touches beforehand.
     fn delete_range(&mut self, exec: &mut Exec, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let span = KeySpan::new(&delete.key, &delete.range_end);
-        let victims = self.view.scan(&span, i64::MAX, None, false, false)?.kvs;
+        let victims = self.view.scan(&span, i64::MAX, None, false, true)?.kvs;
         let mut prev_kvs = Vec::new();
         for kv in &victims {
             let previous = self.live(&kv.key)?.expect("scanned just now");
@@ -384,6 +400,7 @@ impl<'t> Writer<'t> {
         };
         let ttl = request.ttl.max(LEASE_TTL_MIN);
         self.leases.insert(id, ttl)?;
+        self.lease_bytes.insert(id, 0)?;
         self.position.index += 1;
         let record = Record { index: self.position.index, body: RecordBody::LeaseGrant { id, ttl } };
         let header = Some(ResponseHeader { revision: self.position.revision, ..Default::default() });
@@ -441,6 +458,7 @@ impl<'t> Writer<'t> {
             self.write_delete(exec, previous)?;
         }
         self.leases.remove(request.id)?;
+        self.lease_bytes.remove(request.id)?;
         let changes = std::mem::take(&mut exec.changes);
         let revision = if changes.is_empty() { 0 } else { exec.write_revision() };
         if revision != 0 {
@@ -462,6 +480,7 @@ impl<'t> Writer<'t> {
         let previous = self.live(key)?;
         if let Some(old) = previous.as_ref().filter(|previous| previous.lease != 0) {
             self.lease_keys.remove((old.lease, key))?;
+            self.track_lease_entry(old.lease, old, false)?;
         }
         if lease != 0 {
             self.lease_keys.insert((lease, key), ())?;
@@ -478,6 +497,7 @@ impl<'t> Writer<'t> {
             value,
         };
         self.write_entry(&entry)?;
+        self.track_lease_entry(lease, &entry, true)?;
         if let Some(events) = exec.events.as_mut() {
             events.push(event_of(&entry, self.event_previous(&entry, previous.as_ref())?.as_ref()));
         }
@@ -498,6 +518,7 @@ impl<'t> Writer<'t> {
     fn write_delete(&mut self, exec: &mut Exec, previous: StoredKv) -> Result<()> {
         if previous.lease != 0 {
             self.lease_keys.remove((previous.lease, previous.key.as_slice()))?;
+            self.track_lease_entry(previous.lease, &previous, false)?;
         }
         let entry = StoredKv {
             key: previous.key.clone(),

@@ -18,6 +18,9 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
 /// (lease id, key) for every live key attached to a lease: revoke finds its keys here.
 pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// Lease id -> bytes of the live entries attached to it ([`entry_cost`] summed): bounds what
+/// one revoke deletes (`LEASE_ENTRY_BYTES_MAX`). Rebuilt from `kv_latest` when missing.
+pub const LEASE_BYTES: TableDefinition<i64, u64> = TableDefinition::new("lease_bytes");
 /// The auth state ([`crate::auth::state::AuthState`], encoded) under [`AUTH_STATE_KEY`];
 /// absent until the first auth change.
 pub const AUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("auth");
@@ -119,6 +122,39 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
         Ok(scan)
     }
 
+    /// Bytes of the live entries in `span` now (each its [`entry_cost`]), counted until the
+    /// sum passes `limit`: what deleting the span would touch, without holding any of it.
+    pub fn live_bytes(&self, span: &KeySpan, limit: u64) -> Result<u64> {
+        let mut total = 0u64;
+        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<bool> {
+            if !peek_revision(bytes, key)?.1 {
+                total += entry_cost(key.len(), bytes.len());
+            }
+            Ok(total <= limit)
+        };
+        match span {
+            _ if span.is_empty() => {}
+            KeySpan::Single(key) => {
+                if let Some(bytes) = self.latest.get(key.as_slice())? {
+                    visit(key, bytes.value())?;
+                }
+            }
+            KeySpan::Range { start, end } => {
+                let range = match end {
+                    Some(end) => self.latest.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                    None => self.latest.range::<&[u8]>(start.as_slice()..)?,
+                };
+                for item in range {
+                    let (key, bytes) = item?;
+                    if !visit(key.value(), bytes.value())? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// Events of revisions `from..=to` touching `span`, in log order, grouped by revision.
     /// Revisions without a matching event are left out.
     pub fn events(&self, span: &KeySpan, from: i64, to: i64, prev_kv: bool) -> Result<Vec<RevisionEvents>> {
@@ -153,6 +189,12 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
         }
         self.live_at(&entry.key, entry.mod_revision - 1)
     }
+}
+
+/// What one live entry weighs against the write bounds: its key, its stored bytes (value and
+/// metadata included) and a fixed share for the WAL and event framing around it.
+pub fn entry_cost(key_bytes: usize, stored_bytes: usize) -> u64 {
+    (key_bytes + stored_bytes + 32) as u64
 }
 
 /// The watch event for a change, as etcd shapes it.

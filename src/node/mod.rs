@@ -61,6 +61,8 @@ struct Shared {
     visible: AtomicI64,
     fence: StorageFence,
     failure: Mutex<Option<Error>>,
+    /// Turns true (once) when `failure` is set: health reporters wait on it.
+    failed: tokio::sync::watch::Sender<bool>,
     jobs: Mutex<Option<mpsc::Sender<pipeline::Job>>>,
     stopped: Mutex<Option<oneshot::Receiver<Result<()>>>>,
     stats: pipeline::Counters,
@@ -145,6 +147,7 @@ impl Node {
             visible: AtomicI64::new(visible),
             fence,
             failure: Mutex::new(None),
+            failed: tokio::sync::watch::Sender::new(false),
             jobs: Mutex::new(Some(jobs_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
             stats: pipeline::Counters::default(),
@@ -360,6 +363,16 @@ impl Node {
         match self.shared.failure.lock().expect("failure lock").clone() {
             Some(failure) => Err(failure),
             None => Ok(()),
+        }
+    }
+
+    /// Resolves once the node has stopped serving: a storage failure, a fence, a writer that
+    /// died (then [`Node::health`] says which), or every handle on the node dropped. Holds no
+    /// handle on the node itself.
+    pub fn stopped_serving(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut failed = self.shared.failed.subscribe();
+        async move {
+            let _ = failed.wait_for(|failed| *failed).await;
         }
     }
 

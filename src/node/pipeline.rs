@@ -24,6 +24,7 @@
 //! Reopening recovers from the WAL. The store is made durable (one redb fsync) only when
 //! the WAL holds every record applied to it, then WAL segments below it are removed.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,9 +234,17 @@ pub fn start(shared: Arc<Shared>, wal: WalWriter, log: Option<TermLog>, jobs: mp
     // With sync upload, the bucket's round trip paces the writer: see BATCHES_AHEAD_MAX.
     let ahead = (log.is_some() && sync_upload(&shared)).then(|| Arc::new(Semaphore::new(BATCHES_AHEAD_MAX)));
     let syncer = tokio::spawn(syncer_loop(shared.clone(), wal, log, sync_rx, synced_tx));
+    let writer = tokio::spawn(writer_loop(shared.clone(), jobs, ahead, sync_tx, synced_rx));
+    // A writer or syncer that panics stops the node like a storage failure (fail-stop):
+    // health and readiness report it, and every later write gets the failure.
     tokio::spawn(async move {
-        let result = writer_loop(shared.clone(), jobs, ahead, sync_tx, synced_rx).await;
-        let _ = syncer.await;
+        let result = match writer.await {
+            Ok(result) => result,
+            Err(died) => Err(shared.fail(Error::StorageFailure(format!("the writer stopped: {died}")))),
+        };
+        if let Err(died) = syncer.await {
+            shared.fail(Error::StorageFailure(format!("the wal syncer stopped: {died}")));
+        }
         let _ = stopped.send(result);
     });
 }
@@ -252,6 +261,7 @@ impl Shared {
         if failure.is_none() {
             tracing::error!(%error, "t4: storage failed; this node stops acknowledging writes until reopened");
             *failure = Some(Error::StorageFailure(error.to_string()));
+            self.failed.send_replace(true);
         }
         failure.clone().expect("just set")
     }
@@ -295,33 +305,46 @@ async fn writer_loop(
     mut synced: watch::Receiver<u64>,
 ) -> Result<()> {
     let mut schedule = DurableSchedule { records_since: 0, at: shared.env.clock.monotonic() };
+    // Jobs taken from the channel that a batch had no room for (see Store::apply_batch):
+    // they go first into the next batch, before anything newer.
+    let mut carried: VecDeque<Job> = VecDeque::new();
     loop {
-        // While the store holds undurable commits, wake when they are due even if idle:
-        // replay after a crash stays bounded, and redb reads stay fast (a long run of
-        // non-durable commits slows them: docs/benchmarks.md).
-        let next = match schedule.due_in(&shared) {
-            // `biased`: branches in order, no random pick. A random pick draws from tokio's
-            // process-wide seed, which the simulator does not control (the same seed then
-            // ran differently after other seeds in one process). The timer goes first so
-            // a steady stream of jobs cannot starve the store sync.
-            Some(due_in) => tokio::select! {
-                biased;
-                _ = shared.env.clock.sleep(due_in) => {
-                    schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
-                    continue;
-                }
-                job = jobs.recv() => job,
-            },
-            None => jobs.recv().await,
+        let first = match carried.pop_front() {
+            Some(job) => job,
+            None => {
+                // While the store holds undurable commits, wake when they are due even if
+                // idle: replay after a crash stays bounded, and redb reads stay fast (a long
+                // run of non-durable commits slows them: docs/benchmarks.md).
+                let next = match schedule.due_in(&shared) {
+                    // `biased`: branches in order, no random pick. A random pick draws from
+                    // tokio's process-wide seed, which the simulator does not control (the
+                    // same seed then ran differently after other seeds in one process). The
+                    // timer goes first so a steady stream of jobs cannot starve the store sync.
+                    Some(due_in) => tokio::select! {
+                        biased;
+                        _ = shared.env.clock.sleep(due_in) => {
+                            schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
+                            continue;
+                        }
+                        job = jobs.recv() => job,
+                    },
+                    None => jobs.recv().await,
+                };
+                let Some(first) = next else { break };
+                first
+            }
         };
-        let Some(first) = next else { break };
         // Waiting here for the bucket lets the jobs that arrive meanwhile join this batch.
         let permit = match &ahead {
             Some(ahead) => Some(ahead.clone().acquire_owned().await.expect("the semaphore is never closed")),
             None => None,
         };
-        let batch = gather(&shared, first, &mut jobs);
-        schedule.records_since += apply_and_queue(&shared, batch, permit, &sync_tx).await;
+        let batch = gather(&shared, first, &mut carried, &mut jobs);
+        let (records, rest) = apply_and_queue(&shared, batch, permit, &sync_tx).await;
+        schedule.records_since += records;
+        for job in rest.into_iter().rev() {
+            carried.push_front(job);
+        }
         if schedule.is_due(&shared) {
             schedule.make_durable(&shared, &sync_tx, &mut synced).await?;
         }
@@ -336,58 +359,60 @@ async fn writer_loop(
     }
 }
 
-/// Takes `first` and whatever else is queued, within the batch bounds.
-fn gather(shared: &Shared, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+/// Takes `first` and whatever else waits (carried jobs, then the channel's), within the
+/// batch bounds.
+fn gather(shared: &Shared, first: Job, carried: &mut VecDeque<Job>, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
     let mut bytes = first.request.encoded_len();
     let mut batch = vec![first];
     while batch.len() < shared.config.batch_requests_max && bytes < shared.config.batch_bytes_max {
-        match jobs.try_recv() {
-            Ok(job) => {
-                bytes += job.request.encoded_len();
-                batch.push(job);
-            }
-            Err(_) => break,
-        }
+        let Some(job) = carried.pop_front().or_else(|| jobs.try_recv().ok()) else { break };
+        bytes += job.request.encoded_len();
+        batch.push(job);
     }
     batch
 }
 
 /// Applies one batch to the store and hands its WAL bytes to the syncer. Returns the
-/// number of WAL records it produced.
+/// number of WAL records it produced, and the jobs the batch had no room for (a suffix of
+/// `batch`, for the next one).
 async fn apply_and_queue(
     shared: &Arc<Shared>,
     batch: Vec<Job>,
     ahead: Option<OwnedSemaphorePermit>,
     sync_tx: &mpsc::Sender<SyncJob>,
-) -> u64 {
-    let batch = refuse_stale_permission_checks(shared, batch);
+) -> (u64, Vec<Job>) {
+    let mut batch = refuse_stale_permission_checks(shared, batch);
     if batch.is_empty() {
-        return 0;
+        return (0, Vec::new());
     }
-    let (requests, replies): (Vec<WriteRequest>, Vec<_>) = batch.into_iter().map(|job| (job.request, job.reply)).unzip();
     if let Some(failure) = shared.failed() {
-        for reply in replies {
-            let _ = reply.send(Err(failure.clone()));
-        }
-        return 0;
+        answer_jobs(batch, &failure);
+        return (0, Vec::new());
     }
     let want_events = shared.hub.has_watchers();
     // Inline, not on the blocking pool: a batch is a few redb page writes into the page
     // cache (no fsync), shorter than the hop to another thread would be.
-    let applied = shared.store.apply_batch(&requests, want_events);
-    let applied = match applied {
+    let applied = match shared.store.apply_batch(batch.iter().map(|job| &job.request), want_events) {
         Ok(applied) => applied,
         Err(error) => {
-            let failure = shared.fail(error);
-            for reply in replies {
-                let _ = reply.send(Err(failure.clone()));
-            }
-            return 0;
+            answer_jobs(batch, &shared.fail(error));
+            return (0, Vec::new());
         }
     };
-    track_leases(shared, &requests, &applied);
-    track_auth(shared, &requests, &applied);
-    let job = sync_job(shared, applied, replies, want_events, ahead);
+    let rest = batch.split_off(applied.len());
+    track_leases(shared, &batch, &applied);
+    track_auth(shared, &batch, &applied);
+    let replies = batch.into_iter().map(|job| job.reply).collect();
+    let job = match sync_job(shared, applied, replies, want_events, ahead) {
+        Ok(job) => job,
+        Err((error, senders)) => {
+            let failure = shared.fail(error);
+            for sender in senders {
+                let _ = sender.send(Err(failure.clone()));
+            }
+            return (0, rest);
+        }
+    };
     let records = match &job {
         SyncJob::Batch { wal: Some((_, _, count)), .. } => *count,
         _ => 0,
@@ -397,17 +422,23 @@ async fn apply_and_queue(
     if sync_tx.send(job).await.is_err() {
         shared.fail(Error::StorageFailure("wal syncer stopped".into()));
     }
-    records
+    (records, rest)
+}
+
+fn answer_jobs(jobs: Vec<Job>, failure: &Error) {
+    for job in jobs {
+        let _ = job.reply.send(Err(failure.clone()));
+    }
 }
 
 /// Lease expiry times follow grants and revokes in log order, as the writer applies them:
 /// a revoke racing the grant of the same id cannot leave in memory a lease the store does
 /// not have. A lease's time starts here, before its grant is durable, so never after the
 /// client sent it.
-fn track_leases(shared: &Shared, requests: &[WriteRequest], applied: &[Applied]) {
+fn track_leases(shared: &Shared, jobs: &[Job], applied: &[Applied]) {
     let now = shared.env.clock.monotonic();
-    for (request, outcome) in requests.iter().zip(applied) {
-        match (request, &outcome.response) {
+    for (job, outcome) in jobs.iter().zip(applied) {
+        match (&job.request, &outcome.response) {
             (WriteRequest::LeaseGrant(_), Ok(WriteResponse::LeaseGrant(grant))) => shared.lessor.granted(grant.id, grant.ttl, now),
             (WriteRequest::LeaseRevoke(revoke), Ok(_) | Err(Error::LeaseNotFound)) => shared.lessor.revoked(revoke.id),
             _ => {}
@@ -444,9 +475,9 @@ fn refuse_stale_permission_checks(shared: &Shared, batch: Vec<Job>) -> Vec<Job> 
 
 /// The node's copy of the auth state follows auth changes in log order, as the writer
 /// applies them (the same change applied to the same state gives the same state).
-fn track_auth(shared: &Shared, requests: &[WriteRequest], applied: &[Applied]) {
-    for (request, outcome) in requests.iter().zip(applied) {
-        if let (WriteRequest::Auth(change), Some(_)) = (request, &outcome.record) {
+fn track_auth(shared: &Shared, jobs: &[Job], applied: &[Applied]) {
+    for (job, outcome) in jobs.iter().zip(applied) {
+        if let (WriteRequest::Auth(change), Some(_)) = (&job.request, &outcome.record) {
             let mut auth = shared.auth.write().expect("auth lock");
             let mut next = (**auth).clone();
             next.apply(change).expect("the writer applied this change to the same state");
@@ -455,13 +486,15 @@ fn track_auth(shared: &Shared, requests: &[WriteRequest], applied: &[Applied]) {
     }
 }
 
+/// The syncer's job for an applied batch; when its WAL batch cannot be encoded (past its
+/// bound), the error and the callers to answer.
 fn sync_job(
     shared: &Shared,
     applied: Vec<Applied>,
     senders: Vec<oneshot::Sender<Result<WriteResponse>>>,
     want_events: bool,
     ahead: Option<OwnedSemaphorePermit>,
-) -> SyncJob {
+) -> std::result::Result<SyncJob, (Error, Vec<oneshot::Sender<Result<WriteResponse>>>)> {
     let mut records: Vec<Record> = Vec::new();
     let mut events = want_events.then(Vec::new);
     let mut replies = Vec::with_capacity(senders.len());
@@ -472,11 +505,14 @@ fn sync_job(
         }
         replies.push((sender, outcome.response));
     }
-    let wal = (!records.is_empty()).then(|| {
-        let first = records[0].index;
-        (Bytes::from(encode_batch(&records)), first, records.len() as u64)
-    });
-    SyncJob::Batch { wal, revision: shared.store.applied_revision(), events, replies, ahead }
+    let wal = match records.first() {
+        None => None,
+        Some(first) => match encode_batch(&records) {
+            Ok(bytes) => Some((Bytes::from(bytes), first.index, records.len() as u64)),
+            Err(error) => return Err((error, replies.into_iter().map(|(sender, _)| sender).collect())),
+        },
+    };
+    Ok(SyncJob::Batch { wal, revision: shared.store.applied_revision(), events, replies, ahead })
 }
 
 /// Waits until the WAL holds every record the store applied, then makes the store durable

@@ -57,6 +57,18 @@ pub struct Args {
     /// A sealed volume at least this fraction dead is compacted.
     #[arg(long, env = "S4_COMPACTION_DEAD_FRACTION", default_value_t = 0.5)]
     pub compaction_dead_fraction: f64,
+    /// Most client connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "S4_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A connection that sends no complete request head for this long is closed (slow or
+    /// idle HTTP/1 clients, TLS handshakes, and the first bytes of any connection).
+    #[arg(long, env = "S4_HEADER_READ_TIMEOUT_SEC", default_value_t = 30)]
+    pub header_read_timeout_sec: u64,
+    /// Accept AWS Signature Version 2 (header or presigned query). Off by default: a SigV2
+    /// signature carries no time bound a server checks, so a captured request replays
+    /// forever; AWS itself refuses it on every newer region.
+    #[arg(long, env = "S4_ALLOW_SIGV2", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_sigv2: bool,
     #[arg(long, env = "S4_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     #[command(subcommand)]
@@ -73,6 +85,37 @@ pub enum Command {
 /// Random credentials from the operating system (only when none were configured).
 fn generated_secret(bytes: usize) -> std::io::Result<String> {
     Ok(crate::env::os_random(bytes)?.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Where generated credentials are kept, inside the data dir (readable by its owner only).
+pub const CREDENTIALS_FILE: &str = "credentials";
+
+/// With no credentials configured: the ones generated at an earlier start, or new random
+/// ones written to `<data dir>/credentials` (mode 0600). The secret is never printed or
+/// logged; stderr says where it is.
+fn generated_credentials(data_dir: &std::path::Path) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(CREDENTIALS_FILE);
+    let parse = |text: &str| {
+        let value = |name: &str| text.lines().find_map(|line| line.strip_prefix(name)).map(str::to_string);
+        value("S4_ACCESS_KEY_ID=").zip(value("S4_SECRET_ACCESS_KEY="))
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let credentials = parse(&text).ok_or_else(|| format!("{} is not a credentials file s4 wrote", path.display()))?;
+        eprintln!("s4: no credentials configured; using the generated ones in {}", path.display());
+        return Ok(credentials);
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let (access, secret) = (generated_secret(10)?, generated_secret(20)?);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    std::io::Write::write_all(&mut file, format!("S4_ACCESS_KEY_ID={access}\nS4_SECRET_ACCESS_KEY={secret}\n").as_bytes())?;
+    file.sync_all()?;
+    eprintln!(
+        "s4: WARNING: no credentials configured; generated a key pair and wrote it to {} (set S4_ACCESS_KEY_ID and \
+         S4_SECRET_ACCESS_KEY to choose your own)",
+        path.display()
+    );
+    Ok((access, secret))
 }
 
 /// Entry point of the `s4` binary; returns the exit code.
@@ -104,12 +147,7 @@ pub fn main() -> i32 {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (access, secret) = match (args.access_key_id, args.secret_access_key) {
         (Some(access), Some(secret)) => (access, secret),
-        (None, None) => {
-            let (access, secret) = (generated_secret(10)?, generated_secret(20)?);
-            println!("s4: generated credentials (set S4_ACCESS_KEY_ID and S4_SECRET_ACCESS_KEY to choose your own):");
-            println!("S4_ACCESS_KEY_ID={access}\nS4_SECRET_ACCESS_KEY={secret}");
-            (access, secret)
-        }
+        (None, None) => generated_credentials(&args.data_dir)?,
         _ => return Err("set both S4_ACCESS_KEY_ID and S4_SECRET_ACCESS_KEY, or neither".into()),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -117,6 +155,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         _ => None,
     };
     std::fs::create_dir_all(&args.data_dir)?;
+    crate::env::raise_open_files_limit();
     let disk = Arc::new(OsDisk::new(args.data_dir.clone()));
     let _lock = crate::env::Disk::lock_exclusive(disk.as_ref())?;
     let clock = Arc::new(RealClock::new());
@@ -132,6 +171,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         upload_bytes_max: args.max_upload_size,
         metrics: args.metrics_enabled,
         tls,
+        connections_max: args.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_sec.max(1)),
+        allow_sigv2: args.allow_sigv2,
     };
     serve(listener, engine, clock, settings, shutdown_signal()).await?;
     tracing::info!("s4 stopped accepting connections");
@@ -148,7 +190,39 @@ pub struct ServeSettings {
     pub metrics: bool,
     /// Serve HTTPS with this identity instead of plain HTTP.
     pub tls: Option<TlsAcceptor>,
+    /// Most connections served at once (`--max-connections`).
+    pub connections_max: usize,
+    /// How long a connection may take to send a complete request head (`--header-read-timeout-sec`).
+    pub header_read_timeout: Duration,
+    /// Accept Signature Version 2 (`--allow-sigv2`).
+    pub allow_sigv2: bool,
 }
+
+impl ServeSettings {
+    /// Settings with the defaults of the binary's flags.
+    pub fn new(access_key_id: String, secret_access_key: String, upload_bytes_max: u64) -> Self {
+        Self {
+            access_key_id,
+            secret_access_key,
+            upload_bytes_max,
+            metrics: true,
+            tls: None,
+            connections_max: 4096,
+            header_read_timeout: Duration::from_secs(30),
+            allow_sigv2: false,
+        }
+    }
+}
+
+/// Longest pause after a failed accept (out of file descriptors, most often) before the
+/// next attempt: the server waits for connections to close instead of exiting.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// HTTP/2 pings on idle connections, and how long an answer may take before the
+/// connection is closed.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent streams one HTTP/2 connection may open.
+const H2_STREAMS_MAX: u32 = 256;
 
 /// Serves S3 (and `/health`, `/metrics`) on `listener` until `shutdown` completes. Used by
 /// the binary and by in-process tests.
@@ -161,21 +235,53 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut builder = S3ServiceBuilder::new(S4::new(engine.clone(), settings.upload_bytes_max));
     builder.set_auth(SimpleAuth::from_single(settings.access_key_id, settings.secret_access_key));
-    let router = Arc::new(Router { s3: builder.build(), engine, metrics: S4Metrics::new(clock), metrics_enabled: settings.metrics });
+    let router = Arc::new(Router { s3: builder.build(), engine, metrics: S4Metrics::new(clock), metrics_enabled: settings.metrics, allow_sigv2: settings.allow_sigv2 });
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.connections_max));
+    let timeout = settings.header_read_timeout;
+    let mut failures: u32 = 0;
     tokio::pin!(shutdown);
     loop {
-        let (socket, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        // A place first: past `connections_max`, new connections wait in the listen backlog.
+        let place = tokio::select! {
+            place = connections.clone().acquire_owned() => place.expect("the semaphore is never closed"),
             _ = &mut shutdown => return Ok(()),
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => {
+                failures = 0;
+                socket
+            }
+            Err(error) => {
+                // EMFILE/ENFILE/ENOBUFS and aborted handshakes end one attempt, never the server.
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::warn!(%error, failures, "s4: accept failed; waiting for connections to close");
+                }
+                tokio::time::sleep(Duration::from_millis(10).saturating_mul(failures).min(ACCEPT_BACKOFF_MAX)).await;
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
         let router = router.clone();
         let tls = settings.tls.clone();
         tokio::spawn(async move {
+            let _place = place;
             match tls {
-                None => serve_connection(socket, router).await,
+                None => {
+                    if let Some(version) = plain_version(&socket, timeout).await {
+                        serve_connection(socket, router, version, timeout).await;
+                    }
+                }
+                // The acceptor bounds the handshake's time itself.
                 Some(tls) => match tls.accept(socket).await {
-                    Ok(stream) => serve_connection(stream, router).await,
+                    Ok(stream) => {
+                        let version = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { Version::H2 } else { Version::H1 };
+                        serve_connection(stream, router, version, timeout).await;
+                    }
                     Err(error) => tracing::debug!(%error, "s4: TLS handshake failed"),
                 },
             }
@@ -183,7 +289,37 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, router: Arc<Router>)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    H1,
+    H2,
+}
+
+/// HTTP/1 or HTTP/2 (prior knowledge), from the connection's first bytes, read within
+/// `timeout`: a client that sends nothing, or dribbles the preface, is dropped.
+async fn plain_version(socket: &tokio::net::TcpStream, timeout: Duration) -> Option<Version> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let peek = async {
+        let mut buffer = [0u8; PREFACE.len()];
+        loop {
+            let seen = socket.peek(&mut buffer).await.ok()?;
+            if seen == 0 {
+                return None;
+            }
+            if buffer[..seen] != PREFACE[..seen] {
+                return Some(Version::H1);
+            }
+            if seen == PREFACE.len() {
+                return Some(Version::H2);
+            }
+            // A partial preface: wait a little for the rest (peek returns at once).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.ok().flatten()
+}
+
+async fn serve_connection<I>(io: I, router: Arc<Router>, version: Version, header_read_timeout: Duration)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -191,8 +327,19 @@ where
         let router = router.clone();
         async move { router.handle(request).await }
     });
-    let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = connection.serve_connection(TokioIo::new(io), service).await {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = match version {
+        Version::H1 => builder.http1_only(),
+        Version::H2 => builder.http2_only(),
+    };
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(H2_STREAMS_MAX);
+    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%error, "s4: connection ended with an error");
     }
 }
@@ -204,6 +351,26 @@ struct Router {
     engine: Engine,
     metrics: S4Metrics,
     metrics_enabled: bool,
+    allow_sigv2: bool,
+}
+
+/// A request signed with Signature Version 2: `Authorization: AWS <key>:<signature>`, or a
+/// presigned URL with `AWSAccessKeyId` and `Signature` (v4 presigned URLs use `X-Amz-*`).
+fn signed_v2(request: &hyper::Request<hyper::body::Incoming>) -> bool {
+    let header = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let query = request.uri().query().unwrap_or("");
+    let has = |name: &str| query.split('&').any(|pair| pair.split('=').next() == Some(name));
+    header.is_some_and(|value| value.starts_with("AWS ")) || (has("AWSAccessKeyId") && has("Signature"))
+}
+
+/// S3's answer to a signature mechanism it does not take.
+fn sigv2_refused() -> hyper::Response<s3s::Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>The authorization \
+                mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.</Message></Error>";
+    let mut response = hyper::Response::new(s3s::Body::from(body.to_string()));
+    *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    response
 }
 
 fn unsigned(request: &hyper::Request<hyper::body::Incoming>) -> bool {
@@ -219,6 +386,9 @@ impl Router {
                 "/metrics" if self.metrics_enabled => return Ok(self.render_metrics()),
                 _ => {}
             }
+        }
+        if !self.allow_sigv2 && signed_v2(&request) {
+            return Ok(sigv2_refused());
         }
         let method = request.method().clone();
         let timer = self.metrics.start();

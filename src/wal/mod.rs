@@ -9,6 +9,8 @@ mod record;
 mod recovery;
 mod writer;
 
-pub use record::{decode_batch, encode_batch, Change, ChangeKind, Record, RecordBody, BATCH_HEADER_BYTES};
+pub use record::{
+    batch_runs, decode_batch, encode_batch, Change, ChangeKind, Record, RecordBody, BATCH_HEADER_BYTES, BATCH_PAYLOAD_BYTES_MAX,
+};
 pub use recovery::{recover, Recovered};
 pub use writer::{segment_name, WalWriter, SEGMENT_HEADER_BYTES, WAL_DIR};

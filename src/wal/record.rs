@@ -56,17 +56,69 @@ pub enum ChangeKind {
     Delete,
 }
 
-/// Encodes records with consecutive indexes into one batch.
-pub fn encode_batch(records: &[Record]) -> Vec<u8> {
+impl Record {
+    /// The bytes this record takes in a batch's payload (what [`encode_batch`] writes).
+    pub fn encoded_len(&self) -> usize {
+        let changes = |changes: &[Change]| changes.iter().map(Change::encoded_len).sum::<usize>();
+        match &self.body {
+            RecordBody::Txn { changes: list, .. } => 1 + 8 + 4 + changes(list),
+            RecordBody::Compact { .. } => 1 + 8,
+            RecordBody::LeaseGrant { .. } => 1 + 8 + 8,
+            RecordBody::LeaseRevoke { changes: list, .. } => 1 + 8 + 8 + 4 + changes(list),
+            RecordBody::Auth { change } => 1 + 4 + change.encode().len(),
+        }
+    }
+}
+
+impl Change {
+    fn encoded_len(&self) -> usize {
+        let value = match &self.kind {
+            ChangeKind::Put { value, .. } => 4 + value.len() + 8,
+            ChangeKind::Delete => 0,
+        };
+        1 + 4 + self.key.len() + value
+    }
+}
+
+/// Splits dense records into runs that each fit one batch: at most `records_max` records
+/// and, unless one record alone is larger, at most `bytes_max` encoded bytes.
+pub fn batch_runs(records: &[Record], records_max: usize, bytes_max: usize) -> Vec<&[Record]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, record) in records.iter().enumerate() {
+        let len = record.encoded_len();
+        if at > start && (at - start >= records_max || bytes + len > bytes_max) {
+            runs.push(&records[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += len;
+    }
+    if start < records.len() {
+        runs.push(&records[start..]);
+    }
+    runs
+}
+
+/// Encodes records with consecutive indexes into one batch; refuses (`StorageFailure`: the
+/// writer's bounds failed) a payload past [`BATCH_PAYLOAD_BYTES_MAX`], which no reader
+/// would accept.
+pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     for pair in records.windows(2) {
         assert_eq!(pair[0].index + 1, pair[1].index, "batch records must be dense");
     }
-    let mut payload = Vec::new();
+    let payload_len: usize = records.iter().map(Record::encoded_len).sum();
+    if payload_len > BATCH_PAYLOAD_BYTES_MAX {
+        return Err(Error::StorageFailure(format!(
+            "a WAL batch of {} records would take {payload_len} bytes, over the bound of {BATCH_PAYLOAD_BYTES_MAX}",
+            records.len()
+        )));
+    }
+    let mut payload = Vec::with_capacity(payload_len);
     for record in records {
         encode_body(&record.body, &mut payload);
     }
-    assert!(payload.len() <= BATCH_PAYLOAD_BYTES_MAX, "batch payload over its bound");
+    assert_eq!(payload.len(), payload_len, "encoded_len must say what encode_body writes");
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + payload.len());
     out.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
     out.extend_from_slice(&BATCH_VERSION.to_le_bytes());
@@ -79,7 +131,7 @@ pub fn encode_batch(records: &[Record]) -> Vec<u8> {
     out.extend_from_slice(&header_crc.to_le_bytes());
     debug_assert_eq!(out.len(), BATCH_HEADER_BYTES);
     out.extend_from_slice(&payload);
-    out
+    Ok(out)
 }
 
 fn encode_body(body: &RecordBody, out: &mut Vec<u8>) {
@@ -335,7 +387,7 @@ mod tests {
         fn batches_round_trip(first in 1u64..1 << 40, bodies in proptest::collection::vec(body_strategy(), 1..8)) {
             let records: Vec<Record> = bodies.into_iter().enumerate()
                 .map(|(offset, body)| Record { index: first + offset as u64, body }).collect();
-            let bytes = encode_batch(&records);
+            let bytes = encode_batch(&records).expect("within bounds");
             let (decoded, len) = decode_batch(&bytes).unwrap();
             prop_assert_eq!(len, bytes.len());
             prop_assert_eq!(decoded, records);
@@ -349,7 +401,7 @@ mod tests {
         ) {
             let records: Vec<Record> = bodies.into_iter().enumerate()
                 .map(|(offset, body)| Record { index: 1 + offset as u64, body }).collect();
-            let bytes = encode_batch(&records);
+            let bytes = encode_batch(&records).expect("within bounds");
             for cut in 0..bytes.len() {
                 prop_assert!(decode_batch(&bytes[..cut]).is_err());
             }
@@ -357,6 +409,36 @@ mod tests {
             let index = flip_at.index(flipped.len());
             flipped[index] ^= 1 << bit;
             prop_assert!(decode_batch(&flipped).is_err(), "a flipped bit must never decode");
+        }
+    }
+
+    #[test]
+    fn a_batch_past_its_payload_bound_is_refused_not_a_panic() {
+        let value = vec![0u8; BATCH_PAYLOAD_BYTES_MAX];
+        let change = Change { key: b"k".to_vec(), kind: ChangeKind::Put { value, lease: 0 } };
+        let records = [Record { index: 1, body: RecordBody::Txn { revision: 2, changes: vec![change] } }];
+        assert!(records[0].encoded_len() > BATCH_PAYLOAD_BYTES_MAX);
+        assert!(matches!(encode_batch(&records), Err(Error::StorageFailure(_))));
+    }
+
+    #[test]
+    fn batch_runs_keep_records_in_order_within_both_bounds() {
+        let put = |index: u64, bytes: usize| Record {
+            index,
+            body: RecordBody::Txn {
+                revision: index as i64 + 1,
+                changes: vec![Change { key: b"k".to_vec(), kind: ChangeKind::Put { value: vec![1; bytes], lease: 0 } }],
+            },
+        };
+        let records: Vec<Record> = [10, 10, 500, 10, 10, 10, 10].iter().enumerate().map(|(at, bytes)| put(at as u64 + 1, *bytes)).collect();
+        let sizes: Vec<usize> = records.iter().map(Record::encoded_len).collect();
+        let runs = batch_runs(&records, 3, 130);
+        let lens: Vec<usize> = runs.iter().map(|run| run.len()).collect();
+        assert_eq!(lens, [2, 1, 3, 1], "a run ends at 3 records or before passing 130 bytes; a larger record goes alone");
+        assert_eq!(runs.concat(), records);
+        for run in &runs[..] {
+            let bytes: usize = run.iter().map(Record::encoded_len).sum();
+            assert!(run.len() == 1 || bytes <= 130, "{bytes} bytes in {} records ({sizes:?})", run.len());
         }
     }
 

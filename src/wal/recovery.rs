@@ -176,7 +176,7 @@ mod tests {
     fn write_log(disk: &Arc<dyn Disk>, batches: u64, segment_bytes_max: u64) -> WalWriter {
         let mut writer = WalWriter::open(disk.clone(), Vec::new(), 0, 1, segment_bytes_max).unwrap();
         for index in 1..=batches {
-            writer.append(&encode_batch(&[txn(index)]), index, 1).unwrap();
+            writer.append(&encode_batch(&[txn(index)]).unwrap(), index, 1).unwrap();
         }
         writer
     }
@@ -197,7 +197,7 @@ mod tests {
         let disk: Arc<dyn Disk> = Arc::new(sim.clone());
         let writer = write_log(&disk, 5, 1 << 20);
         // An unsynced half-written batch at the end, as a crash mid-write leaves it.
-        let batch = encode_batch(&[txn(6)]);
+        let batch = encode_batch(&[txn(6)]).unwrap();
         let file = disk.open(&segment_name(1), false).unwrap();
         let len = file.len().unwrap();
         file.write_at(len, &batch[..batch.len() / 2]).unwrap();
@@ -239,7 +239,7 @@ mod tests {
         let clean = recover(&disk, 0).unwrap();
         assert_eq!((clean.records.len(), clean.torn_bytes), (10, 0), "zeros after the last batch are not a torn tail");
         tracing::info!("--- half a batch lands in the preallocated space");
-        let batch = encode_batch(&[txn(11)]);
+        let batch = encode_batch(&[txn(11)]).unwrap();
         file.write_at(clean.last_len, &batch[..batch.len() / 2]).unwrap();
         let torn = recover(&disk, 0).unwrap();
         assert_eq!(torn.records.len(), 10);

@@ -9,6 +9,7 @@ mod etcd_process;
 mod etcdctl;
 mod fuzz_corpus;
 mod grpc_api;
+mod hardening;
 mod leases;
 mod node_api;
 mod node_bucket;

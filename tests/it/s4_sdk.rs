@@ -51,7 +51,7 @@ async fn server_with(tls: Option<t4::tls::TlsAcceptor>) -> Server {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{}", listener.local_addr().unwrap());
     let settings =
-        ServeSettings { access_key_id: ACCESS.into(), secret_access_key: SECRET.into(), upload_bytes_max: UPLOAD_MAX, metrics: true, tls };
+        ServeSettings { tls, ..ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX) };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, engine, clock, settings, async move {
         let _ = stopped.await;

@@ -50,8 +50,9 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
+    /// Waits up to 30 s (a store that replays a large WAL at open takes a while).
     async fn wait_ready(&self) {
-        for _ in 0..200 {
+        for _ in 0..3000 {
             if http_get(self.metrics_addr, "/readyz").await.is_some_and(|(code, _)| code == 200) {
                 return;
             }
@@ -89,7 +90,7 @@ impl Drop for TestServer {
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
-    socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: t4\r\n\r\n").as_bytes()).await.ok()?;
+    socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: t4\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
     let mut response = String::new();
     socket.read_to_string(&mut response).await.ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;

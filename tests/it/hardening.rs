@@ -1,0 +1,288 @@
+//! Requests and faults that must never stop the node or leave it claiming to serve while it
+//! cannot (issue 15, docs/robustness.md "Hostile input").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{DeleteOptions, GetOptions, PutOptions};
+use t4::env::{SimDisk, SimDiskFaults};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::server::{http_get, TestServer};
+use crate::support::sim_node;
+
+/// A key a little under etcd's default request bound (1.5 MiB); 190 of them are ~285 MB,
+/// more than one WAL batch may carry (256 MiB). Before the write bounds, deleting them all
+/// panicked the writer: every later write failed while health still said serving.
+const BIG_KEY_BYTES: usize = 1_500_000;
+const BIG_KEYS: usize = 190;
+
+fn big_key(i: usize) -> Vec<u8> {
+    let mut key = format!("/big/{i:03}/").into_bytes();
+    key.resize(BIG_KEY_BYTES, b'k');
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_range_over_huge_keys_is_refused_and_the_node_keeps_serving() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    tracing::info!("--- {BIG_KEYS} keys of {BIG_KEY_BYTES} bytes, eight writers at a time");
+    for group in (0..BIG_KEYS).collect::<Vec<_>>().chunks(8) {
+        let puts = group.iter().map(|&i| {
+            let mut client = client.clone();
+            async move { client.put(big_key(i), "v", None).await.map(|_| ()) }
+        });
+        for outcome in futures::future::join_all(puts).await {
+            outcome.unwrap();
+        }
+    }
+
+    tracing::info!("--- deleting them all is refused with etcd's error, and deletes nothing");
+    let refused = client.delete("/big/", Some(DeleteOptions::new().with_prefix())).await.unwrap_err();
+    assert!(refused.to_string().contains("etcdserver: request is too large"), "{refused}");
+    let count = client.get("/big/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+    assert_eq!(count, BIG_KEYS as i64);
+
+    tracing::info!("--- nine racing deletes of 20 keys each (~270 MB of deleted keys in all) go through");
+    let racing = (0..9).map(|part| {
+        let mut client = client.clone();
+        let (from, to) = (format!("/big/{:03}", part * 20), format!("/big/{:03}", part * 20 + 20));
+        async move { client.delete(from, Some(DeleteOptions::new().with_range(to))).await.map(|deleted| deleted.deleted()) }
+    });
+    for outcome in futures::future::join_all(racing).await {
+        assert_eq!(outcome.unwrap(), 20);
+    }
+
+    tracing::info!("--- the node still writes and says it is ready; what is left survives a restart");
+    let put = client.put("/after", "ok", Some(PutOptions::new())).await.unwrap();
+    assert!(put.header().unwrap().revision() > BIG_KEYS as i64);
+    assert_eq!(http_get(server.metrics_addr, "/readyz").await.unwrap().0, 200);
+    drop(client);
+    let server = TestServer::start_in(server.stop().await, |_| {}).await;
+    let mut client = server.client().await;
+    let count = client.get("/big/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+    assert_eq!(count, BIG_KEYS as i64 - 180);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_reports_a_node_that_stopped_serving() {
+    let disk = SimDisk::new();
+    let node = sim_node(&disk).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let member = t4::core::MemberInfo { name: "health".into(), client_urls: vec![format!("http://{addr}")], peer_urls: Vec::new() };
+    let core = t4::core::EtcdCore::new(node.clone(), member, Duration::from_secs(300));
+    let metrics = Arc::new(t4::metrics::Metrics::new(Arc::new(t4::env::RealClock::new())));
+    let service = t4::etcd::Service::new(core, metrics, Default::default());
+    let mut builder = tonic::transport::Server::builder();
+    let router = service.add_to(&mut builder, 1 << 20);
+    let incoming = tokio_stream_listener(listener);
+    tokio::spawn(router.serve_with_incoming(incoming));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = |response: tonic::Response<tonic_health::pb::HealthCheckResponse>| response.into_inner().status;
+    let check = HealthCheckRequest { service: String::new() };
+    assert_eq!(status(health.check(check.clone()).await.unwrap()), ServingStatus::Serving as i32);
+
+    tracing::info!("--- a failed fsync stops the node: health says NOT_SERVING within a moment");
+    node.put("before", "1").await.unwrap();
+    disk.set_faults(SimDiskFaults { sync_failures: 1, ..Default::default() });
+    assert!(node.put("during", "2").await.is_err());
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = Some(status(health.check(check.clone()).await.unwrap()));
+        if seen == Some(ServingStatus::NotServing as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(ServingStatus::NotServing as i32));
+    assert!(node.health().is_err());
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+/// `s4` with a low open-files limit and a short header timeout, on a free port.
+struct LimitedS4 {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedS4 {
+    async fn start(open_files: u32, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let script = format!(
+            "ulimit -n {open_files} && exec {} --bind {addr} --data-dir {} --log-level error --header-read-timeout-sec 2 {extra}",
+            env!("CARGO_BIN_EXE_s4"),
+            dir.path().display()
+        );
+        let child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("S4_ACCESS_KEY_ID", "k")
+            .env("S4_SECRET_ACCESS_KEY", "secret")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { child, addr, _dir: dir };
+        for _ in 0..100 {
+            if http_get(addr, "/health").await.is_some_and(|(code, _)| code == 200) {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("s4 did not come up on {addr}");
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Opens `count` connections that send nothing (as many as the client side can).
+    async fn idle_connections(&self, count: usize) -> Vec<tokio::net::TcpStream> {
+        let mut held = Vec::new();
+        for _ in 0..count {
+            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(self.addr)).await {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => break,
+            }
+        }
+        held
+    }
+
+    /// Waits up to `within` for `/health` to answer 200.
+    async fn answers_within(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let attempt = tokio::time::timeout(Duration::from_secs(1), http_get(self.addr, "/health")).await;
+            if attempt.ok().flatten().is_some_and(|(code, _)| code == 200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for LimitedS4 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_out_of_file_descriptors_keeps_serving() {
+    let mut s4 = LimitedS4::start(128, "--max-connections 100000").await;
+    tracing::info!("--- 400 idle connections exhaust s4's 128 file descriptors: accept fails with EMFILE");
+    let held = s4.idle_connections(400).await;
+    assert!(held.len() > 128, "the kernel's backlog takes connections s4 cannot accept ({})", held.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s4.alive(), "s4 exited on an accept error");
+    tracing::info!("--- idle connections are closed after the header timeout; s4 answers again");
+    assert!(s4.answers_within(Duration::from_secs(10)).await, "s4 did not recover");
+    drop(held);
+    assert!(s4.alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_caps_connections_and_drops_slow_and_idle_clients() {
+    let mut s4 = LimitedS4::start(1024, "--max-connections 20").await;
+    tracing::info!("--- 50 idle connections: 20 are served, 30 wait; all idle ones are dropped at the header timeout");
+    let held = s4.idle_connections(50).await;
+    assert_eq!(held.len(), 50);
+    let started = std::time::Instant::now();
+    assert!(s4.answers_within(Duration::from_secs(10)).await);
+    assert!(started.elapsed() >= Duration::from_millis(1500), "the 21st connection waited for a place");
+
+    tracing::info!("--- a slowloris client (a request head never finished) is dropped too");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(s4.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: s4\r\n").await.unwrap();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(6), slow.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the half-sent request was not dropped: {read:?}");
+    drop(held);
+    assert!(s4.alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_refuses_signature_v2_unless_allowed() {
+    let request = |addr: std::net::SocketAddr, head: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    let header = "GET /bucket/key HTTP/1.1\r\nHost: s4\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nAuthorization: AWS k:c2lnbmF0dXJl\r\nConnection: close\r\n\r\n";
+    let presigned = "GET /bucket/key?AWSAccessKeyId=k&Expires=9999999999&Signature=c2ln HTTP/1.1\r\nHost: s4\r\nConnection: close\r\n\r\n";
+    let s4 = LimitedS4::start(1024, "").await;
+    for head in [header, presigned] {
+        let response = request(s4.addr, head).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        assert!(response.contains("<Code>InvalidRequest</Code>") && response.contains("AWS4-HMAC-SHA256"), "{response}");
+    }
+    tracing::info!("--- with --allow-sigv2 the signature is checked (and this one is wrong)");
+    let allowing = LimitedS4::start(1024, "--allow-sigv2 true").await;
+    let response = request(allowing.addr, header).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_keeps_generated_credentials_out_of_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_s4"))
+            .args(["--bind", &addr.to_string(), "--log-level", "info", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("S4_ACCESS_KEY_ID")
+            .env_remove("S4_SECRET_ACCESS_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..2 {
+        let child = start();
+        let mut up = false;
+        for _ in 0..100 {
+            if http_get(addr, "/health").await.is_some() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up);
+        terminate(&child);
+        let output = child.wait_with_output().unwrap();
+        let file = std::fs::read_to_string(dir.path().join("credentials")).unwrap();
+        let secret = file.lines().find_map(|line| line.strip_prefix("S4_SECRET_ACCESS_KEY=")).unwrap().to_string();
+        assert_eq!(secret.len(), 40, "round {round}");
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(!printed.contains(&secret), "the secret was printed: {printed}");
+        assert!(printed.contains("credentials"), "stderr says where the credentials are: {printed}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("credentials")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// SIGTERM (s4 then exits cleanly, flushing its output).
+fn terminate(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
