@@ -53,7 +53,9 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<WriteResponse>>,
 }
 
-type Reply = (oneshot::Sender<Result<WriteResponse>>, Result<WriteResponse>);
+/// Where a write's answer goes.
+type Answer = oneshot::Sender<Result<WriteResponse>>;
+type Reply = (Answer, Result<WriteResponse>);
 
 enum SyncJob {
     Batch {
@@ -491,10 +493,10 @@ fn track_auth(shared: &Shared, jobs: &[Job], applied: &[Applied]) {
 fn sync_job(
     shared: &Shared,
     applied: Vec<Applied>,
-    senders: Vec<oneshot::Sender<Result<WriteResponse>>>,
+    senders: Vec<Answer>,
     want_events: bool,
     ahead: Option<OwnedSemaphorePermit>,
-) -> std::result::Result<SyncJob, (Error, Vec<oneshot::Sender<Result<WriteResponse>>>)> {
+) -> std::result::Result<SyncJob, (Error, Vec<Answer>)> {
     let mut records: Vec<Record> = Vec::new();
     let mut events = want_events.then(Vec::new);
     let mut replies = Vec::with_capacity(senders.len());

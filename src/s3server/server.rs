@@ -235,7 +235,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut builder = S3ServiceBuilder::new(S4::new(engine.clone(), settings.upload_bytes_max));
     builder.set_auth(SimpleAuth::from_single(settings.access_key_id, settings.secret_access_key));
-    let router = Arc::new(Router { s3: builder.build(), engine, metrics: S4Metrics::new(clock), metrics_enabled: settings.metrics, allow_sigv2: settings.allow_sigv2 });
+    let router = Arc::new(Router {
+        s3: builder.build(),
+        engine,
+        metrics: S4Metrics::new(clock),
+        metrics_enabled: settings.metrics,
+        allow_sigv2: settings.allow_sigv2,
+    });
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.connections_max));
     let timeout = settings.header_read_timeout;
     let mut failures: u32 = 0;

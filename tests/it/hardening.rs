@@ -202,7 +202,7 @@ async fn s4_caps_connections_and_drops_slow_and_idle_clients() {
     tracing::info!("--- 50 idle connections: 20 are served, 30 wait; all idle ones are dropped at the header timeout");
     let held = s4.idle_connections(50).await;
     assert_eq!(held.len(), 50);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert!(s4.answers_within(Duration::from_secs(10)).await);
     assert!(started.elapsed() >= Duration::from_millis(1500), "the 21st connection waited for a place");
 
@@ -285,4 +285,76 @@ async fn s4_keeps_generated_credentials_out_of_its_output() {
 fn terminate(child: &std::process::Child) {
     let status = std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_gets_the_allowance_and_reads_go_on() {
+    use t4::proto::etcdserverpb::auth_client::AuthClient;
+    use t4::proto::etcdserverpb::AuthenticateRequest;
+    let server = TestServer::start_with(|config| {
+        config.auth_enabled = true;
+        config.root_password = Some("rootpw".into());
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let mut root = etcd_client::Client::connect([server.endpoint()], Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")))
+        .await
+        .unwrap();
+    root.put("/k", "v", None).await.unwrap();
+
+    tracing::info!("--- 1,000 logins at once: 500 wrong passwords for root, 500 for users that do not exist");
+    let logins = (0..1000).map(|i| {
+        let mut auth = AuthClient::new(channel.clone());
+        let name = if i % 2 == 0 { "root".to_string() } else { format!("nobody-{}", i % 10) };
+        async move {
+            let started = tokio::time::Instant::now();
+            let outcome = auth.authenticate(AuthenticateRequest { name, password: "wrong".into() }).await;
+            (outcome.map(|_| ()).map_err(|status| status.message().to_string()), started.elapsed())
+        }
+    });
+    let reads = async {
+        let started = tokio::time::Instant::now();
+        for _ in 0..50 {
+            root.get("/k", None).await.unwrap();
+        }
+        started.elapsed()
+    };
+    let (outcomes, read_time) = tokio::join!(futures::future::join_all(logins), reads);
+
+    tracing::info!("--- each name got its allowance of checked attempts; the rest were refused at once");
+    let failed = outcomes
+        .iter()
+        .filter(|(outcome, _)| {
+            outcome.as_ref().err().map(String::as_str) == Some("etcdserver: authentication failed, invalid user ID or password")
+        })
+        .count();
+    let limited =
+        outcomes.iter().filter(|(outcome, _)| outcome.as_ref().err().map(String::as_str) == Some("etcdserver: too many requests")).count();
+    let others: std::collections::BTreeSet<_> = outcomes.iter().map(|(outcome, _)| format!("{outcome:?}")).collect();
+    assert_eq!(failed + limited, 1000, "no login passed and nothing else was answered: {others:?}");
+    let allowance = t4::auth::tokens::FAILURES_BEFORE_BACKOFF as usize;
+    assert!(failed <= 11 * allowance, "root and ten unknown names, {allowance} checked attempts each at most: {failed} were checked");
+    assert!(failed >= 1);
+    assert!(read_time < Duration::from_secs(5), "50 reads took {read_time:?} during the storm");
+
+    tracing::info!("--- an unknown user's failed login takes as long as a known one's (one password check each)");
+    // After the storm root waits one second (its allowance used once); a new name none.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut auth = AuthClient::new(channel.clone());
+    let time = |name: &'static str| {
+        let mut auth = auth.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            let outcome = auth.authenticate(AuthenticateRequest { name: name.into(), password: "wrong".into() }).await;
+            assert_eq!(outcome.unwrap_err().message(), "etcdserver: authentication failed, invalid user ID or password");
+            started.elapsed()
+        }
+    };
+    let known = time("root").await;
+    let unknown = time("nobody-at-all").await;
+    assert!(unknown * 2 > known && known * 2 > unknown, "known {known:?}, unknown {unknown:?}");
+    tracing::info!("--- once root's wait (now 2 s) is over, its right password is let in");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let token = auth.authenticate(AuthenticateRequest { name: "root".into(), password: "rootpw".into() }).await.unwrap();
+    assert!(!token.into_inner().token.is_empty());
 }

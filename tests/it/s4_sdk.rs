@@ -50,8 +50,7 @@ async fn server_with(tls: Option<t4::tls::TlsAcceptor>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{}", listener.local_addr().unwrap());
-    let settings =
-        ServeSettings { tls, ..ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX) };
+    let settings = ServeSettings { tls, ..ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX) };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, engine, clock, settings, async move {
         let _ = stopped.await;
