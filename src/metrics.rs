@@ -210,34 +210,61 @@ pub mod http {
 
     const REQUEST_BYTES_MAX: usize = 8192;
 
+    /// Connections served at once; further ones wait to be accepted.
+    const CONNECTIONS_MAX: usize = 64;
+    /// A client gets this long to send its request and take the answer.
+    const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
     /// Readiness: false until recovery has finished (the node exists) and while it is failed.
     pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: Arc<tokio::sync::OnceCell<Node>>) {
+        let places = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+        let mut failures: u32 = 0;
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let place = places.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let mut socket = match listener.accept().await {
+                Ok((socket, _)) => {
+                    failures = 0;
+                    socket
+                }
+                Err(error) => {
+                    // Out of file descriptors, most often: wait for some to close.
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(100) {
+                        tracing::warn!(%error, failures, "metrics: accept failed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10).saturating_mul(failures).min(REQUEST_TIMEOUT / 10)).await;
+                    continue;
+                }
+            };
             let (metrics, node) = (metrics.clone(), node.clone());
             tokio::spawn(async move {
-                let mut buffer = vec![0u8; REQUEST_BYTES_MAX];
-                let mut read = 0;
-                while read < buffer.len() {
-                    match socket.read(&mut buffer[read..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(count) => read += count,
-                    }
-                    if buffer[..read].windows(4).any(|window| window == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let request = String::from_utf8_lossy(&buffer[..read]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (code, body) = answer(path, &metrics, node.get()).await;
-                let reply = format!(
-                    "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(reply.as_bytes()).await;
-                let _ = socket.shutdown().await;
+                let _place = place;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer_one(&mut socket, &metrics, &node)).await;
             });
         }
+    }
+
+    async fn answer_one(socket: &mut tokio::net::TcpStream, metrics: &Metrics, node: &tokio::sync::OnceCell<Node>) {
+        let mut buffer = vec![0u8; REQUEST_BYTES_MAX];
+        let mut read = 0;
+        while read < buffer.len() {
+            match socket.read(&mut buffer[read..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(count) => read += count,
+            }
+            if buffer[..read].windows(4).any(|window| window == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let request = String::from_utf8_lossy(&buffer[..read]);
+        let path = request.split_whitespace().nth(1).unwrap_or("/");
+        let (code, body) = answer(path, metrics, node.get()).await;
+        let reply = format!(
+            "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.shutdown().await;
     }
 
     async fn answer(path: &str, metrics: &Metrics, node: Option<&Node>) -> (&'static str, String) {

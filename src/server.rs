@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::core::{EtcdCore, MemberInfo};
@@ -20,8 +19,8 @@ use crate::tls::TlsAcceptor;
 /// HTTP/2 keepalive, with etcd's flag names and defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Keepalive {
-    /// `--grpc-keepalive-min-time`: accepted for compatibility; tonic has no ping
-    /// enforcement policy, so it is not applied (docs/compatibility.md).
+    /// `--grpc-keepalive-min-time`: accepted for compatibility; the HTTP/2 server (h2) has
+    /// no ping enforcement policy, so it is not applied (docs/compatibility.md).
     pub min_time: Duration,
     /// `--grpc-keepalive-interval`: how often the server pings an idle connection.
     pub interval: Duration,
@@ -34,6 +33,14 @@ impl Default for Keepalive {
         Self { min_time: Duration::from_secs(5), interval: Duration::from_secs(2 * 60 * 60), timeout: Duration::from_secs(20) }
     }
 }
+
+/// Default of `--max-client-connections`.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+/// Default of `--max-concurrent-streams` (etcd's is unbounded; a client multiplexes any
+/// number of watches over one stream, so this bounds only misbehaving clients).
+pub const DEFAULT_STREAMS_MAX: u32 = 4096;
+/// Longest pause after a failed accept (out of file descriptors, most often).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// etcd's default simple-token TTL.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -53,6 +60,11 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsAcceptor>,
     /// How long an auth token lives after its last use (`--token-ttl`).
     pub token_ttl: Duration,
+    /// Most client connections at once (`--max-client-connections`); further ones wait in the
+    /// listen backlog until one closes.
+    pub connections_max: usize,
+    /// Most concurrent HTTP/2 streams per connection (`--max-concurrent-streams`).
+    pub streams_max: u32,
     /// Turn auth on at start (`--auth-enabled`), creating the root user with this password
     /// if it does not exist (`--root-password`).
     pub auth_enabled: bool,
@@ -74,6 +86,8 @@ impl ServerConfig {
             watch: WatchConfig::default(),
             client_tls: None,
             token_ttl: DEFAULT_TOKEN_TTL,
+            connections_max: DEFAULT_CONNECTIONS_MAX,
+            streams_max: DEFAULT_STREAMS_MAX,
             auth_enabled: false,
             root_password: None,
             peer_tls: None,
@@ -120,14 +134,23 @@ pub async fn serve(
     let service = Service::new(EtcdCore::new(node.clone(), member, config.token_ttl), metrics, config.watch);
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keepalive.interval))
-        .http2_keepalive_timeout(Some(config.keepalive.timeout));
+        .http2_keepalive_timeout(Some(config.keepalive.timeout))
+        .max_concurrent_streams(Some(config.streams_max.max(1)));
     let router = service.add_to(&mut builder, config.node.request_bytes_max);
     tracing::info!(listen = %local, scheme, data_dir = %config.node.data_dir.display(), revision = node.current_revision(), "t4 serving the etcd v3 API");
+    let places = Arc::new(tokio::sync::Semaphore::new(config.connections_max.max(1)));
     let served = match config.client_tls.clone() {
-        // Without TCP_NODELAY, a response split over two segments waits out the client's
-        // delayed ACK (~40 ms) on every small request.
-        None => router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown).await,
-        Some(acceptor) => router.serve_with_incoming_shutdown(tls_incoming(listener, acceptor), shutdown).await,
+        None => {
+            let handshake = |stream, _, place| plain_handshake(stream, place);
+            router.serve_with_incoming_shutdown(incoming(listener, places, handshake), shutdown).await
+        }
+        Some(acceptor) => {
+            let handshake = move |stream, peer, place| {
+                let acceptor = acceptor.clone();
+                async move { Ok(TlsConnection { stream: acceptor.accept(stream).await?, peer: Some(peer), _place: place }) }
+            };
+            router.serve_with_incoming_shutdown(incoming(listener, places, handshake), shutdown).await
+        }
     };
     tracing::info!("t4 shutting down: closing the node");
     let closed = node.close().await;
@@ -146,6 +169,49 @@ pub async fn serve(
 pub struct TlsConnection {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     peer: Option<SocketAddr>,
+    /// Its place among `connections_max`, given back when the connection is dropped.
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A plain client connection, holding its place among `connections_max`.
+pub struct PlainConnection {
+    stream: TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for PlainConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Accepts the next connection once a place is free: past `connections_max` they wait in
+/// the listen backlog. A failed accept (out of file descriptors) is waited out, never fatal.
+async fn accept_placed(
+    listener: &TcpListener,
+    places: &Arc<tokio::sync::Semaphore>,
+) -> (TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit) {
+    let place = places.clone().acquire_owned().await.expect("the semaphore is never closed");
+    let mut failures: u32 = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                // Without TCP_NODELAY, a response split over two segments waits out the
+                // client's delayed ACK (~40 ms) on every small request.
+                let _ = stream.set_nodelay(true);
+                return (stream, peer, place);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::warn!(%error, failures, "accept failed; waiting for connections to close");
+                }
+                tokio::time::sleep(Duration::from_millis(10).saturating_mul(failures).min(ACCEPT_BACKOFF_MAX)).await;
+            }
+        }
+    }
 }
 
 /// What the server knows of a TLS client: its address and, with mTLS, the common name of
@@ -209,76 +275,109 @@ fn der(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
-impl tokio::io::AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
+/// Reads and writes of a connection type go to its `stream` field.
+macro_rules! delegate_io {
+    ($connection:ty) => {
+        impl tokio::io::AsyncRead for $connection {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+            }
+        }
+
+        impl tokio::io::AsyncWrite for $connection {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+            }
+
+            fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+            }
+
+            fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.stream.is_write_vectored()
+            }
+        }
+    };
 }
 
-impl tokio::io::AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
+delegate_io!(TlsConnection);
+delegate_io!(PlainConnection);
 
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// Connections from `listener` once their TLS handshake is done. Each handshake runs on its
-/// own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]), so a slow or silent client holds
-/// up no one; a failed one is logged and dropped. Accepting stops when the server does.
-fn tls_incoming(listener: TcpListener, acceptor: TlsAcceptor) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>> {
+/// Connections from `listener` once their handshake is done: for TLS, the TLS handshake
+/// (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]); for plain gRPC, the HTTP/2 preface, which
+/// must arrive within that time too. Each handshake runs on its own task, so a slow or
+/// silent client holds up no one; a failed one is logged and dropped. Every connection,
+/// handshaking or not, holds a place among `connections_max`. Accepting stops when the
+/// server does.
+fn incoming<C, H, F>(
+    listener: TcpListener,
+    places: Arc<tokio::sync::Semaphore>,
+    handshake: H,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<C>>
+where
+    C: Send + 'static,
+    H: Fn(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit) -> F + Send + 'static,
+    F: Future<Output = std::io::Result<C>> + Send + 'static,
+{
     let (connections, incoming) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, peer, place) = tokio::select! {
+                accepted = accept_placed(&listener, &places) => accepted,
                 () = connections.closed() => return,
             };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let (acceptor, connections) = (acceptor.clone(), connections.clone());
+            let (shaking, connections) = (handshake(stream, peer, place), connections.clone());
             tokio::spawn(async move {
-                match acceptor.accept(stream).await {
-                    Ok(stream) => {
-                        let _ = connections.send(Ok(TlsConnection { stream, peer: Some(peer) })).await;
+                match shaking.await {
+                    Ok(connection) => {
+                        let _ = connections.send(Ok(connection)).await;
                     }
-                    Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(error) => tracing::debug!(%peer, %error, "client handshake failed"),
                 }
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+/// A plain gRPC connection once the client's HTTP/2 preface has arrived (peeked, not read).
+async fn plain_handshake(stream: TcpStream, place: tokio::sync::OwnedSemaphorePermit) -> std::io::Result<PlainConnection> {
+    const PREFACE_BYTES: usize = 24;
+    let waited = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, async {
+        let mut buffer = [0u8; PREFACE_BYTES];
+        loop {
+            match stream.peek(&mut buffer).await? {
+                0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                PREFACE_BYTES => return Ok(()),
+                // Part of it: wait a little for the rest (peek returns at once).
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(Ok(())) => Ok(PlainConnection { stream, _place: place }),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP/2 preface in time")),
+    }
 }

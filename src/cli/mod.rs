@@ -139,6 +139,12 @@ struct RunArgs {
     /// Most operations in one txn (etcd's --max-txn-ops).
     #[arg(long, env = "T4_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// Most concurrent gRPC streams on one client connection (etcd's --max-concurrent-streams).
+    #[arg(long, env = "T4_MAX_CONCURRENT_STREAMS", default_value_t = crate::server::DEFAULT_STREAMS_MAX)]
+    max_concurrent_streams: u32,
+    /// Most client connections at once; further ones wait to be accepted.
+    #[arg(long, env = "T4_MAX_CLIENT_CONNECTIONS", default_value_t = crate::server::DEFAULT_CONNECTIONS_MAX)]
+    max_client_connections: usize,
     /// Minimum interval a client should wait before pinging (accepted for etcd
     /// compatibility; not enforced).
     #[arg(long, env = "T4_GRPC_KEEPALIVE_MIN_TIME", default_value = "5s", value_parser = parse_duration)]
@@ -553,6 +559,8 @@ async fn run(args: RunArgs) -> i32 {
     config.auth_enabled = args.auth_enabled;
     config.root_password = args.root_password;
     config.token_ttl = args.token_ttl;
+    config.streams_max = args.max_concurrent_streams;
+    config.connections_max = args.max_client_connections;
     if let (Some(cert), Some(key)) = (&args.client_tls_cert, &args.client_tls_key) {
         // gRPC needs HTTP/2: ALPN offers h2 only.
         match crate::tls::TlsAcceptor::from_pem_files(cert, key, args.client_tls_ca.as_deref(), &[b"h2"]) {

@@ -358,3 +358,26 @@ async fn a_login_storm_gets_the_allowance_and_reads_go_on() {
     let token = auth.authenticate(AuthenticateRequest { name: "root".into(), password: "rootpw".into() }).await.unwrap();
     assert!(!token.into_inner().token.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_caps_client_connections_and_drops_ones_that_never_speak() {
+    let server = TestServer::start_with(|config| config.connections_max = 2).await;
+    tracing::info!("--- two silent connections take both places; a third waits in the backlog");
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let started = tokio::time::Instant::now();
+    tracing::info!("--- a real client gets in once the silent ones are dropped (no HTTP/2 preface in 10 s)");
+    let put = async {
+        let mut client = server.client().await;
+        client.put("/in", "yes", None).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), put).await.expect("the client never got a place");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(9), "the cap let a third connection in at once ({waited:?})");
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buffer)).await.expect("still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "a silent connection was closed by the server");
+}
