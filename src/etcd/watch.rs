@@ -68,7 +68,15 @@ impl Watch for Service {
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (outbound, responses) = mpsc::channel(WATCH_RESPONSES_QUEUED_MAX);
         let credentials = super::credentials(&request);
-        let session = Session { core: self.core.clone(), config: self.watch, outbound, watches: BTreeMap::new(), next_id: 0, credentials };
+        let session = Session {
+            core: self.core.clone(),
+            config: self.watch,
+            outbound,
+            watches: BTreeMap::new(),
+            next_id: 0,
+            credentials,
+            progress_wanted: Arc::default(),
+        };
         tokio::spawn(session.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
@@ -88,6 +96,9 @@ struct Session {
     /// The stream's sender: each watch is checked when created, against the auth state of
     /// that moment (read access to its whole range).
     credentials: Credentials,
+    /// The newest revision a RequestProgress asked about that is not answered yet; one task
+    /// per stream answers them (requests arriving while it waits share its answer).
+    progress_wanted: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 impl Session {
@@ -185,22 +196,44 @@ impl Session {
     }
 
     /// Answers RequestProgress once every watch on the stream has caught up to the
-    /// revision current now.
+    /// revision current now. At most one task per stream waits: a request arriving while it
+    /// does raises the revision it waits for, and one answer serves both.
     fn request_progress(&self) {
         let revision = self.core.node().current_revision();
-        let cursors: Vec<Arc<AtomicI64>> = self.watches.values().map(|entry| entry.delivered.clone()).collect();
-        let (core, outbound) = (self.core.clone(), self.outbound.clone());
-        tokio::spawn(async move {
-            let mut waited = Duration::ZERO;
-            while cursors.iter().any(|cursor| cursor.load(Ordering::SeqCst) <= revision) {
-                if waited >= PROGRESS_WAIT_MAX {
-                    return;
-                }
-                tokio::time::sleep(PROGRESS_POLL).await;
-                waited += PROGRESS_POLL;
+        {
+            let mut wanted = self.progress_wanted.lock().expect("progress lock");
+            let waiting = wanted.is_some();
+            *wanted = Some(wanted.map_or(revision, |wanted| wanted.max(revision)));
+            if waiting {
+                return;
             }
-            let response = WatchResponse { header: core.header(revision), watch_id: PROGRESS_WATCH_ID, ..Default::default() };
-            let _ = outbound.send(Ok(response)).await;
+        }
+        let cursors: Vec<Arc<AtomicI64>> = self.watches.values().map(|entry| entry.delivered.clone()).collect();
+        let (core, outbound, wanted) = (self.core.clone(), self.outbound.clone(), self.progress_wanted.clone());
+        tokio::spawn(async move {
+            let mut answered = i64::MIN;
+            loop {
+                let revision = {
+                    let mut wanted = wanted.lock().expect("progress lock");
+                    match *wanted {
+                        Some(revision) if revision > answered => revision,
+                        _ => {
+                            *wanted = None;
+                            return;
+                        }
+                    }
+                };
+                let mut waited = Duration::ZERO;
+                while cursors.iter().any(|cursor| cursor.load(Ordering::SeqCst) <= revision) && waited < PROGRESS_WAIT_MAX {
+                    tokio::time::sleep(PROGRESS_POLL).await;
+                    waited += PROGRESS_POLL;
+                }
+                if waited < PROGRESS_WAIT_MAX {
+                    let response = WatchResponse { header: core.header(revision), watch_id: PROGRESS_WATCH_ID, ..Default::default() };
+                    let _ = outbound.send(Ok(response)).await;
+                }
+                answered = revision;
+            }
         });
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{DeleteOptions, GetOptions, PutOptions};
+use futures::StreamExt;
 use t4::env::{SimDisk, SimDiskFaults};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -380,4 +381,48 @@ async fn t4_caps_client_connections_and_drops_ones_that_never_speak() {
     let mut buffer = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buffer)).await.expect("still open");
     assert!(matches!(read, Ok(0) | Err(_)), "a silent connection was closed by the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watches_and_progress_requests_on_one_stream() {
+    use t4::proto::etcdserverpb::watch_client::WatchClient;
+    use t4::proto::etcdserverpb::watch_request::RequestUnion;
+    use t4::proto::etcdserverpb::{WatchCreateRequest, WatchProgressRequest, WatchRequest};
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    tracing::info!("--- 10,000 watches, then one more, then 10,000 RequestProgress, on one stream");
+    let create = |i: usize| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: format!("/w/{}", i % 100).into_bytes(),
+            ..Default::default()
+        })),
+    };
+    let progress = || WatchRequest { request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})) };
+    let requests =
+        futures::stream::iter((0..10_001).map(create).chain((0..10_000).map(move |_| progress()))).chain(futures::stream::pending());
+    let mut raw = WatchClient::connect(server.url()).await.unwrap();
+    let mut responses = raw.watch(requests).await.unwrap().into_inner();
+    let (mut created, mut refused, mut progress_answers) = (0, 0, 0);
+    while created + refused < 10_001 || progress_answers == 0 {
+        let response = tokio::time::timeout(Duration::from_secs(30), responses.next()).await.expect("the stream stalled").unwrap().unwrap();
+        if response.created && !response.canceled {
+            created += 1;
+        } else if response.canceled {
+            refused += 1;
+        } else if response.watch_id == -1 {
+            progress_answers += 1;
+        }
+    }
+    assert_eq!((created, refused), (10_000, 1), "the watch past the per-stream bound is refused");
+    assert!((1..=10_000).contains(&progress_answers));
+
+    tracing::info!("--- a write reaches the 100 watches of its key, and other clients are served meanwhile");
+    client.put("/w/7", "x", None).await.unwrap();
+    let mut events = 0;
+    while events < 100 {
+        let response = tokio::time::timeout(Duration::from_secs(30), responses.next()).await.expect("events stalled").unwrap().unwrap();
+        events += response.events.len();
+    }
+    assert_eq!(events, 100);
+    assert_eq!(client.get("/w/7", None).await.unwrap().kvs()[0].value(), b"x");
 }
