@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod format;
 pub mod gc;
 pub mod inspect;
+pub mod probe;
 pub mod status;
 
 use std::sync::Arc;
@@ -137,6 +138,7 @@ pub async fn recover(
     let store = durability.store.as_ref();
     let disk_for_read = disk.clone();
     let local_term = crate::env::blocking(move || read_term_file(disk_for_read.as_ref())).await?;
+    probe::conditional_writes(store, &durability.node_name, clock.wall_ms()).await?;
     let previous = bucket::read_lock(store).await?.map(|(lock, _)| lock.term);
     let term = bucket::take_term(store, &durability.node_name, clock.wall_ms()).await?;
     // The newest complete checkpoint: the log below it may be gone, and a store behind it

@@ -8,6 +8,7 @@
 //! checkpoint/<rev>/manifest     one checkpoint: revision, term, chunk list
 //! chunks/<sha256>               content-addressed checkpoint chunks
 //! branches/<id>                 pins a checkpoint against GC
+//! probe/<node>-<ms>             written and deleted at open: the conditional-write check
 //! ```
 //!
 //! Numbers are zero-padded to 20 digits so that names sort as numbers do: a listing of
@@ -19,6 +20,14 @@ pub const WAL_DIR: &str = "wal/";
 pub const CHECKPOINT_DIR: &str = "checkpoint/";
 pub const CHUNK_DIR: &str = "chunks/";
 pub const BRANCH_DIR: &str = "branches/";
+
+pub const PROBE_DIR: &str = "probe/";
+
+/// `probe/<node>-<wall ms>`: the key a node's conditional-write probe uses at open.
+pub fn probe_object(node: &str, wall_ms: u64) -> String {
+    let node: String = node.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).collect();
+    format!("{PROBE_DIR}{node}-{}", number(wall_ms))
+}
 
 fn number(value: u64) -> String {
     format!("{value:020}")

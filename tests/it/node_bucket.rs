@@ -522,8 +522,9 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     let totals = node.object_store_totals().unwrap();
     let (puts, deletes, batch_deletes) = (totals[4], totals[5], totals[6]);
     assert!(puts.requests >= uploads, "{totals:?}");
-    // GC deletes in batches (DeleteObjects on S3), never one request per object.
-    assert!(deletes.requests == 0 && batch_deletes.requests >= 1, "{totals:?}");
+    // GC deletes in batches (DeleteObjects on S3), never one request per object; the one
+    // single delete is the open's conditional-write probe.
+    assert!(deletes.requests == 1 && batch_deletes.requests >= 1, "{totals:?}");
     assert!(batch_deletes.requests * 10 <= node.stats().gc_objects_deleted, "{totals:?}");
     assert!(totals.iter().all(|operation| operation.errors == 0), "{totals:?}");
     let gauges = t4::metrics::NodeGauges { stats: node.stats(), object_store: Some(totals), ..Default::default() };
@@ -631,4 +632,55 @@ async fn a_checkpoint_after_changing_one_percent_of_the_keys_uploads_little() {
     assert_eq!(fresh.hash_kv(revision).await.unwrap(), hash);
     assert_eq!(fresh.compact_revision(), compact);
     fresh.close().await.unwrap();
+}
+
+/// A store that drops one kind of write condition, as some S3 servers do.
+#[derive(Debug)]
+struct Ignoring {
+    inner: MemObjectStore,
+    ignore_if_none_match: bool,
+}
+
+#[async_trait]
+impl ObjectStore for Ignoring {
+    async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
+        self.inner.get_range(key, start, end).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
+        self.inner.list(prefix, start_after, limit).await
+    }
+    async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
+        let condition = match condition {
+            Condition::IfNoneMatch if self.ignore_if_none_match => Condition::Always,
+            Condition::IfMatch(_) if !self.ignore_if_none_match => Condition::Always,
+            other => other,
+        };
+        self.inner.put(key, body, condition).await
+    }
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
+        self.inner.delete(key, if_match).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_conditional_writes_is_refused_at_open() {
+    for (ignore_if_none_match, named) in [(true, "If-None-Match: *"), (false, "If-Match")] {
+        let store: Arc<dyn ObjectStore> = Arc::new(Ignoring { inner: MemObjectStore::new(), ignore_if_none_match });
+        let refused = open(&SimDisk::new(), store.clone(), "probe").await.err().expect("a store without fencing is refused");
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        assert!(refused.to_string().contains(&format!("does not enforce {named}")), "{refused}");
+        assert!(store.list("", None, 10).await.unwrap().is_empty(), "the probe wrote nothing else and cleaned up");
+    }
+    tracing::info!("--- a store that enforces both opens, and leaves no probe behind");
+    let store: Arc<dyn ObjectStore> = Arc::new(MemObjectStore::new());
+    let node = open(&SimDisk::new(), store.clone(), "probe").await.unwrap();
+    node.close().await.unwrap();
+    let probes = store.list(t4::object::layout::PROBE_DIR, None, 10).await.unwrap();
+    assert!(probes.is_empty(), "{probes:?}");
 }
