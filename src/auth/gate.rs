@@ -97,7 +97,7 @@ impl Gate {
     /// user's password is refused with "invalid auth token", so clients authenticate again.
     pub fn caller(&self, state: Arc<AuthState>, credentials: &Credentials, now: Duration) -> Result<Caller> {
         if !state.enabled {
-            return Ok(Caller { state, user: None });
+            return Ok(Caller { state, user: None, stamp: None });
         }
         if let Some(token) = &credentials.token {
             let (user, stamp) = self.tokens.user(token, now).ok_or(AuthError::InvalidToken)?;
@@ -105,10 +105,10 @@ impl Gate {
             if current != Some(stamp.as_str()) {
                 return Err(AuthError::InvalidToken.into());
             }
-            return Ok(Caller { state, user: Some(user) });
+            return Ok(Caller { state, user: Some(user), stamp: Some(stamp) });
         }
         let user = credentials.common_name.clone().filter(|name| !name.is_empty());
-        Ok(Caller { state, user })
+        Ok(Caller { state, user, stamp: None })
     }
 }
 
@@ -117,9 +117,24 @@ impl Gate {
 pub struct Caller {
     state: Arc<AuthState>,
     user: Option<String>,
+    /// The user's password hash when a token identified it (a password change ends it).
+    stamp: Option<String>,
 }
 
 impl Caller {
+    /// The same sender under a newer auth state, for a long-lived request (a watch) to be
+    /// checked again: a token-identified user whose password changed, or who was deleted,
+    /// is refused as a dead token would be.
+    pub fn under(&self, state: Arc<AuthState>) -> Result<Caller> {
+        if let (Some(user), Some(stamp)) = (&self.user, &self.stamp) {
+            let current = state.users.get(user).and_then(|found| found.password.as_deref());
+            if state.enabled && current != Some(stamp.as_str()) {
+                return Err(AuthError::InvalidToken.into());
+            }
+        }
+        Ok(Caller { state, user: self.user.clone(), stamp: self.stamp.clone() })
+    }
+
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }

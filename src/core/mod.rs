@@ -161,6 +161,12 @@ impl EtcdCore {
         let WriteRequest::Txn(txn) = &write else { unreachable!("a txn") };
         let caller = self.caller(credentials)?;
         caller.require_txn(txn)?;
+        // A put with a lease inside a txn, in either branch, is checked as a plain one is.
+        let mut leases = std::collections::BTreeSet::new();
+        leases_of_puts(txn, &mut leases);
+        for lease in leases {
+            self.require_lease_keys(&caller, Access::Write, lease).await?;
+        }
         match self.node.write_checked(write, caller.auth_revision()).await? {
             WriteResponse::Txn(mut response) => {
                 self.fill(&mut response.header);
@@ -304,5 +310,19 @@ impl EtcdCore {
     /// t4 raises no alarms yet (no space quota): GET lists none, the rest are accepted.
     pub fn alarm(&self, _request: AlarmRequest) -> AlarmResponse {
         AlarmResponse { header: self.header(self.node.current_revision()), alarms: Vec::new() }
+    }
+}
+
+/// The leases the puts of `txn` attach keys to, in both branches and nested txns.
+fn leases_of_puts(txn: &TxnRequest, leases: &mut std::collections::BTreeSet<i64>) {
+    use t4_proto::etcdserverpb::request_op::Request;
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(Request::RequestPut(put)) if put.lease != 0 => {
+                leases.insert(put.lease);
+            }
+            Some(Request::RequestTxn(nested)) => leases_of_puts(nested, leases),
+            _ => {}
+        }
     }
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::gate::Credentials;
+use crate::auth::gate::{Caller, Credentials};
 use crate::auth::permissions::Access;
 use crate::core::EtcdCore;
 use crate::error::Error;
@@ -149,20 +149,18 @@ impl Session {
             filter_puts: create.filters.contains(&(FilterType::Noput as i32)),
             filter_deletes: create.filters.contains(&(FilterType::Nodelete as i32)),
         };
-        let permitted =
-            self.core.caller(&self.credentials).and_then(|caller| caller.require(Access::Read, &options.key, &options.range_end)).map_err(
-                |error| {
-                    // etcd puts the whole gRPC error text in the reason; etcdctl prints it.
-                    let (code, message) = super::errors::code_and_message(&error);
-                    format!("rpc error: code = {} desc = {message}", go_code_name(code))
-                },
-            );
-        let stream = match refusal {
+        let permitted = self
+            .core
+            .caller(&self.credentials)
+            .and_then(|caller| caller.require(Access::Read, &options.key, &options.range_end).map(|()| caller))
+            .map_err(|error| refusal_reason(&error));
+        let watching = match refusal {
             Some(reason) => Err(reason),
-            None => permitted.and_then(|()| self.core.node().watch(options).map_err(|error| error.to_string())),
+            None => permitted
+                .and_then(|caller| self.core.node().watch(options).map(|stream| (caller, stream)).map_err(|error| error.to_string())),
         };
-        let stream = match stream {
-            Ok(stream) => stream,
+        let (caller, stream) = match watching {
+            Ok(watching) => watching,
             Err(reason) => {
                 let response = WatchResponse { created: true, canceled: true, cancel_reason: reason, ..self.response(-1) };
                 return self.send(response).await;
@@ -173,7 +171,7 @@ impl Session {
             return false;
         }
         let delivered = stream.delivered();
-        let pump = Pump { core: self.core.clone(), config: self.config, outbound: self.outbound.clone(), watch_id, create };
+        let pump = Pump { core: self.core.clone(), config: self.config, outbound: self.outbound.clone(), watch_id, create, caller };
         let pump = tokio::spawn(pump.run(stream));
         self.watches.insert(watch_id, WatchEntry { pump, delivered });
         true
@@ -238,6 +236,16 @@ impl Session {
     }
 }
 
+/// Why a watch is refused or cancelled for its permissions: etcd puts the whole gRPC error
+/// text in the reason, and etcdctl prints it.
+fn refusal_reason(error: &Error) -> String {
+    let (code, message) = super::errors::code_and_message(error);
+    format!("rpc error: code = {} desc = {message}", go_code_name(code))
+}
+
+/// How often a watch checks that its sender may still read its range, when auth changed.
+const PERMISSION_RECHECK: Duration = Duration::from_secs(1);
+
 /// A gRPC code as grpc-go spells it in error texts.
 fn go_code_name(code: tonic::Code) -> &'static str {
     match code {
@@ -258,15 +266,22 @@ struct Pump {
     outbound: Outbound,
     watch_id: i64,
     create: WatchCreateRequest,
+    /// Who opened the watch, under the auth state its permission was last checked against.
+    caller: Caller,
 }
 
 impl Pump {
-    async fn run(self, mut stream: WatchStream) {
+    async fn run(mut self, mut stream: WatchStream) {
         let mut progress = tokio::time::interval(self.config.progress_notify_interval);
         progress.tick().await;
+        let mut recheck = tokio::time::interval(PERMISSION_RECHECK);
+        recheck.tick().await;
         loop {
             tokio::select! {
                 item = stream.next() => {
+                    if !self.still_permitted().await {
+                        return;
+                    }
                     let keep_going = match item {
                         Some(Ok(first)) => {
                             let mut events = first.events;
@@ -286,7 +301,15 @@ impl Pump {
                         return;
                     }
                 }
+                _ = recheck.tick() => {
+                    if !self.still_permitted().await {
+                        return;
+                    }
+                }
                 _ = progress.tick(), if self.create.progress_notify => {
+                    if !self.still_permitted().await {
+                        return;
+                    }
                     let revision = self.core.node().current_revision();
                     if stream.next_revision() > revision && !self.send(self.response(revision, Vec::new(), false)).await {
                         return;
@@ -298,6 +321,35 @@ impl Pump {
 
     fn response(&self, revision: i64, events: Vec<Event>, fragment: bool) -> WatchResponse {
         WatchResponse { header: self.core.header(revision), watch_id: self.watch_id, events, fragment, ..Default::default() }
+    }
+
+    /// Whether the watch's sender may still read its range under the auth state of now (a
+    /// role or permission change, a password change or user deletion, `auth enable`). If
+    /// not, the watch is cancelled with the error a new watch would get, before any further
+    /// event goes out.
+    async fn still_permitted(&mut self) -> bool {
+        let state = self.core.node().auth_state();
+        if state.revision == self.caller.state().revision && state.enabled == self.caller.state().enabled {
+            return true;
+        }
+        let key = if self.create.key.is_empty() { vec![0] } else { self.create.key.clone() };
+        let checked =
+            self.caller.under(state).and_then(|caller| caller.require(Access::Read, &key, &self.create.range_end).map(|()| caller));
+        match checked {
+            Ok(caller) => {
+                self.caller = caller;
+                true
+            }
+            Err(error) => {
+                let response = WatchResponse {
+                    canceled: true,
+                    cancel_reason: refusal_reason(&error),
+                    ..self.response(self.core.node().current_revision(), Vec::new(), false)
+                };
+                let _ = self.send(response).await;
+                false
+            }
+        }
     }
 
     async fn send(&self, response: WatchResponse) -> bool {

@@ -283,3 +283,91 @@ async fn a_write_checked_under_rules_since_changed_is_refused() {
     assert_eq!(late.to_string(), "etcdserver: revision of auth store is old");
     node.close().await.unwrap();
 }
+
+/// The next answer on a watch stream that is not an event: its cancellation, if any.
+async fn cancelled(stream: &mut etcd_client::WatchStream) -> Option<String> {
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.ok()?.ok()??;
+        if answer.canceled() {
+            return Some(answer.cancel_reason().to_string());
+        }
+    }
+}
+
+/// A watch is checked again whenever auth changes: the role losing its permission, the
+/// user's password changing, the user deleted, or auth enabled under a watch opened without
+/// it cancels the watch with the error a new watch would get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_cancelled_once_their_sender_may_no_longer_read() {
+    let server = bootstrapped(|_| {}).await;
+    let endpoint = server.endpoint();
+    let mut root = connect(&endpoint, Some(("root", "rootpw"))).await.unwrap();
+    root.user_add("alice", "alicepw", None).await.unwrap();
+    root.role_add("reader").await.unwrap();
+    root.role_grant_permission("reader", Permission::read("/a/").with_prefix()).await.unwrap();
+    root.user_grant_role("alice", "reader").await.unwrap();
+    let watch_as_alice = || async {
+        let mut alice = connect(&endpoint, Some(("alice", "alicepw"))).await.unwrap();
+        let (watcher, stream) = alice.watch("/a/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+        (alice, watcher, stream)
+    };
+
+    tracing::info!("--- an unrelated auth change leaves the watch alone; events still flow");
+    let (_alice, _watcher, mut stream) = watch_as_alice().await;
+    root.role_add("other").await.unwrap();
+    root.put("/a/1", "x", None).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer.events().len(), 1, "{answer:?}");
+
+    tracing::info!("--- the role loses its permission: cancelled as permission denied, no event after");
+    root.role_revoke_permission("reader", "/a/", Some(RoleRevokePermissionOptions::new().with_prefix())).await.unwrap();
+    root.put("/a/2", "secret", None).await.unwrap();
+    let reason = cancelled(&mut stream).await.expect("the watch was not cancelled");
+    assert!(reason.contains("etcdserver: permission denied"), "{reason}");
+
+    tracing::info!("--- a password change, then a deletion, cancel the watches of that user");
+    root.role_grant_permission("reader", Permission::read("/a/").with_prefix()).await.unwrap();
+    let (_alice, _watcher, mut stream) = watch_as_alice().await;
+    root.user_change_password("alice", "newpw").await.unwrap();
+    let reason = cancelled(&mut stream).await.expect("a password change did not cancel the watch");
+    assert!(reason.contains("etcdserver: invalid auth token"), "{reason}");
+    let mut alice = connect(&endpoint, Some(("alice", "newpw"))).await.unwrap();
+    let (_watcher, mut stream) = alice.watch("/a/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    root.user_delete("alice").await.unwrap();
+    assert!(cancelled(&mut stream).await.is_some(), "deleting the user did not cancel the watch");
+
+    tracing::info!("--- a watch opened with auth off is cancelled when auth is enabled");
+    root.auth_disable().await.unwrap();
+    let mut anon = connect(&endpoint, None).await.unwrap();
+    let (_watcher, mut stream) = anon.watch("/a/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    root.auth_enable().await.unwrap();
+    let reason = cancelled(&mut stream).await.expect("enabling auth did not cancel the anonymous watch");
+    assert!(reason.contains("etcdserver: user name is empty"), "{reason}");
+}
+
+/// A put with a lease inside a txn needs write access to every key on the lease, as a plain
+/// put with that lease does (revoking the lease would delete them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_put_with_a_lease_is_checked_like_a_plain_one() {
+    let server = bootstrapped(|_| {}).await;
+    let endpoint = server.endpoint();
+    let mut root = connect(&endpoint, Some(("root", "rootpw"))).await.unwrap();
+    root.user_add("bob", "bobpw", None).await.unwrap();
+    root.role_add("mine").await.unwrap();
+    root.role_grant_permission("mine", Permission::read_write("/bob/").with_prefix()).await.unwrap();
+    root.user_grant_role("bob", "mine").await.unwrap();
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    root.put("/root-only", "x", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    let mut bob = connect(&endpoint, Some(("bob", "bobpw"))).await.unwrap();
+    let plain = bob.put("/bob/k", "v", Some(PutOptions::new().with_lease(lease))).await;
+    assert_eq!(message(plain), "PermissionDenied etcdserver: permission denied");
+    let in_txn = Txn::new().when([]).or_else([TxnOp::put("/bob/k", "v", Some(PutOptions::new().with_lease(lease)))]);
+    assert_eq!(message(bob.txn(in_txn).await), "PermissionDenied etcdserver: permission denied");
+    let nested =
+        Txn::new().and_then([TxnOp::txn(Txn::new().and_then([TxnOp::put("/bob/k", "v", Some(PutOptions::new().with_lease(lease)))]))]);
+    assert_eq!(message(bob.txn(nested).await), "PermissionDenied etcdserver: permission denied");
+    assert_eq!(root.get("/bob/k", None).await.unwrap().count(), 0);
+    let own = bob.lease_grant(60, None).await.unwrap().id();
+    let fine = Txn::new().and_then([TxnOp::put("/bob/k", "v", Some(PutOptions::new().with_lease(own)))]);
+    assert!(bob.txn(fine).await.unwrap().succeeded());
+}
