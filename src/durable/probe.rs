@@ -4,8 +4,10 @@
 //! not have. A store that ignores either would let two terms write the same log object or
 //! let a stale node overwrite the lock, so t4 refuses to run on it and says why.
 //!
-//! The probe writes `probe/<node>-<wall ms>` (its own key, so nodes probing at once do not
-//! meet), twice with different bodies, then tries a CAS on a wrong ETag, and deletes the key.
+//! The probe writes `probe/<node>-<wall ms>-<nonce>` (its own key, so neither nodes probing
+//! at once nor an earlier incarnation's late writes meet it), twice with different bodies,
+//! then tries a CAS on a wrong ETag, and deletes the key. A 412 on the first create (an
+//! ambiguous attempt of ours that landed, retried) is itself a create-only PUT enforced.
 
 use bytes::Bytes;
 
@@ -17,9 +19,12 @@ use super::bucket::object_error;
 
 /// Runs the probe; `Err(InvalidArgument)` names what the store failed to enforce.
 pub async fn conditional_writes(store: &dyn ObjectStore, node: &str, wall_ms: u64) -> Result<()> {
-    let key = layout::probe_object(node, wall_ms);
+    let key = layout::probe_object(node, wall_ms, crate::env::nonce());
     let put = |body: &'static str, condition| store.put(&key, Bytes::from_static(body.as_bytes()), condition);
-    put("first", Condition::IfNoneMatch).await.map_err(|error| object_error(&format!("probe {key}"), error))?;
+    match put("first", Condition::IfNoneMatch).await {
+        Ok(_) | Err(ObjectError::PreconditionFailed(_)) => {}
+        Err(error) => return Err(object_error(&format!("probe {key}"), error)),
+    }
     let refused = |what: &str| {
         Error::InvalidArgument(format!(
             "the object store does not enforce {what} (a conditional PUT of {key} that must fail with 412 succeeded); \

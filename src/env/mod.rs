@@ -70,6 +70,22 @@ where
     work()
 }
 
+/// A number that tells one open of a node from another (names of objects that must not
+/// meet an earlier incarnation's late writes). From the operating system; in the simulator,
+/// from its seeded generator, so a seed replays exactly.
+pub fn nonce() -> u64 {
+    #[cfg(madsim)]
+    {
+        use madsim::rand::Rng;
+        madsim::rand::thread_rng().gen()
+    }
+    #[cfg(not(madsim))]
+    {
+        let bytes = os_random(8).expect("the OS random source works");
+        u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    }
+}
+
 /// `bytes` random bytes from the operating system, for secrets only (generated
 /// credentials). Never used on a path the simulator runs.
 pub fn os_random(bytes: usize) -> std::io::Result<Vec<u8>> {

@@ -8,7 +8,7 @@
 //! checkpoint/<rev>/manifest     one checkpoint: revision, term, chunk list
 //! chunks/<sha256>               content-addressed checkpoint chunks
 //! branches/<id>                 pins a checkpoint against GC
-//! probe/<node>-<ms>             written and deleted at open: the conditional-write check
+//! probe/<node>-<ms>-<nonce>     written and deleted at open: the conditional-write check
 //! ```
 //!
 //! Numbers are zero-padded to 20 digits so that names sort as numbers do: a listing of
@@ -23,10 +23,11 @@ pub const BRANCH_DIR: &str = "branches/";
 
 pub const PROBE_DIR: &str = "probe/";
 
-/// `probe/<node>-<wall ms>`: the key a node's conditional-write probe uses at open.
-pub fn probe_object(node: &str, wall_ms: u64) -> String {
+/// `probe/<node>-<wall ms>-<nonce>`: the key a node's conditional-write probe uses at open
+/// (one per open: no earlier incarnation's late write can meet it).
+pub fn probe_object(node: &str, wall_ms: u64, nonce: u64) -> String {
     let node: String = node.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).collect();
-    format!("{PROBE_DIR}{node}-{}", number(wall_ms))
+    format!("{PROBE_DIR}{node}-{}-{nonce:016x}", number(wall_ms))
 }
 
 fn number(value: u64) -> String {
