@@ -68,6 +68,9 @@ pub enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// t4's own bound on live leases (etcd has none): revoke some, or let them expire.
+    #[error("t4: too many leases (at most {max})")]
+    TooManyLeases { max: u64 },
     #[error("t4: invalid argument: {0}")]
     InvalidArgument(String),
     #[error(transparent)]
@@ -91,6 +94,7 @@ impl Error {
             | Error::InvalidSortOption
             | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::LeaseExists => ErrorKind::AlreadyExists,
+            Error::TooManyLeases { .. } => ErrorKind::RateLimited,
             Error::TooManyOps => ErrorKind::TooManyOps,
             Error::DuplicateKey => ErrorKind::DuplicateKey,
             Error::Compacted { .. } => ErrorKind::Compacted,

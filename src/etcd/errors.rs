@@ -20,6 +20,7 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::Compacted { .. } | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
+        Error::TooManyLeases { .. } => Code::ResourceExhausted,
         Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Auth(error) => match error.kind() {
@@ -68,6 +69,7 @@ mod tests {
             Error::LeaseNotFound,
             Error::LeaseExists,
             Error::LeaseTtlTooLarge,
+            Error::TooManyLeases { max: 1_000_000 },
             Error::InvalidSortOption,
             Error::InvalidArgument("example".into()),
             Error::Closed,

@@ -138,6 +138,20 @@ fn a_lease_holds_no_more_than_a_revoke_may_delete() {
 }
 
 #[test]
+fn live_leases_are_bounded_and_a_revoke_makes_room() {
+    let store = open();
+    store.set_leases_max(3);
+    let grant = |id| apply_one(&store, WriteRequest::LeaseGrant(LeaseGrantRequest { ttl: 60, id })).response;
+    for id in 1..=3 {
+        assert!(grant(id).is_ok());
+    }
+    assert!(matches!(grant(4), Err(Error::TooManyLeases { max: 3 })));
+    apply_one(&store, WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 2 })).response.unwrap();
+    assert!(grant(4).is_ok());
+    assert_eq!(super::txn::LEASES_MAX, 1_000_000);
+}
+
+#[test]
 fn the_lease_bound_survives_a_reopen() {
     let disk = SimDisk::new();
     let store = Store::open(&disk, StorageFence::default()).unwrap();

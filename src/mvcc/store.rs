@@ -132,6 +132,8 @@ pub struct Store {
     snapshots: Arc<(Mutex<usize>, Condvar)>,
     /// The data dir's lock, held from before the file is opened until it is closed.
     dir_lock: Mutex<Option<DirLock>>,
+    /// Most live leases a grant may leave (`txn::LEASES_MAX`).
+    leases_max: AtomicU64,
 }
 
 type DirLock = Box<dyn Send + Sync + std::fmt::Debug>;
@@ -187,6 +189,7 @@ impl Store {
             compact_revision: AtomicI64::new(position.compact_revision),
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
+            leases_max: AtomicU64::new(super::txn::LEASES_MAX),
         })
     }
 
@@ -375,7 +378,14 @@ impl Store {
     fn writer<'t>(&self, txn: &'t WriteTransaction) -> Result<Writer<'t>> {
         let position =
             Position { revision: self.applied_revision(), index: self.applied_index(), compact_revision: self.compact_revision() };
-        Writer::new(txn, position)
+        let mut writer = Writer::new(txn, position)?;
+        writer.leases_max = self.leases_max.load(Ordering::Relaxed);
+        Ok(writer)
+    }
+
+    /// Lowers (or raises) the bound on live leases grants are checked against (tests).
+    pub fn set_leases_max(&self, max: u64) {
+        self.leases_max.store(max, Ordering::Relaxed);
     }
 
     fn publish_applied(&self, position: Position) {

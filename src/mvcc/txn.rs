@@ -7,7 +7,7 @@
 //! a txn see the txn's own earlier writes. A txn that changes anything takes exactly the next
 //! revision; every change it makes is one WAL [`Change`], in op order.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use t4_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use t4_proto::etcdserverpb::request_op::Request;
@@ -31,7 +31,9 @@ use super::view::{event_of, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_
 use crate::auth::state::AuthChange;
 
 mod bounds;
-pub use bounds::{rebuild_lease_bytes, BATCH_RECORD_BYTES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX};
+pub use bounds::{
+    rebuild_lease_bytes, BATCH_RECORD_BYTES_MAX, LEASES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX,
+};
 
 /// etcd's shortest lease: shorter requests are granted this many seconds (etcd derives it
 /// from its election timeout; 2 s with etcd's defaults).
@@ -58,6 +60,8 @@ pub struct Writer<'t> {
     lease_bytes: Table<'t, i64, u64>,
     auth: Table<'t, &'static str, &'static [u8]>,
     position: Position,
+    /// Most live leases a grant may leave ([`LEASES_MAX`] unless the store says otherwise).
+    pub leases_max: u64,
 }
 
 /// The changes of the request being executed.
@@ -95,6 +99,7 @@ impl<'t> Writer<'t> {
             lease_bytes: txn.open_table(LEASE_BYTES)?,
             auth: txn.open_table(AUTH)?,
             position,
+            leases_max: LEASES_MAX,
         })
     }
 
@@ -392,6 +397,9 @@ impl<'t> Writer<'t> {
         let refuse = |error| Ok(Applied { response: Err(error), record: None, events: None });
         if request.ttl > LEASE_TTL_MAX {
             return refuse(Error::LeaseTtlTooLarge);
+        }
+        if self.leases.len()? >= self.leases_max {
+            return refuse(Error::TooManyLeases { max: self.leases_max });
         }
         let id = match request.id {
             0 => self.new_lease_id()?,

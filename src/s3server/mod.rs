@@ -10,6 +10,8 @@
 pub mod bench;
 pub mod engine;
 mod meta;
+#[doc(hidden)]
+pub use meta::fuzz_records as fuzz_metadata_records;
 #[cfg(feature = "s4")]
 pub mod server;
 #[cfg(feature = "s4")]

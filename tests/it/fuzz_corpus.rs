@@ -27,3 +27,18 @@ fn store_entry_corpus() {
 fn request_validation_corpus() {
     replay("request_validation", t4::fuzzing::request_validation);
 }
+
+#[test]
+fn bucket_objects_corpus() {
+    replay("bucket_objects", t4::fuzzing::bucket_objects);
+}
+
+#[test]
+fn auth_records_corpus() {
+    replay("auth_records", t4::fuzzing::auth_records);
+}
+
+#[test]
+fn s4_metadata_corpus() {
+    replay("s4_metadata", t4::fuzzing::s4_metadata);
+}

@@ -29,6 +29,9 @@ use super::Writer;
 pub const REQUEST_TOUCH_BYTES_MAX: u64 = 64 << 20;
 /// Most bytes of live entries (by [`entry_cost`]) attached to one lease.
 pub const LEASE_ENTRY_BYTES_MAX: u64 = 64 << 20;
+/// Most live leases (each costs memory in the lessor and a row in the store); a grant past it
+/// is refused with [`Error::TooManyLeases`].
+pub const LEASES_MAX: u64 = 1_000_000;
 /// Largest encoded record the bounds above allow: either bound plus the request's own bytes
 /// (a txn's puts are checked against the state before it), with room to spare.
 pub const RECORD_BYTES_MAX: u64 = 96 << 20;
