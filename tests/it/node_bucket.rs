@@ -672,7 +672,7 @@ impl ObjectStore for Ignoring {
 async fn a_store_that_ignores_conditional_writes_is_refused_at_open() {
     for (ignore_if_none_match, named) in [(true, "If-None-Match: *"), (false, "If-Match")] {
         let store: Arc<dyn ObjectStore> = Arc::new(Ignoring { inner: MemObjectStore::new(), ignore_if_none_match });
-        let refused = open(&SimDisk::new(), store.clone(), "probe").await.err().expect("a store without fencing is refused");
+        let Err(refused) = open(&SimDisk::new(), store.clone(), "probe").await else { panic!("a store without fencing is refused") };
         assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
         assert!(refused.to_string().contains(&format!("does not enforce {named}")), "{refused}");
         assert!(store.list("", None, 10).await.unwrap().is_empty(), "the probe wrote nothing else and cleaned up");
