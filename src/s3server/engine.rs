@@ -240,6 +240,10 @@ struct Inner {
     gate: RwLock<()>,
     /// One compaction or lifecycle pass at a time.
     maintenance: tokio::sync::Mutex<()>,
+    /// The first storage failure of a write (a failed fsync, write or metadata commit). From
+    /// then on the engine accepts no write (fail-stop: after a failed fsync the page cache no
+    /// longer says what the disk holds) and reports itself unhealthy; reads go on.
+    failure: Mutex<Option<String>>,
     /// Commits applied, and metadata transactions (each with its fsyncs) they took.
     commits: std::sync::atomic::AtomicU64,
     batches: std::sync::atomic::AtomicU64,
@@ -380,6 +384,7 @@ impl Engine {
             readers: Mutex::new(BTreeMap::new()),
             gate: RwLock::new(()),
             maintenance: tokio::sync::Mutex::new(()),
+            failure: Mutex::new(None),
             commits: Default::default(),
             batches: Default::default(),
         });
@@ -388,7 +393,13 @@ impl Engine {
         Ok(Self { inner, commits })
     }
 
+    /// Ok while the engine accepts writes; the storage failure that stopped them otherwise.
+    pub fn health(&self) -> Result<(), EngineError> {
+        self.inner.stopped()
+    }
+
     async fn commit(&self, mutation: Mutation) -> Result<Outcome, EngineError> {
+        self.inner.stopped()?;
         let (reply, answer) = oneshot::channel();
         self.commits.send(Commit { mutation, reply }).await.map_err(|_| storage("engine stopped"))?;
         answer.await.map_err(|_| storage("engine stopped"))?
@@ -408,6 +419,15 @@ impl Engine {
     /// a volume busy with another append, goes to the blocking pool so that no runtime
     /// thread waits on a long write.
     async fn append(&self, body: Bytes) -> Result<NewBody, EngineError> {
+        self.inner.stopped()?;
+        let appended = self.append_unchecked(body).await;
+        if let Err(error) = &appended {
+            self.inner.fail(error);
+        }
+        appended
+    }
+
+    async fn append_unchecked(&self, body: Bytes) -> Result<NewBody, EngineError> {
         let digests =
             |body: &Bytes| -> ([u8; 16], Vec<u8>) { (Md5::digest(body).into(), meta::dedup_key(&Sha256::digest(body), body.len() as u64)) };
         #[cfg(not(madsim))]
@@ -1093,6 +1113,27 @@ fn find_version(
     Ok(None)
 }
 
+impl Inner {
+    /// Stops writes after a storage failure (the first one is kept and reported).
+    fn fail(&self, error: &EngineError) {
+        if !matches!(error, EngineError::Storage(_)) {
+            return;
+        }
+        let mut failure = self.failure.lock().expect("failure lock");
+        if failure.is_none() {
+            tracing::error!(%error, "s4: storage failed; refusing every write until restarted (reads go on)");
+            *failure = Some(error.to_string());
+        }
+    }
+
+    fn stopped(&self) -> Result<(), EngineError> {
+        match self.failure.lock().expect("failure lock").as_ref() {
+            Some(first) => Err(EngineError::Storage(format!("writes stopped after an earlier failure ({first}); restart s4"))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Takes every waiting commit, makes their bodies durable with one fsync per volume,
 /// applies them in one durable metadata transaction, then answers.
 async fn committer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Commit>) {
@@ -1115,6 +1156,7 @@ async fn committer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Commit>) {
             }
             Err(error) => {
                 tracing::error!(%error, "s4: commit failed; nothing of this batch was acknowledged");
+                inner.fail(&error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }

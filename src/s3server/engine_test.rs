@@ -481,3 +481,28 @@ async fn acknowledged_puts_and_deletes_survive_power_loss_under_mixed_load() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_storage_failure_stops_every_later_write_and_reads_go_on() {
+    for faults in [
+        crate::env::SimDiskFaults { sync_failures: 1, ..Default::default() },
+        crate::env::SimDiskFaults { capacity_bytes: Some(0), ..Default::default() },
+    ] {
+        let disk = SimDisk::new();
+        let engine = engine(&disk).await;
+        engine.create_bucket("b").await.unwrap();
+        put(&engine, "before", b"kept", WriteCondition::None).await.unwrap();
+        assert!(engine.health().is_ok());
+        tracing::info!("--- a failed fsync (or a full disk) fails the write that met it");
+        disk.set_faults(faults.clone());
+        let failed = put(&engine, "during", b"lost", WriteCondition::None).await.unwrap_err();
+        assert!(matches!(failed, EngineError::Storage(_)), "{failed:?} ({faults:?})");
+        tracing::info!("--- the disk works again, but s4 takes no write until restarted; reads go on");
+        disk.set_faults(Default::default());
+        let refused = put(&engine, "after", b"x", WriteCondition::None).await.unwrap_err();
+        assert!(matches!(&refused, EngineError::Storage(text) if text.contains("earlier failure")), "{refused:?}");
+        assert!(engine.health().is_err());
+        assert_eq!(&engine.get_object("b", "before", None).await.unwrap().1[..], b"kept");
+        assert_eq!(engine.get_object("b", "during", None).await.unwrap_err(), EngineError::NoSuchKey);
+    }
+}

@@ -412,7 +412,7 @@ impl Router {
     }
 
     fn health(&self) -> hyper::Response<s3s::Body> {
-        let (status, text) = match self.engine.list_buckets() {
+        let (status, text) = match self.engine.health().and_then(|()| self.engine.list_buckets()) {
             Ok(_) => (200, "ok\n".to_string()),
             Err(error) => (503, format!("unhealthy: {error}\n")),
         };
