@@ -12,6 +12,9 @@ pub struct Config {
     pub request_bytes_max: usize,
     /// Most operations in one txn, counting every branch (etcd's default: 128).
     pub txn_ops_max: usize,
+    /// Most bytes of keys and values one Range answer (or a txn's range) may collect; past
+    /// it the range is refused before more is read (`--max-response-bytes`).
+    pub response_bytes_max: usize,
     /// Writes waiting for the writer; callers beyond it wait (backpressure).
     pub write_queue_max: usize,
     /// Most requests applied and synced together in one group commit.
@@ -36,6 +39,7 @@ impl Config {
             data_dir: data_dir.into(),
             request_bytes_max: 1536 * 1024,
             txn_ops_max: 128,
+            response_bytes_max: crate::mvcc::RESPONSE_BYTES_MAX,
             write_queue_max: 4096,
             batch_requests_max: 1024,
             batch_bytes_max: 4 * 1024 * 1024,

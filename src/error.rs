@@ -68,6 +68,9 @@ pub enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A Range (or a txn's range) whose answer would pass `--max-response-bytes`.
+    #[error("t4: the range's answer is over --max-response-bytes ({bytes_max} bytes); page through it with a limit")]
+    ResponseTooLarge { bytes_max: u64 },
     /// t4's own bound on live leases (etcd has none): revoke some, or let them expire.
     #[error("t4: too many leases (at most {max})")]
     TooManyLeases { max: u64 },
@@ -94,7 +97,7 @@ impl Error {
             | Error::InvalidSortOption
             | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::LeaseExists => ErrorKind::AlreadyExists,
-            Error::TooManyLeases { .. } => ErrorKind::RateLimited,
+            Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } => ErrorKind::RateLimited,
             Error::TooManyOps => ErrorKind::TooManyOps,
             Error::DuplicateKey => ErrorKind::DuplicateKey,
             Error::Compacted { .. } => ErrorKind::Compacted,

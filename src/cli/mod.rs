@@ -139,6 +139,10 @@ struct RunArgs {
     /// Most operations in one txn (etcd's --max-txn-ops).
     #[arg(long, env = "T4_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// Most bytes of keys and values one Range answer may carry; a larger one is refused
+    /// (ResourceExhausted): page through it with a limit.
+    #[arg(long, env = "T4_MAX_RESPONSE_BYTES", default_value_t = crate::mvcc::RESPONSE_BYTES_MAX)]
+    max_response_bytes: usize,
     /// Most concurrent gRPC streams on one client connection (etcd's --max-concurrent-streams).
     #[arg(long, env = "T4_MAX_CONCURRENT_STREAMS", default_value_t = crate::server::DEFAULT_STREAMS_MAX)]
     max_concurrent_streams: u32,
@@ -530,6 +534,7 @@ async fn run(args: RunArgs) -> i32 {
     let mut node = Config::new(&args.data_dir);
     node.request_bytes_max = args.max_request_bytes;
     node.txn_ops_max = args.max_txn_ops;
+    node.response_bytes_max = args.max_response_bytes;
     node.wal_segment_bytes_max = args.log.segment_max_size_mb << 20;
     match args.bucket.object_store().await {
         Ok(None) => {}

@@ -177,3 +177,28 @@ fn a_batch_closes_at_its_record_bound_and_the_rest_waits() {
     assert_eq!(applied.len() + rest.len(), 52);
     assert_eq!(count(&store, "/k/"), 52);
 }
+
+#[test]
+fn a_range_answer_past_its_byte_bound_is_refused_and_a_limit_pages_through() {
+    let store = open();
+    fill(&store, "/r/", 10, 0);
+    store.set_response_bytes_max(6 * VALUE_BYTES);
+    let DeleteRangeRequest { key, range_end, .. } = delete_prefix("/r/");
+    let all = RangeRequest { key: key.clone(), range_end: range_end.clone(), ..Default::default() };
+    let refused = store.range(&all, store.applied_revision()).unwrap_err();
+    assert!(matches!(refused, Error::ResponseTooLarge { bytes_max } if bytes_max == 6 * VALUE_BYTES as u64), "{refused:?}");
+    tracing::info!("--- within the bound: a limit, keys only, a count");
+    let page = RangeRequest { limit: 4, ..all.clone() };
+    let answer = store.range(&page, store.applied_revision()).unwrap();
+    assert_eq!((answer.kvs.len(), answer.more, answer.count), (4, true, 10));
+    let keys = RangeRequest { keys_only: true, ..all.clone() };
+    assert_eq!(store.range(&keys, store.applied_revision()).unwrap().kvs.len(), 10);
+    tracing::info!("--- a txn's range is bounded the same way, checked before its puts change anything");
+    let revision = store.applied_revision();
+    let put =
+        RequestOp { request: Some(Request::RequestPut(PutRequest { key: b"/new".to_vec(), value: b"v".to_vec(), ..Default::default() })) };
+    let range = RequestOp { request: Some(Request::RequestRange(all)) };
+    let txn = apply_one(&store, WriteRequest::Txn(TxnRequest { success: vec![put, range], ..Default::default() }));
+    assert!(matches!(txn.response, Err(Error::ResponseTooLarge { .. })));
+    assert_eq!(store.applied_revision(), revision, "the put before the range left no trace");
+}

@@ -34,4 +34,5 @@ pub use range::KeySpan;
 pub use store::{Applied, AuthApplied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
 pub use txn::{
     validate_range, validate_write, Limits, Position, LEASE_ENTRY_BYTES_MAX, LEASE_TTL_MAX, LEASE_TTL_MIN, REQUEST_TOUCH_BYTES_MAX,
+    RESPONSE_BYTES_MAX,
 };

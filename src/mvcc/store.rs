@@ -134,6 +134,8 @@ pub struct Store {
     dir_lock: Mutex<Option<DirLock>>,
     /// Most live leases a grant may leave (`txn::LEASES_MAX`).
     leases_max: AtomicU64,
+    /// Most bytes of keys and values one range answer collects.
+    response_bytes_max: AtomicU64,
 }
 
 type DirLock = Box<dyn Send + Sync + std::fmt::Debug>;
@@ -190,6 +192,7 @@ impl Store {
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
             leases_max: AtomicU64::new(super::txn::LEASES_MAX),
+            response_bytes_max: AtomicU64::new(super::txn::RESPONSE_BYTES_MAX as u64),
         })
     }
 
@@ -239,7 +242,7 @@ impl Store {
         let txn = db.as_ref().expect("open").begin_read()?;
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
         let compact = read_compact_revision(&txn)?;
-        range_in(&view, request, visible, compact)
+        range_in(&view, request, visible, compact, self.response_bytes_max.load(Ordering::Relaxed) as usize)
     }
 
     /// CRC32C over every entry of `kv_rev` at or below `revision`, in log order.
@@ -380,12 +383,18 @@ impl Store {
             Position { revision: self.applied_revision(), index: self.applied_index(), compact_revision: self.compact_revision() };
         let mut writer = Writer::new(txn, position)?;
         writer.leases_max = self.leases_max.load(Ordering::Relaxed);
+        writer.response_bytes_max = self.response_bytes_max.load(Ordering::Relaxed) as usize;
         Ok(writer)
     }
 
     /// Lowers (or raises) the bound on live leases grants are checked against (tests).
     pub fn set_leases_max(&self, max: u64) {
         self.leases_max.store(max, Ordering::Relaxed);
+    }
+
+    /// The bound on what one range answer collects (`--max-response-bytes`).
+    pub fn set_response_bytes_max(&self, max: usize) {
+        self.response_bytes_max.store(max as u64, Ordering::Relaxed);
     }
 
     fn publish_applied(&self, position: Position) {
@@ -635,7 +644,13 @@ fn read_compact_revision(txn: &redb::ReadTransaction) -> Result<i64> {
 }
 
 /// Range at `visible` over any view (a read transaction, or the writer inside a txn).
-pub(super) fn range_in<L, I, R>(view: &View<L, I, R>, request: &RangeRequest, visible: i64, compact: i64) -> Result<RangeResponse>
+pub(super) fn range_in<L, I, R>(
+    view: &View<L, I, R>,
+    request: &RangeRequest,
+    visible: i64,
+    compact: i64,
+    bytes_max: usize,
+) -> Result<RangeResponse>
 where
     L: super::view::LatestTable,
     I: super::view::IndexTable,
@@ -651,7 +666,13 @@ where
     let span = KeySpan::new(&request.key, &request.range_end);
     // Sorting by value needs the values; keys_only drops them after the sort, as etcd does.
     let by_value = request.sort_target == t4_proto::etcdserverpb::range_request::SortTarget::Value as i32;
-    let scan = view.scan(&span, revision, range::fetch_limit(request), request.count_only, request.keys_only && !by_value)?;
+    let fetch = super::view::Fetch {
+        max: range::fetch_limit(request),
+        count_only: request.count_only,
+        keys_only: request.keys_only && !by_value,
+        bytes_max,
+    };
+    let scan = view.scan(&span, revision, fetch)?;
     let (mut kvs, more) = range::finish(request, scan.kvs);
     if request.keys_only {
         kvs.iter_mut().for_each(|kv| kv.value.clear());

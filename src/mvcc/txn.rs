@@ -27,12 +27,13 @@ use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
 use super::store::{keys_of_lease, write_position};
 use super::store::{range_in, read_auth_state, Applied, AuthApplied, RevisionEvents, WriteRequest, WriteResponse};
-use super::view::{event_of, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
+use super::view::{event_of, Fetch, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
 use crate::auth::state::AuthChange;
 
 mod bounds;
 pub use bounds::{
     rebuild_lease_bytes, BATCH_RECORD_BYTES_MAX, LEASES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX,
+    RESPONSE_BYTES_MAX,
 };
 
 /// etcd's shortest lease: shorter requests are granted this many seconds (etcd derives it
@@ -62,6 +63,8 @@ pub struct Writer<'t> {
     position: Position,
     /// Most live leases a grant may leave ([`LEASES_MAX`] unless the store says otherwise).
     pub leases_max: u64,
+    /// Most bytes of keys and values a range inside a txn (or a compare) may collect.
+    pub response_bytes_max: usize,
 }
 
 /// The changes of the request being executed.
@@ -70,6 +73,10 @@ struct Exec {
     base: i64,
     changes: Vec<Change>,
     events: Option<Vec<Event>>,
+    /// Most bytes a range op of this request may collect. Checked in step 2 against the
+    /// state before the request with `response_bytes_max`; here it has the request's own
+    /// bytes on top (what its earlier puts can add), so step 3 never fails half-way.
+    range_bytes_max: usize,
 }
 
 impl Exec {
@@ -100,6 +107,7 @@ impl<'t> Writer<'t> {
             auth: txn.open_table(AUTH)?,
             position,
             leases_max: LEASES_MAX,
+            response_bytes_max: RESPONSE_BYTES_MAX,
         })
     }
 
@@ -124,7 +132,12 @@ impl<'t> Writer<'t> {
     /// Runs one validated request. Request errors come back inside `Applied`; storage
     /// errors come back as `Err` and poison the batch.
     pub fn apply(&mut self, request: &WriteRequest, want_events: bool) -> Result<Applied> {
-        let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new) };
+        let mut exec = Exec {
+            base: self.position.revision,
+            changes: Vec::new(),
+            events: want_events.then(Vec::new),
+            range_bytes_max: self.response_bytes_max.saturating_add(request.encoded_len()),
+        };
         let outcome = match request {
             WriteRequest::Put(put) => self.check_put(put).and_then(|()| self.put(&mut exec, put).map(WriteResponse::Put)),
             WriteRequest::DeleteRange(delete) => {
@@ -169,7 +182,7 @@ impl<'t> Writer<'t> {
                         record.index, self.position.revision
                     )));
                 }
-                let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None };
+                let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None, range_bytes_max: 0 };
                 for change in changes {
                     self.replay_change(&mut exec, change)?;
                 }
@@ -195,7 +208,7 @@ impl<'t> Writer<'t> {
                             record.index, self.position.revision
                         )));
                     }
-                    let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None };
+                    let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None, range_bytes_max: 0 };
                     for change in changes {
                         self.replay_change(&mut exec, change)?;
                     }
@@ -260,7 +273,11 @@ impl<'t> Writer<'t> {
     fn check_ops(&self, ops: &[RequestOp], path: &mut std::slice::Iter<'_, bool>, puts: bool, touched: &mut u64) -> Result<()> {
         for op in ops {
             match &op.request {
-                Some(Request::RequestRange(range)) if !puts => self.check_range(range)?,
+                Some(Request::RequestRange(range)) if !puts => {
+                    self.check_range(range)?;
+                    // What it would collect now, within the bound (read once more in step 3).
+                    range_in(&self.view, range, self.position.revision, self.position.compact_revision, self.response_bytes_max)?;
+                }
                 Some(Request::RequestPut(put)) if puts => {
                     self.check_put(put)?;
                     self.check_copied_value(put, touched)?;
@@ -298,7 +315,9 @@ impl<'t> Writer<'t> {
 
     fn compare(&self, compare: &Compare) -> Result<bool> {
         let span = KeySpan::new(&compare.key, &compare.range_end);
-        let scan = self.view.scan(&span, i64::MAX, None, false, false)?;
+        let values = compare.target == CompareTarget::Value as i32;
+        let fetch = Fetch { keys_only: !values, ..Fetch::all(self.response_bytes_max) };
+        let scan = self.view.scan(&span, i64::MAX, fetch)?;
         if scan.kvs.is_empty() {
             if compare.target == CompareTarget::Value as i32 {
                 // A missing key has no value to compare: always false.
@@ -330,7 +349,8 @@ impl<'t> Writer<'t> {
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(range)) => {
-                    Response::ResponseRange(range_in(&self.view, range, exec.read_revision(), self.position.compact_revision)?)
+                    let (read, compact) = (exec.read_revision(), self.position.compact_revision);
+                    Response::ResponseRange(range_in(&self.view, range, read, compact, exec.range_bytes_max)?)
                 }
                 Some(Request::RequestPut(put)) => Response::ResponsePut(self.put(exec, put)?),
                 Some(Request::RequestDeleteRange(delete)) => Response::ResponseDeleteRange(self.delete_range(exec, delete)?),
@@ -365,7 +385,8 @@ impl<'t> Writer<'t> {
     /// time, and kept only for `prev_kv`); `bounds` checked what it touches beforehand.
     fn delete_range(&mut self, exec: &mut Exec, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let span = KeySpan::new(&delete.key, &delete.range_end);
-        let victims = self.view.scan(&span, i64::MAX, None, false, true)?.kvs;
+        let keys = Fetch { keys_only: true, ..Fetch::all(REQUEST_TOUCH_BYTES_MAX as usize) };
+        let victims = self.view.scan(&span, i64::MAX, keys)?.kvs;
         let mut prev_kvs = Vec::new();
         for kv in &victims {
             let previous = self.live(&kv.key)?.expect("scanned just now");

@@ -80,9 +80,20 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
     }
 
     /// Live entries in `span` at `revision`, ascending by key. Counts every live key;
-    /// collects at most `fetch_max` entries (none when `count_only`).
-    pub fn scan(&self, span: &KeySpan, revision: i64, fetch_max: Option<usize>, count_only: bool, keys_only: bool) -> Result<RangeScan> {
+    /// collects at most `fetch_max` entries (none when `count_only`), of at most `bytes_max`
+    /// bytes of keys and values together (past it: `ResponseTooLarge`, before more is read).
+    pub fn scan(&self, span: &KeySpan, revision: i64, fetch: Fetch) -> Result<RangeScan> {
+        let Fetch { max: fetch_max, count_only, keys_only, bytes_max } = fetch;
         let mut scan = RangeScan { kvs: Vec::new(), count: 0 };
+        let mut bytes_held = 0usize;
+        let mut keep = |kvs: &mut Vec<t4_proto::mvccpb::KeyValue>, kv: t4_proto::mvccpb::KeyValue| -> Result<()> {
+            bytes_held += kv.key.len() + kv.value.len();
+            if bytes_held > bytes_max {
+                return Err(crate::Error::ResponseTooLarge { bytes_max: bytes_max as u64 });
+            }
+            kvs.push(kv);
+            Ok(())
+        };
         let mut visit = |key: &[u8], bytes: &[u8]| -> Result<()> {
             let (mod_revision, tombstone) = peek_revision(bytes, key)?;
             let want = !count_only && fetch_max.is_none_or(|max| scan.kvs.len() < max);
@@ -90,13 +101,13 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
                 if !tombstone {
                     scan.count += 1;
                     if want {
-                        scan.kvs.push(StoredKv::decode_expected(bytes, Some(key), None)?.to_key_value(keys_only));
+                        keep(&mut scan.kvs, StoredKv::decode_expected(bytes, Some(key), None)?.to_key_value(keys_only))?;
                     }
                 }
             } else if let Some(entry) = self.history_at(key, revision)?.filter(|entry| !entry.tombstone) {
                 scan.count += 1;
                 if want {
-                    scan.kvs.push(entry.to_key_value(keys_only));
+                    keep(&mut scan.kvs, entry.to_key_value(keys_only))?;
                 }
             }
             Ok(())
@@ -188,6 +199,23 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
             return Ok(None);
         }
         self.live_at(&entry.key, entry.mod_revision - 1)
+    }
+}
+
+/// What a scan collects: at most `max` entries (all: `None`), none when `count_only`,
+/// without values when `keys_only`, at most `bytes_max` bytes of keys and values.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    pub max: Option<usize>,
+    pub count_only: bool,
+    pub keys_only: bool,
+    pub bytes_max: usize,
+}
+
+impl Fetch {
+    /// Every entry, with values, within `bytes_max`.
+    pub fn all(bytes_max: usize) -> Self {
+        Self { max: None, count_only: false, keys_only: false, bytes_max }
     }
 }
 

@@ -129,6 +129,7 @@ impl Node {
             }
         };
         let pipeline::Opened { store, wal, fence, log } = opened;
+        store.set_response_bytes_max(config.response_bytes_max);
         let (leases, auth) = {
             let store = store.clone();
             crate::env::blocking(move || Ok::<_, Error>((store.leases()?, store.auth_state()?))).await?

@@ -29,6 +29,10 @@ use super::Writer;
 pub const REQUEST_TOUCH_BYTES_MAX: u64 = 64 << 20;
 /// Most bytes of live entries (by [`entry_cost`]) attached to one lease.
 pub const LEASE_ENTRY_BYTES_MAX: u64 = 64 << 20;
+/// Default bound on the keys and values one Range answer (or a txn's range, or a compare)
+/// collects (`--max-response-bytes`): past it the range is refused with
+/// [`Error::ResponseTooLarge`] before more is read. Clients page with `limit`.
+pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Most live leases (each costs memory in the lessor and a row in the store); a grant past it
 /// is refused with [`Error::TooManyLeases`].
 pub const LEASES_MAX: u64 = 1_000_000;
