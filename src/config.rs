@@ -29,6 +29,8 @@ pub struct Config {
     pub store_sync_records: u64,
     /// Revisions of events kept in memory for watchers; older ones are read from the store.
     pub watch_events_buffered_max: usize,
+    /// ...and at most this many bytes of them.
+    pub watch_bytes_buffered_max: usize,
     /// Keep the log in a bucket too (DESIGN §5); `None`: local disk only.
     pub object_store: Option<crate::durable::ObjectDurability>,
 }
@@ -47,6 +49,7 @@ impl Config {
             store_sync_interval: Duration::from_secs(2),
             store_sync_records: 50_000,
             watch_events_buffered_max: 65_536,
+            watch_bytes_buffered_max: crate::watch::RING_BYTES_MAX,
             object_store: None,
         }
     }

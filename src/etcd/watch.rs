@@ -35,6 +35,9 @@ use super::Service;
 const WATCH_RESPONSES_QUEUED_MAX: usize = 256;
 /// Events merged into one response (more revisions wait for the next one).
 const WATCH_EVENTS_PER_RESPONSE_MAX: usize = 1000;
+/// Bytes of events merged into one response: revisions are merged only while under it (one
+/// revision larger than this still goes whole, or in fragments when the watch asked).
+const WATCH_BYTES_PER_RESPONSE_MAX: usize = 4 << 20;
 /// Watches on one stream.
 const WATCHES_PER_STREAM_MAX: usize = 10_000;
 /// How long a RequestProgress waits for lagging watches before giving up on that request.
@@ -285,8 +288,10 @@ impl Pump {
                     let keep_going = match item {
                         Some(Ok(first)) => {
                             let mut events = first.events;
-                            while events.len() < WATCH_EVENTS_PER_RESPONSE_MAX {
+                            let mut bytes: usize = events.iter().map(Message::encoded_len).sum();
+                            while events.len() < WATCH_EVENTS_PER_RESPONSE_MAX && bytes < WATCH_BYTES_PER_RESPONSE_MAX {
                                 let Some(more) = stream.try_next() else { break };
+                                bytes += more.events.iter().map(Message::encoded_len).sum::<usize>();
                                 events.extend(more.events);
                             }
                             self.send_events(events).await

@@ -137,7 +137,7 @@ impl Node {
         let lessor = lessor::Lessor::load(&leases, env.clock.monotonic());
         let term = log.as_ref().map(|log| log.term);
         let visible = store.applied_revision();
-        let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max));
+        let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max, config.watch_bytes_buffered_max));
         let (jobs_tx, jobs_rx) = mpsc::channel(config.write_queue_max);
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let shared = Arc::new(Shared {

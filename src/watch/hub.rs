@@ -29,11 +29,24 @@ struct Ring {
     /// Events kept at most (whole revisions are dropped from the front past it).
     events_max: usize,
     events: usize,
+    /// Bytes of those events kept at most, likewise.
+    bytes_max: usize,
+    bytes: usize,
+}
+
+/// Default bound on the bytes of events the ring keeps: with values of up to 1.5 MiB,
+/// 65,536 events could otherwise hold ~96 GiB. Older revisions are read from the store.
+pub const RING_BYTES_MAX: usize = 256 << 20;
+
+/// What one revision's events take in the ring (keys and values, and prev values).
+fn revision_bytes(revision: &RevisionEvents) -> usize {
+    revision.events.iter().map(|event| prost::Message::encoded_len(event)).sum()
 }
 
 impl WatchHub {
-    pub fn new(visible: i64, events_max: usize) -> Self {
-        let ring = Ring { revisions: VecDeque::new(), covered_from: visible + 1, events_max, events: 0 };
+    /// A hub keeping at most `events_max` events of at most `bytes_max` bytes in memory.
+    pub fn new(visible: i64, events_max: usize, bytes_max: usize) -> Self {
+        let ring = Ring { revisions: VecDeque::new(), covered_from: visible + 1, events_max, events: 0, bytes_max, bytes: 0 };
         Self { ring: Mutex::new(ring), visible: AtomicI64::new(visible), changed: Notify::new(), watchers: AtomicUsize::new(0) }
     }
 
@@ -82,6 +95,7 @@ impl WatchHub {
                     for revision in events {
                         assert!(revision.revision >= ring.covered_from, "ring revisions only grow");
                         ring.events += revision.events.len();
+                        ring.bytes += revision_bytes(&revision);
                         ring.revisions.push_back(Arc::new(revision));
                     }
                     ring.trim();
@@ -89,6 +103,7 @@ impl WatchHub {
                 None => {
                     ring.revisions.clear();
                     ring.events = 0;
+                    ring.bytes = 0;
                     ring.covered_from = visible + 1;
                 }
             }
@@ -112,10 +127,37 @@ impl WatchHub {
 
 impl Ring {
     fn trim(&mut self) {
-        while self.events > self.events_max {
+        while self.events > self.events_max || self.bytes > self.bytes_max {
             let Some(front) = self.revisions.pop_front() else { break };
             self.events -= front.events.len();
+            self.bytes -= revision_bytes(&front);
             self.covered_from = front.revision + 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use t4_proto::mvccpb::{Event, KeyValue};
+
+    use super::*;
+
+    fn revision(revision: i64, value_bytes: usize) -> RevisionEvents {
+        let kv = KeyValue { key: b"k".to_vec(), value: vec![1; value_bytes], mod_revision: revision, ..Default::default() };
+        RevisionEvents { revision, events: vec![Event { kv: Some(kv), ..Default::default() }] }
+    }
+
+    #[test]
+    fn the_ring_keeps_at_most_its_bytes_and_readers_fall_back_past_it() {
+        let hub = WatchHub::new(1, 65_536, 10_000);
+        for at in 2..=11 {
+            hub.publish(at, Some(vec![revision(at, 2_000)]));
+        }
+        let ring = hub.ring.lock().unwrap();
+        assert!(ring.bytes <= 10_000, "{} bytes kept", ring.bytes);
+        assert_eq!(ring.revisions.len(), 4, "four revisions of ~2 KB fit in 10 KB");
+        drop(ring);
+        assert!(hub.read(2, 11).is_none(), "revisions dropped for their bytes are read from the store");
+        assert_eq!(hub.read(8, 11).map(|revisions| revisions.len()), Some(4));
     }
 }

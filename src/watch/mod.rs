@@ -12,5 +12,5 @@
 mod hub;
 mod stream;
 
-pub use hub::WatchHub;
+pub use hub::{WatchHub, RING_BYTES_MAX};
 pub use stream::{WatchOptions, WatchStream};
