@@ -40,7 +40,7 @@ pub const RING_BYTES_MAX: usize = 256 << 20;
 
 /// What one revision's events take in the ring (keys and values, and prev values).
 fn revision_bytes(revision: &RevisionEvents) -> usize {
-    revision.events.iter().map(|event| prost::Message::encoded_len(event)).sum()
+    revision.events.iter().map(prost::Message::encoded_len).sum()
 }
 
 impl WatchHub {
