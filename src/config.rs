@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// etcd's default space quota (2 GiB).
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 << 30;
+
 /// Limits and tuning for one node. Every bound here is enforced, not advisory.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -12,6 +15,10 @@ pub struct Config {
     pub request_bytes_max: usize,
     /// Most operations in one txn, counting every branch (etcd's default: 128).
     pub txn_ops_max: usize,
+    /// etcd's `--quota-backend-bytes`: once the store file would pass it, the NOSPACE alarm
+    /// is raised and writes that take space are refused until it is disarmed. `None`: no
+    /// quota (etcd: a negative value).
+    pub quota_backend_bytes: Option<u64>,
     /// Most bytes of keys and values one Range answer (or a txn's range) may collect; past
     /// it the range is refused before more is read (`--max-response-bytes`).
     pub response_bytes_max: usize,
@@ -42,6 +49,7 @@ impl Config {
             request_bytes_max: 1536 * 1024,
             txn_ops_max: 128,
             response_bytes_max: crate::mvcc::RESPONSE_BYTES_MAX,
+            quota_backend_bytes: Some(QUOTA_BACKEND_BYTES_DEFAULT),
             write_queue_max: 4096,
             batch_requests_max: 1024,
             batch_bytes_max: 4 * 1024 * 1024,

@@ -68,6 +68,9 @@ pub enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// The store passed `--quota-backend-bytes` (etcd's NOSPACE alarm is raised).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// A Range (or a txn's range) whose answer would pass `--max-response-bytes`.
     #[error("t4: the range's answer is over --max-response-bytes ({bytes_max} bytes); page through it with a limit")]
     ResponseTooLarge { bytes_max: u64 },
@@ -97,7 +100,7 @@ impl Error {
             | Error::InvalidSortOption
             | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::LeaseExists => ErrorKind::AlreadyExists,
-            Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } => ErrorKind::RateLimited,
+            Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => ErrorKind::RateLimited,
             Error::TooManyOps => ErrorKind::TooManyOps,
             Error::DuplicateKey => ErrorKind::DuplicateKey,
             Error::Compacted { .. } => ErrorKind::Compacted,

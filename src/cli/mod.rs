@@ -139,6 +139,11 @@ struct RunArgs {
     /// Most operations in one txn (etcd's --max-txn-ops).
     #[arg(long, env = "T4_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// etcd's space quota: once the store would pass it the NOSPACE alarm is raised and
+    /// writes that take space are refused until it is disarmed (0: etcd's 2 GiB; negative:
+    /// no quota).
+    #[arg(long, env = "T4_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    quota_backend_bytes: i64,
     /// Most bytes of keys and values one Range answer may carry; a larger one is refused
     /// (ResourceExhausted): page through it with a limit.
     #[arg(long, env = "T4_MAX_RESPONSE_BYTES", default_value_t = crate::mvcc::RESPONSE_BYTES_MAX)]
@@ -535,6 +540,11 @@ async fn run(args: RunArgs) -> i32 {
     node.request_bytes_max = args.max_request_bytes;
     node.txn_ops_max = args.max_txn_ops;
     node.response_bytes_max = args.max_response_bytes;
+    node.quota_backend_bytes = match args.quota_backend_bytes {
+        0 => Some(crate::config::QUOTA_BACKEND_BYTES_DEFAULT),
+        bytes if bytes < 0 => None,
+        bytes => Some(bytes as u64),
+    };
     node.wal_segment_bytes_max = args.log.segment_max_size_mb << 20;
     match args.bucket.object_store().await {
         Ok(None) => {}

@@ -258,10 +258,14 @@ impl EtcdCore {
     pub async fn status(&self) -> Result<StatusResponse> {
         let db_size = self.node.store_size_bytes().await? as i64;
         let index = self.node.applied_index();
-        let errors = match self.node.health() {
+        let mut errors = match self.node.health() {
             Ok(()) => Vec::new(),
             Err(error) => vec![error.to_string()],
         };
+        if self.node.nospace_alarm() {
+            // etcd lists raised alarms among the errors, in AlarmMember's text form.
+            errors.push(format!("memberID:{} alarm:NOSPACE ", self.member.member_id()));
+        }
         Ok(StatusResponse {
             header: self.header(self.node.current_revision()),
             version: format!("{ETCD_API_VERSION}+t4.{}", env!("CARGO_PKG_VERSION")),
@@ -300,16 +304,47 @@ impl EtcdCore {
         })
     }
 
-    /// redb reuses freed pages itself; there is nothing to defragment offline. Root only
-    /// with auth on (etcd's rule).
-    pub fn defragment(&self, credentials: &Credentials) -> Result<DefragmentResponse> {
+    /// Rewrites the store file without its free pages, so that after a compaction it
+    /// shrinks (what lets a store past its quota get under it again). Root only with auth on
+    /// (etcd's rule).
+    pub async fn defragment(&self, credentials: &Credentials) -> Result<DefragmentResponse> {
         self.caller(credentials)?.require_root()?;
+        self.node.defragment().await?;
         Ok(DefragmentResponse { header: self.header(self.node.current_revision()) })
     }
 
-    /// t4 raises no alarms yet (no space quota): GET lists none, the rest are accepted.
-    pub fn alarm(&self, _request: AlarmRequest) -> AlarmResponse {
-        AlarmResponse { header: self.header(self.node.current_revision()), alarms: Vec::new() }
+    /// etcd's alarms: NOSPACE is the one t4 raises (`--quota-backend-bytes`). GET lists the
+    /// raised ones; ACTIVATE raises one, DEACTIVATE disarms it and answers what it disarmed.
+    /// With auth on, only root may raise or disarm (etcd 3.4 lets anyone).
+    pub fn alarm(&self, credentials: &Credentials, request: AlarmRequest) -> Result<AlarmResponse> {
+        use t4_proto::etcdserverpb::alarm_request::AlarmAction;
+        use t4_proto::etcdserverpb::{AlarmMember, AlarmType};
+        let member_id = self.member.member_id();
+        let nospace = || AlarmMember { member_id, alarm: AlarmType::Nospace as i32 };
+        let mine = request.member_id == 0 || request.member_id == member_id;
+        let alarms = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Get) => self.node.nospace_alarm().then(nospace).into_iter().collect(),
+            Ok(action) => {
+                self.caller(credentials)?.require_root()?;
+                let is_nospace = request.alarm == AlarmType::Nospace as i32 && mine;
+                match action {
+                    AlarmAction::Activate if is_nospace => {
+                        self.node.set_nospace_alarm(true);
+                        vec![nospace()]
+                    }
+                    AlarmAction::Deactivate if is_nospace => {
+                        if self.node.set_nospace_alarm(false) {
+                            vec![nospace()]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Err(_) => return Err(crate::Error::InvalidArgument(format!("unknown alarm action {}", request.action))),
+        };
+        Ok(AlarmResponse { header: self.header(self.node.current_revision()), alarms })
     }
 }
 

@@ -39,11 +39,19 @@ impl StorageFence {
 pub struct RedbBackend {
     file: Box<dyn DiskFile>,
     fence: StorageFence,
+    /// The file's length as redb last set it (a gauge the store reads for its quota).
+    size: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedbBackend {
     pub fn new(file: Box<dyn DiskFile>, fence: StorageFence) -> Self {
-        Self { file, fence }
+        let size = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(file.len().unwrap_or(0)));
+        Self { file, fence, size }
+    }
+
+    /// The file's length, kept current as redb grows or shrinks it.
+    pub fn size_gauge(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.size.clone()
     }
 }
 
@@ -58,7 +66,9 @@ impl redb::StorageBackend for RedbBackend {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         self.fence.check()?;
-        self.file.set_len(len)
+        self.file.set_len(len)?;
+        self.size.store(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {

@@ -20,7 +20,7 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::Compacted { .. } | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
-        Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } => Code::ResourceExhausted,
+        Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => Code::ResourceExhausted,
         Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Auth(error) => match error.kind() {
@@ -70,6 +70,7 @@ mod tests {
             Error::LeaseExists,
             Error::LeaseTtlTooLarge,
             Error::TooManyLeases { max: 1_000_000 },
+            Error::NoSpace,
             Error::ResponseTooLarge { bytes_max: 268_435_456 },
             Error::InvalidSortOption,
             Error::InvalidArgument("example".into()),

@@ -18,7 +18,8 @@ impl Maintenance for Service {
     type SnapshotStream = futures::stream::Empty<Result<SnapshotResponse, Status>>;
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Ok(Response::new(self.core.alarm(request.into_inner())))
+        let credentials = credentials(&request);
+        self.core.alarm(&credentials, request.into_inner()).map(Response::new).map_err(status)
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -26,7 +27,7 @@ impl Maintenance for Service {
     }
 
     async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        self.core.defragment(&credentials(&request)).map(Response::new).map_err(status)
+        self.core.defragment(&credentials(&request)).await.map(Response::new).map_err(status)
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

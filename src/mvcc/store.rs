@@ -132,6 +132,8 @@ pub struct Store {
     snapshots: Arc<(Mutex<usize>, Condvar)>,
     /// The data dir's lock, held from before the file is opened until it is closed.
     dir_lock: Mutex<Option<DirLock>>,
+    /// The store file's length (redb's own view, updated as it grows or shrinks).
+    size: Arc<AtomicU64>,
     /// Most live leases a grant may leave (`txn::LEASES_MAX`).
     leases_max: AtomicU64,
     /// Most bytes of keys and values one range answer collects.
@@ -162,7 +164,9 @@ impl Store {
         } else {
             start_over_if_never_initialised(file.as_ref())?;
         }
-        let db = redb::Builder::new().create_with_backend(RedbBackend::new(file, fence))?;
+        let backend = RedbBackend::new(file, fence);
+        let size = backend.size_gauge();
+        let db = redb::Builder::new().create_with_backend(backend)?;
         let txn = db.begin_write()?;
         let (format, position) = {
             txn.open_table(KV_REV)?;
@@ -191,6 +195,7 @@ impl Store {
             compact_revision: AtomicI64::new(position.compact_revision),
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
+            size,
             leases_max: AtomicU64::new(super::txn::LEASES_MAX),
             response_bytes_max: AtomicU64::new(super::txn::RESPONSE_BYTES_MAX as u64),
         })
@@ -491,6 +496,29 @@ impl Store {
             self.applied_index.store(position.index, Ordering::SeqCst);
             self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
             Ok(())
+        })
+    }
+
+    /// Bytes the store file takes (etcd's `dbSize`), without touching the disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Rewrites the store file without its free pages (etcd's defragment): the file shrinks
+    /// to what the live data needs. Makes every commit durable first, then holds off every
+    /// read and write while it runs. Fails (changing nothing) while a snapshot is open.
+    pub fn defragment(&self) -> Result<()> {
+        guarded("defragment", || {
+            let mut db = self.db.write().expect("store lock");
+            let db = db.as_mut().ok_or(Error::Closed)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
+            txn.commit()?;
+            match db.compact() {
+                Ok(_) => Ok(()),
+                Err(redb::CompactionError::Storage(error)) => Err(Error::from(redb::Error::from(error))),
+                Err(busy) => Err(Error::InvalidArgument(format!("defragment: {busy}; try again"))),
+            }
         })
     }
 

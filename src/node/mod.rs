@@ -61,6 +61,9 @@ struct Shared {
     visible: AtomicI64,
     fence: StorageFence,
     failure: Mutex<Option<Error>>,
+    /// etcd's NOSPACE alarm: raised when the store would pass its quota, cleared only by
+    /// disarming it. Kept in memory; an open whose store is already past the quota raises it.
+    nospace: std::sync::atomic::AtomicBool,
     /// Turns true (once) when `failure` is set: health reporters wait on it.
     failed: tokio::sync::watch::Sender<bool>,
     jobs: Mutex<Option<mpsc::Sender<pipeline::Job>>>,
@@ -130,6 +133,10 @@ impl Node {
         };
         let pipeline::Opened { store, wal, fence, log } = opened;
         store.set_response_bytes_max(config.response_bytes_max);
+        let over_quota = config.quota_backend_bytes.is_some_and(|quota| store.size_bytes() > quota);
+        if over_quota {
+            tracing::warn!(size = store.size_bytes(), "t4: alarm NOSPACE raised at open: the store is past --quota-backend-bytes");
+        }
         let (leases, auth) = {
             let store = store.clone();
             crate::env::blocking(move || Ok::<_, Error>((store.leases()?, store.auth_state()?))).await?
@@ -149,6 +156,7 @@ impl Node {
             fence,
             failure: Mutex::new(None),
             failed: tokio::sync::watch::Sender::new(false),
+            nospace: std::sync::atomic::AtomicBool::new(over_quota),
             jobs: Mutex::new(Some(jobs_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
             stats: pipeline::Counters::default(),
@@ -367,6 +375,61 @@ impl Node {
         }
     }
 
+    /// etcd's space quota. A write that takes space (a put, a txn with a put, a lease grant)
+    /// and would take the store past `quota_backend_bytes` raises the NOSPACE alarm; while
+    /// it is raised, puts, lease grants and every txn that is not read-only are refused with
+    /// etcd's `mvcc: database space exceeded`, and deletes, compaction, revokes and reads go
+    /// on (so an operator can compact, defragment and disarm, as with etcd).
+    fn check_space(&self, request: &WriteRequest) -> Result<()> {
+        let (takes_space, refused_under_alarm) = match request {
+            WriteRequest::Put(_) | WriteRequest::LeaseGrant(_) => (true, true),
+            WriteRequest::Txn(txn) => (txn_puts(txn), !txn_read_only(txn)),
+            _ => (false, false),
+        };
+        if refused_under_alarm && self.shared.nospace.load(Ordering::SeqCst) {
+            return Err(Error::NoSpace);
+        }
+        let Some(quota) = self.shared.config.quota_backend_bytes else { return Ok(()) };
+        if takes_space && self.shared.store.size_bytes() + request.encoded_len() as u64 > quota {
+            self.raise_nospace(quota);
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    fn raise_nospace(&self, quota: u64) {
+        if !self.shared.nospace.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                quota,
+                size = self.shared.store.size_bytes(),
+                "t4: alarm NOSPACE raised: the store reached --quota-backend-bytes"
+            );
+        }
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn nospace_alarm(&self) -> bool {
+        self.shared.nospace.load(Ordering::SeqCst)
+    }
+
+    /// Raises (`true`) or disarms (`false`) the NOSPACE alarm, as etcd's Alarm RPC does;
+    /// returns whether it was raised before.
+    pub fn set_nospace_alarm(&self, raised: bool) -> bool {
+        let before = self.shared.nospace.swap(raised, Ordering::SeqCst);
+        if before && !raised {
+            tracing::info!("t4: alarm NOSPACE disarmed");
+        }
+        before
+    }
+
+    /// Rewrites the store file without its free pages (etcd's Defragment): after a
+    /// compaction it shrinks to what the live data needs. Reads and writes wait meanwhile.
+    pub async fn defragment(&self) -> Result<()> {
+        self.check_open()?;
+        let store = self.shared.store.clone();
+        crate::env::blocking(move || store.defragment()).await
+    }
+
     /// Resolves once the node has stopped serving: a storage failure, a fence, a writer that
     /// died (then [`Node::health`] says which), or every handle on the node dropped. Holds no
     /// handle on the node itself.
@@ -468,11 +531,29 @@ impl Node {
     async fn write_with(&self, request: WriteRequest, auth_revision: Option<u64>) -> Result<WriteResponse> {
         self.validate_write(&request)?;
         self.check_open()?;
+        self.check_space(&request)?;
         let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed)?;
         let (reply, answer) = oneshot::channel();
         sender.send(pipeline::Job { request, auth_revision, reply }).await.map_err(|_| Error::Closed)?;
         answer.await.unwrap_or(Err(Error::Closed))
     }
+}
+
+/// Whether a txn puts anything, in either branch or a nested txn.
+fn txn_puts(txn: &t4_proto::etcdserverpb::TxnRequest) -> bool {
+    use t4_proto::etcdserverpb::request_op::Request;
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestTxn(nested)) => txn_puts(nested),
+        _ => false,
+    })
+}
+
+/// Whether a txn only reads, as etcd's `isTxnReadonly` decides: every op of both branches
+/// is a range (a nested txn, even one that only reads, is not).
+fn txn_read_only(txn: &t4_proto::etcdserverpb::TxnRequest) -> bool {
+    use t4_proto::etcdserverpb::request_op::Request;
+    txn.success.iter().chain(&txn.failure).all(|op| matches!(op.request, Some(Request::RequestRange(_))))
 }
 
 /// Revokes leases whose time is up, through the write path like any revoke (a single node

@@ -18,6 +18,11 @@ fn free_port() -> u16 {
 impl EtcdProcess {
     /// Starts etcd; panics (a failing test, never a skip) when it is not installed.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts etcd with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
@@ -29,6 +34,7 @@ impl EtcdProcess {
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
             .args(["--initial-cluster", &format!("diff=http://127.0.0.1:{peer}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -500,3 +500,72 @@ async fn t4_run_auth_enabled_bootstraps_root() {
     assert_eq!(as_root, "OK\n");
     assert_eq!(roles, "User: root\nRoles: root\n");
 }
+
+/// etcd's space quota, step by step through etcdctl against a real etcd and t4 with the
+/// same `--quota-backend-bytes`: the NOSPACE alarm, what it refuses and lets through, and
+/// the way out (delete, compact, defragment, disarm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_space_quota_alarm_and_its_way_out_as_etcd() {
+    const QUOTA: u64 = 4 << 20;
+    let etcd = crate::etcd_process::EtcdProcess::start_with(&["--quota-backend-bytes", &QUOTA.to_string()]).await;
+    let t4 = TestServer::start_with(|config| config.node.quota_backend_bytes = Some(QUOTA)).await;
+    let mut transcripts = Vec::new();
+    for endpoint in [etcd.endpoint.clone(), t4.endpoint()] {
+        let run = |args: &[&str]| {
+            let text = etcdctl(&endpoint, args, None);
+            // Member ids differ between servers.
+            let text = text.replace("<member-id>", "0");
+            text.split("memberID:")
+                .enumerate()
+                .map(|(at, part)| {
+                    if at == 0 {
+                        part.to_string()
+                    } else {
+                        format!("memberID:<id>{}", part.trim_start_matches(|c: char| c.is_ascii_digit()))
+                    }
+                })
+                .collect::<String>()
+        };
+        let mut lines = Vec::new();
+        let value = "x".repeat(100_000);
+        let mut failed = None;
+        for i in 0..400 {
+            let out = run(&["put", &format!("k{i:03}"), &value]);
+            if out != "OK\n" {
+                failed = Some(out);
+                break;
+            }
+        }
+        lines.push(format!("filling: {}", failed.expect("the quota never refused a put")));
+        for (what, args) in [
+            ("alarm list", &["alarm", "list"][..]),
+            ("small put", &["put", "small", "x"]),
+            ("lease grant", &["lease", "grant", "60"]),
+            ("get", &["get", "k000", "--print-value-only=false", "--keys-only"]),
+            ("delete one", &["del", "k000"]),
+        ] {
+            lines.push(format!("{what}: {}", run(args)));
+        }
+        let txn = etcdctl(&endpoint, &["txn"], Some("\n\nput a b\n\n"));
+        lines.push(format!("txn with a put: {txn}"));
+        // How many puts fit differs (bolt and redb lay pages out differently): all were deleted.
+        let deleted: usize = run(&["del", "k", "--prefix"]).trim().parse().unwrap();
+        lines.push(format!("delete all: {}\n", deleted > 0));
+        let status = run(&["endpoint", "status", "-w", "json"]);
+        let revision = status.split("\"revision\":").nth(1).and_then(|rest| rest.split(',').next()).unwrap().to_string();
+        for (what, args) in [
+            ("compact", vec!["compact".to_string(), revision.clone()]),
+            ("defrag", vec!["defrag".to_string()]),
+            ("put after defrag", vec!["put".into(), "after".into(), "1".into()]),
+            ("disarm", vec!["alarm".into(), "disarm".into()]),
+            ("alarm list", vec!["alarm".into(), "list".into()]),
+            ("put after disarm", vec!["put".into(), "after".into(), "2".into()]),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lines.push(format!("{what}: {}", run(&args).replace(&revision, "<revision>")));
+        }
+        transcripts.push(lines.join(""));
+    }
+    assert!(transcripts[0].contains("alarm:NOSPACE"), "{}", transcripts[0]);
+    assert_eq!(transcripts[1], transcripts[0], "t4 (right) answers as etcd (left)");
+}
