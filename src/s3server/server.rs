@@ -64,6 +64,11 @@ pub struct Args {
     /// idle HTTP/1 clients, TLS handshakes, and the first bytes of any connection).
     #[arg(long, env = "S4_HEADER_READ_TIMEOUT_SEC", default_value_t = 30)]
     pub header_read_timeout_sec: u64,
+    /// Request bodies s4 holds in memory at once (they are buffered whole before they are
+    /// stored): a body that finds no room within 10 s is answered SlowDown, and no single
+    /// object or part may be larger (the smaller of this and --max-upload-size applies).
+    #[arg(long, env = "S4_MAX_BUFFERED_BYTES", default_value_t = BUFFERED_BYTES_MAX_DEFAULT)]
+    pub max_buffered_bytes: u64,
     /// Accept AWS Signature Version 2 (header or presigned query). Off by default: a SigV2
     /// signature carries no time bound a server checks, so a captured request replays
     /// forever; AWS itself refuses it on every newer region.
@@ -156,6 +161,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     };
     std::fs::create_dir_all(&args.data_dir)?;
     crate::env::raise_open_files_limit();
+    if args.max_upload_size > args.max_buffered_bytes {
+        tracing::warn!(
+            max_upload_size = args.max_upload_size,
+            max_buffered_bytes = args.max_buffered_bytes,
+            "s4: bodies are buffered whole, so objects and parts larger than --max-buffered-bytes are refused (EntityTooLarge)"
+        );
+    }
     let disk = Arc::new(OsDisk::new(args.data_dir.clone()));
     let _lock = crate::env::Disk::lock_exclusive(disk.as_ref())?;
     let clock = Arc::new(RealClock::new());
@@ -174,6 +186,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         connections_max: args.max_connections.max(1),
         header_read_timeout: Duration::from_secs(args.header_read_timeout_sec.max(1)),
         allow_sigv2: args.allow_sigv2,
+        buffered_bytes_max: args.max_buffered_bytes,
     };
     serve(listener, engine, clock, settings, shutdown_signal()).await?;
     tracing::info!("s4 stopped accepting connections");
@@ -196,6 +209,8 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Accept Signature Version 2 (`--allow-sigv2`).
     pub allow_sigv2: bool,
+    /// Request bodies held in memory at once (`--max-buffered-bytes`).
+    pub buffered_bytes_max: u64,
 }
 
 impl ServeSettings {
@@ -210,9 +225,13 @@ impl ServeSettings {
             connections_max: 4096,
             header_read_timeout: Duration::from_secs(30),
             allow_sigv2: false,
+            buffered_bytes_max: BUFFERED_BYTES_MAX_DEFAULT,
         }
     }
 }
+
+/// Default of `--max-buffered-bytes`.
+pub const BUFFERED_BYTES_MAX_DEFAULT: u64 = 2 << 30;
 
 /// Longest pause after a failed accept (out of file descriptors, most often) before the
 /// next attempt: the server waits for connections to close instead of exiting.
@@ -233,7 +252,7 @@ pub async fn serve(
     settings: ServeSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = S3ServiceBuilder::new(S4::new(engine.clone(), settings.upload_bytes_max));
+    let mut builder = S3ServiceBuilder::new(S4::new(engine.clone(), settings.upload_bytes_max, settings.buffered_bytes_max));
     builder.set_auth(SimpleAuth::from_single(settings.access_key_id, settings.secret_access_key));
     let router = Arc::new(Router {
         s3: builder.build(),

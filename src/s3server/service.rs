@@ -20,11 +20,35 @@ const LIST_KEYS_MAX: usize = 1000;
 pub struct S4 {
     engine: Engine,
     upload_bytes_max: u64,
+    /// Bodies are buffered whole before they are stored (streaming into volumes is not
+    /// built): at most this many KiB of them at once, across every request.
+    buffers: std::sync::Arc<tokio::sync::Semaphore>,
+    buffered_kib_max: u32,
 }
 
+/// How long a body waits for room among the buffered bytes before s4 answers SlowDown.
+const BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Room taken by one buffered body; given back when the request is done with it.
+type BufferRoom = Vec<tokio::sync::OwnedSemaphorePermit>;
+
 impl S4 {
-    pub fn new(engine: Engine, upload_bytes_max: u64) -> Self {
-        Self { engine, upload_bytes_max }
+    /// `buffered_bytes_max` bounds the bodies held in memory at once (`--max-buffered-bytes`);
+    /// no single body may be larger.
+    pub fn new(engine: Engine, upload_bytes_max: u64, buffered_bytes_max: u64) -> Self {
+        let buffered_kib_max = (buffered_bytes_max >> 10).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        let buffers = std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kib_max as usize));
+        Self { engine, upload_bytes_max: upload_bytes_max.min(u64::from(buffered_kib_max) << 10), buffers, buffered_kib_max }
+    }
+
+    /// Room for `bytes` more buffered bytes: waits up to [`BUFFER_WAIT`] for it, then
+    /// answers SlowDown (503), as S3 does when it is overloaded.
+    async fn buffer_room(&self, bytes: u64) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
+        let kib = bytes.div_ceil(1024).min(u64::from(self.buffered_kib_max)) as u32;
+        match tokio::time::timeout(BUFFER_WAIT, self.buffers.clone().acquire_many_owned(kib)).await {
+            Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
+            Err(_) => Err(s3_error!(SlowDown, "Please reduce your request rate.")),
+        }
     }
 }
 
@@ -157,17 +181,34 @@ fn check_key(key: &str) -> S3Result<()> {
 }
 
 impl S4 {
-    async fn collect_body(&self, body: Option<StreamingBlob>, limit: u64) -> S3Result<Bytes> {
-        let Some(mut body) = body else { return Ok(Bytes::new()) };
+    /// The whole body, with the buffer room it holds: all of it up front for the length the
+    /// request declares (so two bodies never each hold half of what both need), else chunk
+    /// by chunk as it arrives.
+    async fn collect_body(&self, body: Option<StreamingBlob>, limit: u64, declared: Option<i64>) -> S3Result<(Bytes, BufferRoom)> {
+        let Some(mut body) = body else { return Ok((Bytes::new(), Vec::new())) };
+        // A body declared past the limit is read up to it and refused then, as before (an
+        // answer sent before the client is done sending reaches it as a broken connection).
+        let declared = declared.and_then(|length| u64::try_from(length).ok()).filter(|length| *length <= limit);
+        let mut room = Vec::new();
+        if let Some(length) = declared {
+            room.push(self.buffer_room(length).await?);
+        }
         let mut collected = BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| s3_error!(IncompleteBody, "{error}"))?;
-            if (collected.len() + chunk.len()) as u64 > limit {
+            let total = (collected.len() + chunk.len()) as u64;
+            if total > limit {
                 return Err(s3_error!(EntityTooLarge));
+            }
+            if declared.is_some_and(|length| total > length) {
+                return Err(s3_error!(IncompleteBody, "the body is longer than its Content-Length"));
+            }
+            if declared.is_none() {
+                room.push(self.buffer_room(chunk.len() as u64).await?);
             }
             collected.extend_from_slice(&chunk);
         }
-        Ok(collected.freeze())
+        Ok((collected.freeze(), room))
     }
 
     /// The source of a copy: its current version (or the one named), checked against the
@@ -285,7 +326,7 @@ impl S3 for S4 {
         let condition = write_condition(&request.headers)?;
         let input = request.input;
         check_key(&input.key)?;
-        let body = self.collect_body(input.body, self.upload_bytes_max).await?;
+        let (body, _room) = self.collect_body(input.body, self.upload_bytes_max, input.content_length).await?;
         if let Some(expected) = &input.content_md5 {
             if *expected != base64_encode(&Md5::digest(&body)) {
                 return Err(s3_error!(BadDigest));
@@ -626,7 +667,7 @@ impl S3 for S4 {
         let input = request.input;
         let part_number = part_number(input.part_number)?;
         self.engine.upload(&input.bucket, &input.key, &input.upload_id).map_err(s3_error_of)?;
-        let body = self.collect_body(input.body, PART_BYTES_MAX.min(self.upload_bytes_max)).await?;
+        let (body, _room) = self.collect_body(input.body, PART_BYTES_MAX.min(self.upload_bytes_max), input.content_length).await?;
         if let Some(expected) = &input.content_md5 {
             if *expected != base64_encode(&Md5::digest(&body)) {
                 return Err(s3_error!(BadDigest));
@@ -651,9 +692,11 @@ impl S3 for S4 {
             None => None,
             Some(range) => Some(copy_source_range(range, source.size)?),
         };
-        if span.map_or(source.size, |(start, end)| end - start) > PART_BYTES_MAX {
+        let copied = span.map_or(source.size, |(start, end)| end - start);
+        if copied > PART_BYTES_MAX.min(self.upload_bytes_max) {
             return Err(s3_error!(EntityTooLarge));
         }
+        let _room = self.buffer_room(copied).await?;
         // A part is its own body: the bytes are read and stored again (a range of a source
         // cannot share the source's body).
         let bytes = self.engine.read_object(&source, span).await.map_err(s3_error_of)?;

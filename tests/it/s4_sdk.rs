@@ -44,13 +44,19 @@ async fn server() -> Server {
 
 /// With `tls`, the server speaks HTTPS only.
 async fn server_with(tls: Option<t4::tls::TlsAcceptor>) -> Server {
+    server_adjusted(|settings| settings.tls = tls).await
+}
+
+/// A server whose settings `adjust` changes first.
+async fn server_adjusted(adjust: impl FnOnce(&mut ServeSettings)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(RealClock::new());
     let engine = Engine::open(Arc::new(OsDisk::new(dir.path().to_path_buf())), clock.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut settings = ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX);
+    adjust(&mut settings);
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{}", listener.local_addr().unwrap());
-    let settings = ServeSettings { tls, ..ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX) };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, engine, clock, settings, async move {
         let _ = stopped.await;
@@ -616,4 +622,32 @@ async fn health_and_metrics_answer_unsigned_gets() {
     // A signed request for the bucket named `health` is still S3.
     let listed = s3.list_objects_v2().bucket("health").send().await.unwrap();
     assert_eq!(listed.contents().len(), 1);
+}
+
+/// Bodies are buffered whole (streaming is not built): the bytes held at once are bounded,
+/// a body that does not fit the bound is refused, and uploads that together pass it wait
+/// their turn instead of growing memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_are_bounded_in_bytes_across_requests() {
+    let server = server_adjusted(|settings| settings.buffered_bytes_max = 1 << 20).await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("buffers").send().await.unwrap();
+    tracing::info!("--- a body larger than the whole bound is refused");
+    let big = vec![7u8; 2 << 20];
+    assert_eq!(
+        failure(s3.put_object().bucket("buffers").key("big").body(ByteStream::from(big)).send().await),
+        (400, "EntityTooLarge".into())
+    );
+    tracing::info!("--- four bodies of 700 KiB at once: each waits for room, all are stored");
+    let puts = (0..4).map(|i| {
+        let s3 = s3.clone();
+        async move { s3.put_object().bucket("buffers").key(format!("k{i}")).body(ByteStream::from(vec![i as u8; 700 << 10])).send().await }
+    });
+    for outcome in futures::future::join_all(puts).await {
+        outcome.unwrap();
+    }
+    for i in 0..4u8 {
+        let body = s3.get_object().bucket("buffers").key(format!("k{i}")).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+        assert_eq!((body.len(), body[0]), (700 << 10, i));
+    }
 }
