@@ -17,6 +17,8 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod etcd;
 pub mod fuzzing;
+#[cfg(any(feature = "server", feature = "s4"))]
+pub mod listen;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;

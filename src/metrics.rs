@@ -218,24 +218,8 @@ pub mod http {
     /// Readiness: false until recovery has finished (the node exists) and while it is failed.
     pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: Arc<tokio::sync::OnceCell<Node>>) {
         let places = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
-        let mut failures: u32 = 0;
         loop {
-            let place = places.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let mut socket = match listener.accept().await {
-                Ok((socket, _)) => {
-                    failures = 0;
-                    socket
-                }
-                Err(error) => {
-                    // Out of file descriptors, most often: wait for some to close.
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(100) {
-                        tracing::warn!(%error, failures, "metrics: accept failed");
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10).saturating_mul(failures).min(REQUEST_TIMEOUT / 10)).await;
-                    continue;
-                }
-            };
+            let (mut socket, _, place) = crate::listen::accept_placed(&listener, &places, "metrics").await;
             let (metrics, node) = (metrics.clone(), node.clone());
             tokio::spawn(async move {
                 let _place = place;

@@ -39,8 +39,6 @@ pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
 /// Default of `--max-concurrent-streams` (etcd's is unbounded; a client multiplexes any
 /// number of watches over one stream, so this bounds only misbehaving clients).
 pub const DEFAULT_STREAMS_MAX: u32 = 4096;
-/// Longest pause after a failed accept (out of file descriptors, most often).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// etcd's default simple-token TTL.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -187,33 +185,6 @@ impl tonic::transport::server::Connected for PlainConnection {
     }
 }
 
-/// Accepts the next connection once a place is free: past `connections_max` they wait in
-/// the listen backlog. A failed accept (out of file descriptors) is waited out, never fatal.
-async fn accept_placed(
-    listener: &TcpListener,
-    places: &Arc<tokio::sync::Semaphore>,
-) -> (TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit) {
-    let place = places.clone().acquire_owned().await.expect("the semaphore is never closed");
-    let mut failures: u32 = 0;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                // Without TCP_NODELAY, a response split over two segments waits out the
-                // client's delayed ACK (~40 ms) on every small request.
-                let _ = stream.set_nodelay(true);
-                return (stream, peer, place);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(100) {
-                    tracing::warn!(%error, failures, "accept failed; waiting for connections to close");
-                }
-                tokio::time::sleep(Duration::from_millis(10).saturating_mul(failures).min(ACCEPT_BACKOFF_MAX)).await;
-            }
-        }
-    }
-}
-
 /// What the server knows of a TLS client: its address and, with mTLS, the common name of
 /// its certificate (etcd's user name when auth is on).
 #[derive(Debug, Clone)]
@@ -343,7 +314,7 @@ where
     tokio::spawn(async move {
         loop {
             let (stream, peer, place) = tokio::select! {
-                accepted = accept_placed(&listener, &places) => accepted,
+                accepted = crate::listen::accept_placed(&listener, &places, "t4") => accepted,
                 () = connections.closed() => return,
             };
             let (shaking, connections) = (handshake(stream, peer, place), connections.clone());

@@ -140,8 +140,8 @@ struct RunArgs {
     #[arg(long, env = "T4_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
     /// etcd's space quota: once the store would pass it the NOSPACE alarm is raised and
-    /// writes that take space are refused until it is disarmed (0: etcd's 2 GiB; negative:
-    /// no quota).
+    /// writes that take space are refused until it is disarmed (0: the default, 8 GiB;
+    /// negative: no quota).
     #[arg(long, env = "T4_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
     quota_backend_bytes: i64,
     /// Most bytes of keys and values one Range answer may carry; a larger one is refused

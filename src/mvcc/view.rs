@@ -33,6 +33,9 @@ impl<T: ReadableTable<(&'static [u8], u64), u32>> IndexTable for T {}
 pub trait RevTable: ReadableTable<(u64, u32), &'static [u8]> {}
 impl<T: ReadableTable<(u64, u32), &'static [u8]>> RevTable for T {}
 
+/// Called with (key, stored entry); answers whether to go on.
+type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'v;
+
 pub struct View<L, I, R> {
     pub latest: L,
     pub index: I,
@@ -94,7 +97,7 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
             kvs.push(kv);
             Ok(())
         };
-        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<()> {
+        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<bool> {
             let (mod_revision, tombstone) = peek_revision(bytes, key)?;
             let want = !count_only && fetch_max.is_none_or(|max| scan.kvs.len() < max);
             if mod_revision <= revision {
@@ -110,39 +113,15 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
                     keep(&mut scan.kvs, entry.to_key_value(keys_only))?;
                 }
             }
-            Ok(())
+            Ok(true)
         };
-        match span {
-            _ if span.is_empty() => {}
-            KeySpan::Single(key) => {
-                if let Some(bytes) = self.latest.get(key.as_slice())? {
-                    visit(key, bytes.value())?;
-                }
-            }
-            KeySpan::Range { start, end } => {
-                let range = match end {
-                    Some(end) => self.latest.range::<&[u8]>(start.as_slice()..end.as_slice())?,
-                    None => self.latest.range::<&[u8]>(start.as_slice()..)?,
-                };
-                for item in range {
-                    let (key, bytes) = item?;
-                    visit(key.value(), bytes.value())?;
-                }
-            }
-        }
+        self.visit_latest(span, &mut visit)?;
         Ok(scan)
     }
 
-    /// Bytes of the live entries in `span` now (each its [`entry_cost`]), counted until the
-    /// sum passes `limit`: what deleting the span would touch, without holding any of it.
-    pub fn live_bytes(&self, span: &KeySpan, limit: u64) -> Result<u64> {
-        let mut total = 0u64;
-        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<bool> {
-            if !peek_revision(bytes, key)?.1 {
-                total += entry_cost(key.len(), bytes.len());
-            }
-            Ok(total <= limit)
-        };
+    /// Calls `visit` with (key, newest stored entry) for each key of `span` in key order,
+    /// tombstones included, until it answers false.
+    fn visit_latest(&self, span: &KeySpan, visit: &mut Visitor<'_>) -> Result<()> {
         match span {
             _ if span.is_empty() => {}
             KeySpan::Single(key) => {
@@ -163,6 +142,20 @@ impl<L: LatestTable, I: IndexTable, R: RevTable> View<L, I, R> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Bytes of the live entries in `span` now (each its [`entry_cost`]), counted until the
+    /// sum passes `limit`: what deleting the span would touch, without holding any of it.
+    pub fn live_bytes(&self, span: &KeySpan, limit: u64) -> Result<u64> {
+        let mut total = 0u64;
+        let mut visit = |key: &[u8], bytes: &[u8]| -> Result<bool> {
+            if !peek_revision(bytes, key)?.1 {
+                total += entry_cost(key.len(), bytes.len());
+            }
+            Ok(total <= limit)
+        };
+        self.visit_latest(span, &mut visit)?;
         Ok(total)
     }
 

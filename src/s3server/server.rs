@@ -233,9 +233,6 @@ impl ServeSettings {
 /// Default of `--max-buffered-bytes`.
 pub const BUFFERED_BYTES_MAX_DEFAULT: u64 = 2 << 30;
 
-/// Longest pause after a failed accept (out of file descriptors, most often) before the
-/// next attempt: the server waits for connections to close instead of exiting.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// HTTP/2 pings on idle connections, and how long an answer may take before the
 /// connection is closed.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -263,34 +260,13 @@ pub async fn serve(
     });
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.connections_max));
     let timeout = settings.header_read_timeout;
-    let mut failures: u32 = 0;
     tokio::pin!(shutdown);
     loop {
-        // A place first: past `connections_max`, new connections wait in the listen backlog.
-        let place = tokio::select! {
-            place = connections.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+        // Past `connections_max`, new connections wait in the listen backlog.
+        let (socket, _, place) = tokio::select! {
+            accepted = crate::listen::accept_placed(&listener, &connections, "s4") => accepted,
             _ = &mut shutdown => return Ok(()),
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut shutdown => return Ok(()),
-        };
-        let socket = match accepted {
-            Ok((socket, _)) => {
-                failures = 0;
-                socket
-            }
-            Err(error) => {
-                // EMFILE/ENFILE/ENOBUFS and aborted handshakes end one attempt, never the server.
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(100) {
-                    tracing::warn!(%error, failures, "s4: accept failed; waiting for connections to close");
-                }
-                tokio::time::sleep(Duration::from_millis(10).saturating_mul(failures).min(ACCEPT_BACKOFF_MAX)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
         let router = router.clone();
         let tls = settings.tls.clone();
         tokio::spawn(async move {
