@@ -426,3 +426,26 @@ async fn ten_thousand_watches_and_progress_requests_on_one_stream() {
     assert_eq!(events, 100);
     assert_eq!(client.get("/w/7", None).await.unwrap().kvs()[0].value(), b"x");
 }
+
+/// `t4 run` serves loopback by default; told to serve every address without TLS and auth,
+/// it says so at start (tracing writes to stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_run_warns_when_it_serves_beyond_loopback_unprotected() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_t4")).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("[default: 127.0.0.1:3379]") && help.contains("[default: 127.0.0.1:9090]"), "{help}");
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["run", "--listen", &format!("0.0.0.0:{port}"), "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(crate::server::await_endpoint(&format!("127.0.0.1:{port}")).await, "t4 did not come up");
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(printed.contains("non-loopback address without both TLS"), "{printed}");
+}
