@@ -213,6 +213,11 @@ pub fn batch_len(bytes: &[u8]) -> Result<usize, BatchDefect> {
     if version != BATCH_VERSION {
         return Err(BatchDefect::Invalid(format!("unknown batch version {version}")));
     }
+    // Written as zero; anything else is not a batch this version wrote (found by fuzzing:
+    // such a header decoded, and did not re-encode to the same bytes).
+    if bytes[6..8] != [0, 0] {
+        return Err(BatchDefect::Invalid("reserved batch header bytes are not zero".into()));
+    }
     let payload_len = u32_at(20) as usize;
     if payload_len > BATCH_PAYLOAD_BYTES_MAX {
         return Err(BatchDefect::Invalid("batch payload over its bound".into()));
