@@ -43,9 +43,9 @@ use crate::error::{Error, Result};
 use crate::mvcc::{Position, Snapshot, Store};
 use crate::object::layout;
 
-const CHUNK_MAGIC: &[u8; 8] = b"T4CHUNK1";
-const CHUNK_HEADER_BYTES: usize = 20;
-const MANIFEST_MAGIC: &[u8; 8] = b"T4CKPT01";
+pub(crate) const CHUNK_MAGIC: &[u8; 8] = b"T4CHUNK1";
+pub(crate) const CHUNK_HEADER_BYTES: usize = 20;
+pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"T4CKPT01";
 const MANIFEST_FIXED_BYTES: usize = 8 + 4 + 8 * 8 + 4;
 const MANIFEST_CHUNK_BYTES: usize = 32 + 8 + 4;
 

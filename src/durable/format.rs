@@ -20,7 +20,7 @@ const WAL_MAGIC: &[u8; 8] = b"T4WALOBJ";
 const WAL_HEADER_BYTES: usize = 56;
 const KIND_BATCH: u32 = 1;
 const KIND_SEAL: u32 = 2;
-const LOCK_MAGIC: &[u8; 8] = b"T4LOCK01";
+pub(crate) const LOCK_MAGIC: &[u8; 8] = b"T4LOCK01";
 const FLOOR_MAGIC: &[u8; 8] = b"T4FLOOR1";
 const FLOOR_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 

@@ -42,3 +42,23 @@ fn auth_records_corpus() {
 fn s4_metadata_corpus() {
     replay("s4_metadata", t4::fuzzing::s4_metadata);
 }
+
+#[test]
+fn store_model_corpus() {
+    replay("store_model", t4::fuzzing::store_model);
+}
+
+#[test]
+fn etcd_core_corpus() {
+    replay("etcd_core", t4::fuzzing::etcd_core);
+}
+
+#[test]
+fn s4_request_corpus() {
+    replay("s4_request", t4::fuzzing::s4_request);
+}
+
+#[test]
+fn common_name_corpus() {
+    replay("common_name", t4::fuzzing::common_name);
+}
