@@ -154,8 +154,8 @@ struct RunArgs {
     /// Most client connections at once; further ones wait to be accepted.
     #[arg(long, env = "T4_MAX_CLIENT_CONNECTIONS", default_value_t = crate::server::DEFAULT_CONNECTIONS_MAX)]
     max_client_connections: usize,
-    /// Minimum interval a client should wait before pinging (accepted for etcd
-    /// compatibility; not enforced).
+    /// Minimum interval a client should wait between pings; a client that pings more
+    /// often is sent GOAWAY `too_many_pings` and disconnected, as by etcd (0: any rate).
     #[arg(long, env = "T4_GRPC_KEEPALIVE_MIN_TIME", default_value = "5s", value_parser = parse_duration)]
     grpc_keepalive_min_time: Duration,
     /// How often the server pings an idle client connection.

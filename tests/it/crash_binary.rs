@@ -1,7 +1,6 @@
 //! kill -9 of the real `t4` binary under concurrent write load: after a restart every
 //! acknowledged write is there at its revision, revisions are dense, none is reused.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,46 +8,13 @@ use std::time::Duration;
 use etcd_client::{GetOptions, WatchOptions};
 use futures::StreamExt;
 
-use crate::server::await_endpoint;
-
-struct T4Process {
-    child: Child,
-    endpoint: String,
-}
-
-impl T4Process {
-    async fn start(data_dir: &std::path::Path, port: u16) -> Self {
-        let endpoint = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_t4"))
-            .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let process = Self { child, endpoint };
-        assert!(await_endpoint(&process.endpoint).await, "t4 did not come up on {}", process.endpoint);
-        process
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for T4Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::server::T4Process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut t4 = T4Process::start(dir.path(), port).await;
+    let mut t4 = T4Process::start_in(dir.path(), port, &[]).await;
 
     tracing::info!("--- 16 writers, kill -9 once 2000 writes are acknowledged");
     let acknowledged = Arc::new(AtomicUsize::new(0));
@@ -79,7 +45,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
     }
 
     tracing::info!("--- restart on the same directory");
-    let t4 = T4Process::start(dir.path(), port).await;
+    let t4 = T4Process::start_in(dir.path(), port, &[]).await;
     let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
     let all = client.get("/crash/", Some(GetOptions::new().with_prefix())).await.unwrap();
     let found: std::collections::BTreeMap<Vec<u8>, i64> = all.kvs().iter().map(|kv| (kv.key().to_vec(), kv.mod_revision())).collect();
@@ -108,24 +74,24 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
 async fn sigterm_finishes_cleanly_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut t4 = T4Process::start(dir.path(), port).await;
+    let mut t4 = T4Process::start_in(dir.path(), port, &[]).await;
     let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
     for index in 0..100 {
         client.put(format!("/term/{index:03}"), "v", None).await.unwrap();
     }
     tracing::info!("--- SIGTERM: the process exits 0 on its own");
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(t4.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(t4.pid() as libc::pid_t, libc::SIGTERM) }, 0);
     let mut status = None;
     for _ in 0..100 {
-        status = t4.child.try_wait().unwrap();
+        status = t4.exit_status();
         if status.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(status.is_some_and(|status| status.success()), "t4 did not exit cleanly on SIGTERM: {status:?}");
-    let t4 = T4Process::start(dir.path(), port).await;
+    let t4 = T4Process::start_in(dir.path(), port, &[]).await;
     let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
     let all = client.get("/term/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
     assert_eq!(all.count(), 100);

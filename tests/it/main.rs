@@ -10,6 +10,7 @@ mod etcdctl;
 mod fuzz_corpus;
 mod grpc_api;
 mod hardening;
+mod hostile_h2;
 mod leases;
 mod node_api;
 mod node_bucket;

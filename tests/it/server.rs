@@ -110,3 +110,62 @@ pub async fn await_endpoint(endpoint: &str) -> bool {
     }
     false
 }
+
+/// A real `t4 run` process on a loopback port (stderr inherited, so failures show).
+pub struct T4Process {
+    child: std::process::Child,
+    pub endpoint: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl T4Process {
+    /// On its own data dir and a free port, with `extra` flags.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut process = Self::start_in(dir.path(), port, extra).await;
+        process._dir = Some(dir);
+        process
+    }
+
+    /// On `data_dir` and `port` (a restart reuses both).
+    pub async fn start_in(data_dir: &std::path::Path, port: u16, extra: &[&str]) -> Self {
+        let endpoint = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--listen", &endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let process = Self { child, endpoint, _dir: None };
+        assert!(await_endpoint(&process.endpoint).await, "t4 did not come up on {}", process.endpoint);
+        process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// How it exited, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for T4Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

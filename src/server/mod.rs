@@ -16,11 +16,14 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::tls::TlsAcceptor;
 
+pub mod pings;
+use pings::PingPoliced;
+
 /// HTTP/2 keepalive, with etcd's flag names and defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Keepalive {
-    /// `--grpc-keepalive-min-time`: accepted for compatibility; the HTTP/2 server (h2) has
-    /// no ping enforcement policy, so it is not applied (docs/compatibility.md).
+    /// `--grpc-keepalive-min-time`: a client pinging more often gets GOAWAY
+    /// `too_many_pings` on its third early ping, as from etcd ([`pings`]).
     pub min_time: Duration,
     /// `--grpc-keepalive-interval`: how often the server pings an idle connection.
     pub interval: Duration,
@@ -139,13 +142,18 @@ pub async fn serve(
     let places = Arc::new(tokio::sync::Semaphore::new(config.connections_max.max(1)));
     let served = match config.client_tls.clone() {
         None => {
-            let handshake = |stream, _, place| plain_handshake(stream, place);
+            let min_time = config.keepalive.min_time;
+            let handshake = move |stream, _, place| plain_handshake(stream, place, min_time);
             router.serve_with_incoming_shutdown(incoming(listener, places, handshake), shutdown).await
         }
         Some(acceptor) => {
+            let min_time = config.keepalive.min_time;
             let handshake = move |stream, peer, place| {
                 let acceptor = acceptor.clone();
-                async move { Ok(TlsConnection { stream: acceptor.accept(stream).await?, peer: Some(peer), _place: place }) }
+                async move {
+                    let stream = PingPoliced::new(acceptor.accept(stream).await?, min_time);
+                    Ok(TlsConnection { stream, peer: Some(peer), _place: place })
+                }
             };
             router.serve_with_incoming_shutdown(incoming(listener, places, handshake), shutdown).await
         }
@@ -165,7 +173,7 @@ pub async fn serve(
 
 /// A client connection that finished its TLS handshake.
 pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: PingPoliced<tokio_rustls::server::TlsStream<TcpStream>>,
     peer: Option<SocketAddr>,
     /// Its place among `connections_max`, given back when the connection is dropped.
     _place: tokio::sync::OwnedSemaphorePermit,
@@ -173,7 +181,7 @@ pub struct TlsConnection {
 
 /// A plain client connection, holding its place among `connections_max`.
 pub struct PlainConnection {
-    stream: TcpStream,
+    stream: PingPoliced<TcpStream>,
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -181,7 +189,7 @@ impl tonic::transport::server::Connected for PlainConnection {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.get_ref().connect_info()
     }
 }
 
@@ -197,7 +205,8 @@ impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> TlsConnectInfo {
-        let common_name = self.stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf));
+        let common_name =
+            self.stream.get_ref().get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf));
         TlsConnectInfo { remote_addr: self.peer, common_name }
     }
 }
@@ -332,7 +341,11 @@ where
 }
 
 /// A plain gRPC connection once the client's HTTP/2 preface has arrived (peeked, not read).
-async fn plain_handshake(stream: TcpStream, place: tokio::sync::OwnedSemaphorePermit) -> std::io::Result<PlainConnection> {
+async fn plain_handshake(
+    stream: TcpStream,
+    place: tokio::sync::OwnedSemaphorePermit,
+    ping_min_time: Duration,
+) -> std::io::Result<PlainConnection> {
     const PREFACE_BYTES: usize = 24;
     let waited = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, async {
         let mut buffer = [0u8; PREFACE_BYTES];
@@ -347,7 +360,7 @@ async fn plain_handshake(stream: TcpStream, place: tokio::sync::OwnedSemaphorePe
     })
     .await;
     match waited {
-        Ok(Ok(())) => Ok(PlainConnection { stream, _place: place }),
+        Ok(Ok(())) => Ok(PlainConnection { stream: PingPoliced::new(stream, ping_min_time), _place: place }),
         Ok(Err(error)) => Err(error),
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP/2 preface in time")),
     }
