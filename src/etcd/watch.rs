@@ -1,7 +1,8 @@
 //! The Watch service: one bidirectional stream carrying many watches.
 //!
 //! Each watch gets a pump task that pulls revisions from its [`WatchStream`] and sends
-//! responses into the stream's bounded outbound queue; a slow client slows only its own
+//! responses into the stream's outbound queue, bounded in responses and in bytes; a slow
+//! client slows only its own
 //! pumps (the node's writers never wait for watchers). A progress notification for revision
 //! R is sent only once every watch it covers has handed out all its events up to R, so a
 //! client never hears "nothing below R is missing" while something is.
@@ -31,13 +32,18 @@ use crate::watch::{WatchOptions, WatchStream};
 
 use super::Service;
 
-/// Responses queued for one client stream before pumps wait for it.
+/// Responses queued for one client stream before pumps wait for it...
 const WATCH_RESPONSES_QUEUED_MAX: usize = 256;
+/// ...and bytes of them (one response larger than this still goes, alone): what a client
+/// that does not read can hold of the server's memory, beside HTTP/2's window in flight.
+const WATCH_BYTES_QUEUED_MAX: usize = 4 << 20;
 /// Events merged into one response (more revisions wait for the next one).
 const WATCH_EVENTS_PER_RESPONSE_MAX: usize = 1000;
-/// Bytes of events merged into one response: revisions are merged only while under it (one
-/// revision larger than this still goes whole, or in fragments when the watch asked).
-const WATCH_BYTES_PER_RESPONSE_MAX: usize = 4 << 20;
+/// Bytes of events merged into one response: a revision joins a response only if the
+/// response stays under it (one revision larger than this still goes whole, or in fragments
+/// when the watch asked). Below the 4 MiB gRPC clients accept by default (Rust's
+/// etcd-client, grpc-java), with room for the response's own framing.
+const WATCH_BYTES_PER_RESPONSE_MAX: usize = (4 << 20) - (64 << 10);
 /// Watches on one stream.
 const WATCHES_PER_STREAM_MAX: usize = 10_000;
 /// How long a RequestProgress waits for lagging watches before giving up on that request.
@@ -62,14 +68,43 @@ impl Default for WatchConfig {
     }
 }
 
-type Outbound = mpsc::Sender<Result<WatchResponse, Status>>;
+/// A response in the outbound queue, holding its bytes' room until the stream takes it.
+type Queued = (Result<WatchResponse, Status>, tokio::sync::OwnedSemaphorePermit);
+
+/// The sending side of a stream's outbound queue.
+#[derive(Clone)]
+struct Outbound {
+    responses: mpsc::Sender<Queued>,
+    /// Room for [`WATCH_BYTES_QUEUED_MAX`], in KiB.
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+/// The stream's client went away.
+struct Gone;
+
+impl Outbound {
+    fn new() -> (Self, impl futures::Stream<Item = Result<WatchResponse, Status>>) {
+        let (responses, queued) = mpsc::channel(WATCH_RESPONSES_QUEUED_MAX);
+        let room = Arc::new(tokio::sync::Semaphore::new(WATCH_BYTES_QUEUED_MAX >> 10));
+        // The room is given back as the stream hands each response to HTTP/2.
+        let stream = ReceiverStream::new(queued).map(|(response, _room)| response);
+        (Self { responses, room }, stream)
+    }
+
+    /// Waits for room in the queue, then queues `response`.
+    async fn send(&self, response: Result<WatchResponse, Status>) -> Result<(), Gone> {
+        let kib = response.as_ref().map_or(1, |response| response.encoded_len().div_ceil(1024)).clamp(1, WATCH_BYTES_QUEUED_MAX >> 10);
+        let room = self.room.clone().acquire_many_owned(kib as u32).await.map_err(|_| Gone)?;
+        self.responses.send((response, room)).await.map_err(|_| Gone)
+    }
+}
 
 #[tonic::async_trait]
 impl Watch for Service {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let (outbound, responses) = mpsc::channel(WATCH_RESPONSES_QUEUED_MAX);
+        let (outbound, responses) = Outbound::new();
         let credentials = super::credentials(&request);
         let session = Session {
             core: self.core.clone(),
@@ -81,7 +116,7 @@ impl Watch for Service {
             progress_wanted: Arc::default(),
         };
         tokio::spawn(session.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(responses)))
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
@@ -289,9 +324,13 @@ impl Pump {
                         Some(Ok(first)) => {
                             let mut events = first.events;
                             let mut bytes: usize = events.iter().map(Message::encoded_len).sum();
-                            while events.len() < WATCH_EVENTS_PER_RESPONSE_MAX && bytes < WATCH_BYTES_PER_RESPONSE_MAX {
-                                let Some(more) = stream.try_next() else { break };
-                                bytes += more.events.iter().map(Message::encoded_len).sum::<usize>();
+                            while let Some(more) = stream.try_next() {
+                                let more_bytes: usize = more.events.iter().map(Message::encoded_len).sum();
+                                if events.len() + more.events.len() > WATCH_EVENTS_PER_RESPONSE_MAX || bytes + more_bytes > WATCH_BYTES_PER_RESPONSE_MAX {
+                                    stream.put_back(more);
+                                    break;
+                                }
+                                bytes += more_bytes;
                                 events.extend(more.events);
                             }
                             self.send_events(events).await

@@ -99,6 +99,12 @@ impl WatchStream {
         self.ready.pop_front()
     }
 
+    /// Gives back the revision the last `try_next` returned, undelivered: the next call
+    /// returns it again.
+    pub fn put_back(&mut self, revision: RevisionEvents) {
+        self.ready.push_front(revision);
+    }
+
     async fn fill(&mut self, upto: i64) -> Result<()> {
         // The ring may still hold revisions below the compaction point; as in etcd, a watcher
         // that needs them is told they are compacted, wherever they would come from.

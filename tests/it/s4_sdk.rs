@@ -651,3 +651,108 @@ async fn buffered_bodies_are_bounded_in_bytes_across_requests() {
         assert_eq!((body.len(), body[0]), (700 << 10, i));
     }
 }
+
+/// XML bodies no parser should choke on: truncated, wrongly rooted, not UTF-8, nested a
+/// hundred thousand deep, entity expansion ("billion laughs"), and far more objects than a
+/// DeleteObjects may name. Each gets a 4xx S3 error from every operation that reads XML,
+/// nothing changes, and the server goes on serving (docs/robustness.md "Hostile input").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_xml_bodies_get_s3_errors_from_every_xml_operation() {
+    let server = server().await;
+    let s3 = client(&server);
+    s3.create_bucket().bucket("xml").send().await.unwrap();
+    s3.put_object().bucket("xml").key("kept").body(body(b"kept")).send().await.unwrap();
+    let upload = s3.create_multipart_upload().bucket("xml").key("mpu").send().await.unwrap();
+    let upload_id = upload.upload_id().unwrap().to_string();
+    let laughs = {
+        let mut doctype = String::from("<!DOCTYPE v [<!ENTITY a0 \"lol\">");
+        for level in 1..10 {
+            let refs = format!("&a{};", level - 1).repeat(10);
+            doctype.push_str(&format!("<!ENTITY a{level} \"{refs}\">"));
+        }
+        format!("<?xml version=\"1.0\"?>{doctype}]><VersioningConfiguration><Status>&a9;</Status></VersioningConfiguration>")
+    };
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", b"<VersioningConfiguration><Status>Enab".to_vec()),
+        ("wrong root", b"<Nonsense><Status>Enabled</Status></Nonsense>".to_vec()),
+        (
+            "not UTF-8",
+            [&b"<VersioningConfiguration><Status>"[..], &[0xff, 0xfe, 0xc3, 0x28], b"</Status></VersioningConfiguration>"].concat(),
+        ),
+        ("nested 100,000 deep", format!("<Delete>{}{}</Delete>", "<Object>".repeat(100_000), "</Object>".repeat(100_000)).into_bytes()),
+        ("billion laughs", laughs.into_bytes()),
+        ("200,000 objects", format!("<Delete>{}</Delete>", "<Object><Key>kept</Key></Object>".repeat(200_000)).into_bytes()),
+    ];
+    for (name, garbage) in &bodies {
+        tracing::info!("--- {name} ({} bytes)", garbage.len());
+        let garbage = Arc::new(garbage.clone());
+        let replace = move |request: &mut aws_sdk_s3::config::http::HttpRequest| {
+            request.headers_mut().insert("content-length", garbage.len().to_string());
+            for header in ["content-md5", "x-amz-checksum-crc32", "x-amz-checksum-crc32c", "x-amz-sdk-checksum-algorithm", "x-amz-trailer"]
+            {
+                request.headers_mut().remove(header);
+            }
+            *request.body_mut() = aws_sdk_s3::primitives::SdkBody::from(garbage.as_ref().clone());
+        };
+        let versioning = s3
+            .put_bucket_versioning()
+            .bucket("xml")
+            .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+            .customize()
+            .mutate_request(replace.clone())
+            .send()
+            .await;
+        let object = ObjectIdentifier::builder().key("kept").build().unwrap();
+        let delete = s3
+            .delete_objects()
+            .bucket("xml")
+            .delete(Delete::builder().objects(object).build().unwrap())
+            .customize()
+            .mutate_request(replace.clone())
+            .send()
+            .await;
+        let part = CompletedPart::builder().part_number(1).e_tag("\"e\"").build();
+        let complete = s3
+            .complete_multipart_upload()
+            .bucket("xml")
+            .key("mpu")
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().parts(part).build())
+            .customize()
+            .mutate_request(replace.clone())
+            .send()
+            .await;
+        let rule = LifecycleRule::builder()
+            .id("r")
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .expiration(LifecycleExpiration::builder().days(1).build())
+            .build()
+            .unwrap();
+        let lifecycle = s3
+            .put_bucket_lifecycle_configuration()
+            .bucket("xml")
+            .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build().unwrap())
+            .customize()
+            .mutate_request(replace)
+            .send()
+            .await;
+        for (operation, (status, code)) in [
+            ("PutBucketVersioning", failure(versioning)),
+            ("DeleteObjects", failure(delete)),
+            ("CompleteMultipartUpload", failure(complete)),
+            ("PutBucketLifecycleConfiguration", failure(lifecycle)),
+        ] {
+            eprintln!("{operation} with {name}: {status} {code}");
+            assert!((400..500).contains(&status) && !code.is_empty(), "{operation} with {name}: {status} {code}");
+        }
+    }
+    tracing::info!("--- nothing changed, and the server serves");
+    let versioning = s3.get_bucket_versioning().bucket("xml").send().await.unwrap();
+    assert_eq!(versioning.status(), None, "versioning was never turned on");
+    assert_eq!(read(&s3, "xml", "kept").await, b"kept");
+    let uploads = s3.list_multipart_uploads().bucket("xml").send().await.unwrap();
+    assert_eq!(uploads.uploads().len(), 1, "the upload is still open");
+    s3.put_object().bucket("xml").key("after").body(body(b"fine")).send().await.unwrap();
+    assert_eq!(read(&s3, "xml", "after").await, b"fine");
+}
