@@ -144,12 +144,106 @@ pub struct EngineStats {
     pub bodies: u64,
 }
 
-/// A body appended to a volume, not yet referenced by metadata.
+/// A body appended to a volume, not yet referenced by metadata. It pins its volume until
+/// it is dropped (after its commit, or when it is given up).
 #[derive(Debug, Clone)]
 struct NewBody {
     location: Location,
     dedup_key: Vec<u8>,
     md5: [u8; 16],
+    _pin: Arc<VolumePin>,
+}
+
+/// A volume compaction must leave alone: a body is being written into it, or is written
+/// and not yet committed (so not in `body_at`, and compaction would not move it).
+#[derive(Debug)]
+struct VolumePin {
+    pins: Arc<Mutex<BTreeMap<u32, usize>>>,
+    id: u32,
+}
+
+impl VolumePin {
+    /// Taken under the active volume's lock, before the volume can be sealed.
+    fn new(pins: &Arc<Mutex<BTreeMap<u32, usize>>>, id: u32) -> Arc<Self> {
+        *pins.lock().expect("pins lock").entry(id).or_default() += 1;
+        Arc::new(Self { pins: pins.clone(), id })
+    }
+}
+
+impl Drop for VolumePin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let std::collections::btree_map::Entry::Occupied(mut count) = pins.entry(self.id) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+}
+
+/// A body stored in a volume and ready to be committed as an object or a part
+/// ([`Engine::store_body`], [`BodyUpload::finish`]).
+#[derive(Debug)]
+pub struct StoredBody(NewBody);
+
+impl StoredBody {
+    /// The MD5 of the body (its ETag, and what Content-MD5 is checked against).
+    pub fn md5(&self) -> [u8; 16] {
+        self.0.md5
+    }
+}
+
+/// A body written into its volume as it arrives, in room set aside for its declared length
+/// ([`Engine::start_body`]): memory holds only the piece in hand, and no lock is held
+/// between pieces, so a slow client delays no one else.
+pub struct BodyUpload {
+    inner: Arc<Inner>,
+    writer: Option<volume::RecordWriter>,
+    md5: Md5,
+    sha256: Sha256,
+    pin: Arc<VolumePin>,
+}
+
+impl BodyUpload {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.writer.as_ref().map_or(0, volume::RecordWriter::written)
+    }
+
+    /// Writes the next bytes of the body (to the page cache; durable at its commit).
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), EngineError> {
+        self.inner.stopped()?;
+        self.md5.update(&bytes);
+        self.sha256.update(&bytes);
+        let mut writer = self.writer.take().ok_or_else(|| storage("a body write after a failed one"))?;
+        let (writer, written) = crate::env::blocking(move || {
+            let written = writer.write(&bytes);
+            (writer, written)
+        })
+        .await;
+        self.writer = Some(writer);
+        written.map_err(|error| self.failed(error))
+    }
+
+    /// The whole body is written: its block table and header follow.
+    pub async fn finish(mut self) -> Result<StoredBody, EngineError> {
+        self.inner.stopped()?;
+        let writer = self.writer.take().ok_or_else(|| storage("a body finished after a failed write"))?;
+        let location = crate::env::blocking(move || writer.finish()).await.map_err(|error| self.failed(error))?;
+        let md5: [u8; 16] = self.md5.finalize().into();
+        let dedup_key = meta::dedup_key(&self.sha256.finalize(), location.len);
+        Ok(StoredBody(NewBody { location, dedup_key, md5, _pin: self.pin }))
+    }
+
+    fn failed(&self, error: std::io::Error) -> EngineError {
+        let error = match error.kind() {
+            std::io::ErrorKind::InvalidInput => EngineError::InvalidArgument(error.to_string()),
+            _ => storage(error),
+        };
+        self.inner.fail(&error);
+        error
+    }
 }
 
 /// Where a new version's bytes come from.
@@ -244,6 +338,8 @@ struct Inner {
     /// then on the engine accepts no write (fail-stop: after a failed fsync the page cache no
     /// longer says what the disk holds) and reports itself unhealthy; reads go on.
     failure: Mutex<Option<String>>,
+    /// Volumes with bodies not yet committed, and how many ([`VolumePin`]).
+    pins: Arc<Mutex<BTreeMap<u32, usize>>>,
     /// Commits applied, and metadata transactions (each with its fsyncs) they took.
     commits: std::sync::atomic::AtomicU64,
     batches: std::sync::atomic::AtomicU64,
@@ -385,6 +481,7 @@ impl Engine {
             gate: RwLock::new(()),
             maintenance: tokio::sync::Mutex::new(()),
             failure: Mutex::new(None),
+            pins: Arc::default(),
             commits: Default::default(),
             batches: Default::default(),
         });
@@ -430,26 +527,54 @@ impl Engine {
     async fn append_unchecked(&self, body: Bytes) -> Result<NewBody, EngineError> {
         let digests =
             |body: &Bytes| -> ([u8; 16], Vec<u8>) { (Md5::digest(body).into(), meta::dedup_key(&Sha256::digest(body), body.len() as u64)) };
+        let pins = self.inner.pins.clone();
+        // The pin is taken with the volume lock held, before the volume can be sealed.
+        let append = move |active: &mut ActiveVolume, body: &[u8]| {
+            active.append(body).map(|location| (location, VolumePin::new(&pins, location.volume)))
+        };
         #[cfg(not(madsim))]
         if body.len() <= INLINE_APPEND_MAX {
             let (md5, dedup_key) = digests(&body);
-            let inline = self.inner.active.try_lock().ok().map(|mut active| active.append(&body));
-            let location = match inline {
+            let inline = self.inner.active.try_lock().ok().map(|mut active| append(&mut active, &body));
+            let (location, pin) = match inline {
                 Some(appended) => appended.map_err(storage)?,
                 None => {
                     let inner = self.inner.clone();
-                    crate::env::blocking(move || inner.active.lock().expect("volume lock").append(&body)).await.map_err(storage)?
+                    crate::env::blocking(move || append(&mut inner.active.lock().expect("volume lock"), &body)).await.map_err(storage)?
                 }
             };
-            return Ok(NewBody { location, dedup_key, md5 });
+            return Ok(NewBody { location, dedup_key, md5, _pin: pin });
         }
         let inner = self.inner.clone();
         crate::env::blocking(move || {
             let (md5, dedup_key) = digests(&body);
-            let location = inner.active.lock().expect("volume lock").append(&body).map_err(storage)?;
-            Ok(NewBody { location, dedup_key, md5 })
+            let (location, pin) = append(&mut inner.active.lock().expect("volume lock"), &body).map_err(storage)?;
+            Ok(NewBody { location, dedup_key, md5, _pin: pin })
         })
         .await
+    }
+
+    /// Stores a body held in memory, for [`Engine::put_stored_object`] or
+    /// [`Engine::upload_stored_part`].
+    pub async fn store_body(&self, body: Bytes) -> Result<StoredBody, EngineError> {
+        self.append(body).await.map(StoredBody)
+    }
+
+    /// Sets aside room for a body of `len` bytes, to be written as it arrives.
+    pub fn start_body(&self, len: u64) -> Result<BodyUpload, EngineError> {
+        self.inner.stopped()?;
+        let (file, room, pin) = {
+            let mut active = self.inner.active.lock().expect("volume lock");
+            let (file, room) = active.reserve(len, 0).map_err(storage)?;
+            (file, room, VolumePin::new(&self.inner.pins, room.volume))
+        };
+        Ok(BodyUpload {
+            inner: self.inner.clone(),
+            writer: Some(volume::RecordWriter::new(file, room)),
+            md5: Md5::new(),
+            sha256: Sha256::new(),
+            pin,
+        })
     }
 
     pub async fn create_bucket(&self, name: &str) -> Result<(), EngineError> {
@@ -501,7 +626,21 @@ impl Engine {
         metadata: BTreeMap<String, String>,
         condition: WriteCondition,
     ) -> Result<ObjectInfo, EngineError> {
-        let body = self.append(body).await?;
+        let body = self.store_body(body).await?;
+        self.put_stored_object(bucket, key, body, content_type, metadata, condition).await
+    }
+
+    /// Like [`Engine::put_object`], for a body already stored.
+    pub async fn put_stored_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: StoredBody,
+        content_type: Option<String>,
+        metadata: BTreeMap<String, String>,
+        condition: WriteCondition,
+    ) -> Result<ObjectInfo, EngineError> {
+        let StoredBody(body) = body;
         let version = NewVersion {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -753,11 +892,24 @@ impl Engine {
         part_number: u32,
         body: Bytes,
     ) -> Result<PartRecord, EngineError> {
-        if !(1..=PART_NUMBER_MAX).contains(&part_number) {
-            return Err(EngineError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into()));
-        }
+        check_part_number(part_number)?;
         self.upload(bucket, key, upload_id)?;
-        let body = self.append(body).await?;
+        let body = self.store_body(body).await?;
+        self.upload_stored_part(bucket, key, upload_id, part_number, body).await
+    }
+
+    /// Like [`Engine::upload_part`], for a body already stored.
+    pub async fn upload_stored_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: StoredBody,
+    ) -> Result<PartRecord, EngineError> {
+        check_part_number(part_number)?;
+        self.upload(bucket, key, upload_id)?;
+        let StoredBody(body) = body;
         let mutation =
             Mutation::PutPart { upload_id: upload_id.to_string(), bucket: bucket.to_string(), key: key.to_string(), part_number, body };
         match self.commit(mutation).await? {
@@ -879,6 +1031,9 @@ impl Engine {
         let sealed: Vec<u32> =
             names.iter().filter_map(|name| name.strip_suffix(".vol")?.parse::<u32>().ok()).filter(|id| *id < active_id).collect();
         for id in sealed {
+            if self.inner.pins.lock().expect("pins lock").contains_key(&id) {
+                continue; // bodies in it are not committed yet; a later pass takes it
+            }
             let size = self.inner.reader(id)?.len().map_err(storage)?;
             let (live, bodies) = {
                 let txn = self.inner.db.begin_read().map_err(storage)?;
@@ -1136,6 +1291,13 @@ impl Inner {
 
 /// Takes every waiting commit, makes their bodies durable with one fsync per volume,
 /// applies them in one durable metadata transaction, then answers.
+fn check_part_number(part_number: u32) -> Result<(), EngineError> {
+    if !(1..=PART_NUMBER_MAX).contains(&part_number) {
+        return Err(EngineError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into()));
+    }
+    Ok(())
+}
+
 async fn committer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Commit>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];

@@ -64,9 +64,10 @@ pub struct Args {
     /// idle HTTP/1 clients, TLS handshakes, and the first bytes of any connection).
     #[arg(long, env = "S4_HEADER_READ_TIMEOUT_SEC", default_value_t = 30)]
     pub header_read_timeout_sec: u64,
-    /// Request bodies s4 holds in memory at once (they are buffered whole before they are
-    /// stored): a body that finds no room within 10 s is answered SlowDown, and no single
-    /// object or part may be larger (the smaller of this and --max-upload-size applies).
+    /// Request bodies s4 holds in memory at once: a body over 1 MiB with a declared length
+    /// is written to disk as it arrives and holds 1 MiB of this; smaller ones, and bodies of
+    /// no declared length, are read whole first (and a body of no declared length may not
+    /// be larger than this). A body that finds no room within 10 s is answered SlowDown.
     #[arg(long, env = "S4_MAX_BUFFERED_BYTES", default_value_t = BUFFERED_BYTES_MAX_DEFAULT)]
     pub max_buffered_bytes: u64,
     /// Accept AWS Signature Version 2 (header or presigned query). Off by default: a SigV2
@@ -161,13 +162,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     };
     std::fs::create_dir_all(&args.data_dir)?;
     crate::env::raise_open_files_limit();
-    if args.max_upload_size > args.max_buffered_bytes {
-        tracing::warn!(
-            max_upload_size = args.max_upload_size,
-            max_buffered_bytes = args.max_buffered_bytes,
-            "s4: bodies are buffered whole, so objects and parts larger than --max-buffered-bytes are refused (EntityTooLarge)"
-        );
-    }
     let disk = Arc::new(OsDisk::new(args.data_dir.clone()));
     let _lock = crate::env::Disk::lock_exclusive(disk.as_ref())?;
     let clock = Arc::new(RealClock::new());

@@ -7,11 +7,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
-use super::engine::{self, Engine, EngineError, ObjectInfo, Versioning, WriteCondition, NULL_VERSION};
+use super::engine::{self, Engine, EngineError, ObjectInfo, StoredBody, Versioning, WriteCondition, NULL_VERSION};
 
 /// Keys returned by one listing at most (S3's limit).
 const LIST_KEYS_MAX: usize = 1000;
@@ -20,8 +19,8 @@ const LIST_KEYS_MAX: usize = 1000;
 pub struct S4 {
     engine: Engine,
     upload_bytes_max: u64,
-    /// Bodies are buffered whole before they are stored (streaming into volumes is not
-    /// built): at most this many KiB of them at once, across every request.
+    /// Request bodies held in memory: small bodies and bodies of no declared length whole,
+    /// streamed ones a piece at a time; at most this many KiB at once, across every request.
     buffers: std::sync::Arc<tokio::sync::Semaphore>,
     buffered_kib_max: u32,
 }
@@ -34,17 +33,21 @@ type BufferRoom = Vec<tokio::sync::OwnedSemaphorePermit>;
 
 impl S4 {
     /// `buffered_bytes_max` bounds the bodies held in memory at once (`--max-buffered-bytes`);
-    /// no single body may be larger.
+    /// a body read whole (one of no declared length) may not be larger.
     pub fn new(engine: Engine, upload_bytes_max: u64, buffered_bytes_max: u64) -> Self {
         let buffered_kib_max = (buffered_bytes_max >> 10).clamp(1, u64::from(u32::MAX >> 4)) as u32;
         let buffers = std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kib_max as usize));
-        Self { engine, upload_bytes_max: upload_bytes_max.min(u64::from(buffered_kib_max) << 10), buffers, buffered_kib_max }
+        Self { engine, upload_bytes_max, buffers, buffered_kib_max }
     }
 
     /// Room for `bytes` more buffered bytes: waits up to [`BUFFER_WAIT`] for it, then
     /// answers SlowDown (503), as S3 does when it is overloaded.
     async fn buffer_room(&self, bytes: u64) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
-        let kib = bytes.div_ceil(1024).min(u64::from(self.buffered_kib_max)) as u32;
+        self.buffer_room_kib(bytes.div_ceil(1024)).await
+    }
+
+    async fn buffer_room_kib(&self, kib: u64) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
+        let kib = kib.min(u64::from(self.buffered_kib_max)) as u32;
         match tokio::time::timeout(BUFFER_WAIT, self.buffers.clone().acquire_many_owned(kib)).await {
             Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
             Err(_) => Err(s3_error!(SlowDown, "Please reduce your request rate.")),
@@ -180,7 +183,63 @@ fn check_key(key: &str) -> S3Result<()> {
     Ok(())
 }
 
+/// Bodies declared larger than this are written into their volume as they arrive; smaller
+/// ones, and bodies of no declared length, are read whole first (one write, one hash pass).
+const STREAMED_BODY_MIN: u64 = 1 << 20;
+/// What a streamed body holds in memory at once: pieces are gathered up to this, then written.
+const STREAMED_PIECE_BYTES: usize = 1 << 20;
+
 impl S4 {
+    /// Stores a request's body in a volume, checked against its Content-MD5.
+    async fn store_body(
+        &self,
+        body: Option<StreamingBlob>,
+        limit: u64,
+        declared: Option<i64>,
+        content_md5: Option<&String>,
+    ) -> S3Result<StoredBody> {
+        let declared_len = declared.and_then(|length| u64::try_from(length).ok()).filter(|length| *length <= limit);
+        let stored = match (body, declared_len) {
+            (Some(body), Some(len)) if len > STREAMED_BODY_MIN => self.stream_body(body, len).await?,
+            (body, _) => {
+                let limit = limit.min(u64::from(self.buffered_kib_max) << 10);
+                let (bytes, _room) = self.collect_body(body, limit, declared).await?;
+                self.engine.store_body(bytes).await.map_err(s3_error_of)?
+            }
+        };
+        if content_md5.is_some_and(|expected| *expected != base64_encode(&stored.md5())) {
+            return Err(s3_error!(BadDigest));
+        }
+        Ok(stored)
+    }
+
+    /// A body of declared length `len`, written into its volume piece by piece as it
+    /// arrives; it holds [`STREAMED_PIECE_BYTES`] of the buffer room, whatever its size.
+    async fn stream_body(&self, mut body: StreamingBlob, len: u64) -> S3Result<StoredBody> {
+        let _room = self.buffer_room(STREAMED_PIECE_BYTES as u64).await?;
+        let mut upload = self.engine.start_body(len).map_err(s3_error_of)?;
+        let mut piece = BytesMut::with_capacity(STREAMED_PIECE_BYTES);
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| s3_error!(IncompleteBody, "{error}"))?;
+            total += chunk.len() as u64;
+            if total > len {
+                return Err(s3_error!(IncompleteBody, "the body is longer than its Content-Length"));
+            }
+            piece.extend_from_slice(&chunk);
+            if piece.len() >= STREAMED_PIECE_BYTES {
+                upload.write(piece.split().freeze()).await.map_err(s3_error_of)?;
+            }
+        }
+        if total < len {
+            return Err(s3_error!(IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header."));
+        }
+        if !piece.is_empty() {
+            upload.write(piece.freeze()).await.map_err(s3_error_of)?;
+        }
+        upload.finish().await.map_err(s3_error_of)
+    }
+
     /// The whole body, with the buffer room it holds: all of it up front for the length the
     /// request declares (so two bodies never each hold half of what both need), else chunk
     /// by chunk as it arrives.
@@ -194,6 +253,7 @@ impl S4 {
             room.push(self.buffer_room(length).await?);
         }
         let mut collected = BytesMut::new();
+        let mut held_kib = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| s3_error!(IncompleteBody, "{error}"))?;
             let total = (collected.len() + chunk.len()) as u64;
@@ -204,7 +264,12 @@ impl S4 {
                 return Err(s3_error!(IncompleteBody, "the body is longer than its Content-Length"));
             }
             if declared.is_none() {
-                room.push(self.buffer_room(chunk.len() as u64).await?);
+                // Room for the KiB the body now spans (chunks need not be whole KiB).
+                let needed = total.div_ceil(1024).saturating_sub(held_kib);
+                if needed > 0 {
+                    room.push(self.buffer_room_kib(needed).await?);
+                    held_kib += needed;
+                }
             }
             collected.extend_from_slice(&chunk);
         }
@@ -326,15 +391,13 @@ impl S3 for S4 {
         let condition = write_condition(&request.headers)?;
         let input = request.input;
         check_key(&input.key)?;
-        let (body, _room) = self.collect_body(input.body, self.upload_bytes_max, input.content_length).await?;
-        if let Some(expected) = &input.content_md5 {
-            if *expected != base64_encode(&Md5::digest(&body)) {
-                return Err(s3_error!(BadDigest));
-            }
-        }
+        let body = self.store_body(input.body, self.upload_bytes_max, input.content_length, input.content_md5.as_ref()).await?;
         let metadata = metadata_of(input.metadata);
-        let stored =
-            self.engine.put_object(&input.bucket, &input.key, body, input.content_type, metadata, condition).await.map_err(s3_error_of)?;
+        let stored = self
+            .engine
+            .put_stored_object(&input.bucket, &input.key, body, input.content_type, metadata, condition)
+            .await
+            .map_err(s3_error_of)?;
         let version_id = version_of(&stored);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&stored)),
@@ -667,13 +730,10 @@ impl S3 for S4 {
         let input = request.input;
         let part_number = part_number(input.part_number)?;
         self.engine.upload(&input.bucket, &input.key, &input.upload_id).map_err(s3_error_of)?;
-        let (body, _room) = self.collect_body(input.body, PART_BYTES_MAX.min(self.upload_bytes_max), input.content_length).await?;
-        if let Some(expected) = &input.content_md5 {
-            if *expected != base64_encode(&Md5::digest(&body)) {
-                return Err(s3_error!(BadDigest));
-            }
-        }
-        let part = self.engine.upload_part(&input.bucket, &input.key, &input.upload_id, part_number, body).await.map_err(s3_error_of)?;
+        let limit = PART_BYTES_MAX.min(self.upload_bytes_max);
+        let body = self.store_body(input.body, limit, input.content_length, input.content_md5.as_ref()).await?;
+        let part =
+            self.engine.upload_stored_part(&input.bucket, &input.key, &input.upload_id, part_number, body).await.map_err(s3_error_of)?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(part.etag.trim_matches('"').to_string())), ..Default::default() }))
     }
 
@@ -696,11 +756,23 @@ impl S3 for S4 {
         if copied > PART_BYTES_MAX.min(self.upload_bytes_max) {
             return Err(s3_error!(EntityTooLarge));
         }
-        let _room = self.buffer_room(copied).await?;
         // A part is its own body: the bytes are read and stored again (a range of a source
-        // cannot share the source's body).
-        let bytes = self.engine.read_object(&source, span).await.map_err(s3_error_of)?;
-        let part = self.engine.upload_part(&input.bucket, &input.key, &input.upload_id, part_number, bytes).await.map_err(s3_error_of)?;
+        // cannot share the source's body), a piece at a time when they are many.
+        let body = if copied > STREAMED_BODY_MIN {
+            let _room = self.buffer_room(STREAMED_PIECE_BYTES as u64).await?;
+            let mut reader = self.engine.open_body(&source, span).map_err(s3_error_of)?;
+            let mut upload = self.engine.start_body(copied).map_err(s3_error_of)?;
+            while let Some(chunk) = reader.next_chunk().await {
+                upload.write(chunk.map_err(s3_error_of)?).await.map_err(s3_error_of)?;
+            }
+            upload.finish().await.map_err(s3_error_of)?
+        } else {
+            let _room = self.buffer_room(copied).await?;
+            let bytes = self.engine.read_object(&source, span).await.map_err(s3_error_of)?;
+            self.engine.store_body(bytes).await.map_err(s3_error_of)?
+        };
+        let part =
+            self.engine.upload_stored_part(&input.bucket, &input.key, &input.upload_id, part_number, body).await.map_err(s3_error_of)?;
         let result = CopyPartResult {
             e_tag: Some(ETag::Strong(part.etag.trim_matches('"').to_string())),
             last_modified: Some(timestamp(part.last_modified_ms)),

@@ -131,8 +131,8 @@ impl LimitedS4 {
         );
         let child = std::process::Command::new("sh")
             .args(["-c", &script])
-            .env("S4_ACCESS_KEY_ID", "k")
-            .env("S4_SECRET_ACCESS_KEY", "secret")
+            .env("S4_ACCESS_KEY_ID", crate::s4_sdk::ACCESS)
+            .env("S4_SECRET_ACCESS_KEY", crate::s4_sdk::SECRET)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -148,6 +148,11 @@ impl LimitedS4 {
 
     pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The s4 process (the shell `exec`s it).
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Opens `count` connections that send nothing (as many as the client side can).
@@ -545,4 +550,82 @@ async fn a_watch_storm_with_slow_readers_keeps_memory_bounded_and_loses_nothing(
     for reader in readers {
         reader.await.unwrap();
     }
+}
+
+/// An s4 PUT far larger than s4 may buffer (`--max-buffered-bytes` 8 MiB): a 256 MiB object,
+/// a 64 MiB part and a 64 MiB copied part are written to disk as they arrive; s4's memory
+/// grows by a few MiB, not by the body, and every byte reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_streams_bodies_larger_than_it_may_buffer() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use sha2::{Digest, Sha256};
+    const OBJECT_BYTES: usize = 256 << 20;
+    const PART_BYTES: usize = 64 << 20;
+    let mut s4 = LimitedS4::start(1024, "--max-buffered-bytes 8388608").await;
+    let pid = s4.pid();
+    let s3 = crate::s4_sdk::client_with(&format!("http://{}", s4.addr), crate::s4_sdk::SECRET, None);
+    s3.create_bucket().bucket("big").send().await.unwrap();
+    let object: Vec<u8> = (0..OBJECT_BYTES).map(|index| (index % 251) as u8 ^ (index >> 20) as u8).collect();
+    let baseline = rss_bytes(pid);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tracing::info!("--- a 256 MiB PUT, then a 64 MiB part and a 64 MiB copied part");
+    s3.put_object().bucket("big").key("object").body(ByteStream::from(object.clone())).send().await.unwrap();
+    let upload = s3.create_multipart_upload().bucket("big").key("assembled").send().await.unwrap();
+    let id = upload.upload_id().unwrap();
+    let first = s3
+        .upload_part()
+        .bucket("big")
+        .key("assembled")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from(object[..PART_BYTES].to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let second = s3
+        .upload_part_copy()
+        .bucket("big")
+        .key("assembled")
+        .upload_id(id)
+        .part_number(2)
+        .copy_source("big/object")
+        .copy_source_range(format!("bytes={}-{}", PART_BYTES, 2 * PART_BYTES - 1))
+        .send()
+        .await
+        .unwrap();
+    let parts = [
+        CompletedPart::builder().part_number(1).e_tag(first.e_tag().unwrap()).build(),
+        CompletedPart::builder().part_number(2).e_tag(second.copy_part_result().unwrap().e_tag().unwrap()).build(),
+    ];
+    let completed = CompletedMultipartUpload::builder().set_parts(Some(parts.to_vec())).build();
+    s3.complete_multipart_upload().bucket("big").key("assembled").upload_id(id).multipart_upload(completed).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sampler.abort();
+    let grown = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("s4 streamed 384 MiB of bodies with --max-buffered-bytes 8 MiB: RSS grew {} MiB at most", grown >> 20);
+    assert!(grown < 64 << 20, "s4 held {} MiB while streaming bodies", grown >> 20);
+
+    tracing::info!("--- every byte reads back");
+    for (key, expected) in [("object", &object[..]), ("assembled", &object[..2 * PART_BYTES])] {
+        let mut body = s3.get_object().bucket("big").key(key).send().await.unwrap().body;
+        let (mut hash, mut len) = (Sha256::new(), 0);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.unwrap();
+            hash.update(&chunk);
+            len += chunk.len();
+        }
+        assert_eq!(len, expected.len(), "{key}: length");
+        assert_eq!(hash.finalize(), Sha256::digest(expected), "{key}: bytes");
+    }
+    assert!(s4.alive());
 }
