@@ -512,7 +512,7 @@ async fn a_watch_storm_with_slow_readers_keeps_memory_bounded_and_loses_nothing(
     for i in 0..WRITES {
         writer.put(format!("/storm/{:02}", i % 50), value.clone(), None).await.unwrap();
         if i % 50 == 0 {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             reader.get("/storm/00", None).await.unwrap();
             slowest_read = slowest_read.max(started.elapsed());
         }
