@@ -787,3 +787,55 @@ async fn malformed_xml_bodies_get_s3_errors_from_every_xml_operation() {
     s3.put_object().bucket("xml").key("after").body(body(b"fine")).send().await.unwrap();
     assert_eq!(read(&s3, "xml", "after").await, b"fine");
 }
+
+/// Keys that look like paths out of the data directory (`..`, encoded `..`, absolute
+/// paths, backslashes, NUL-free control bytes) are keys: each is stored and read back under
+/// its own name, listed as such, and no file appears outside s4's data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_look_like_paths_stay_keys() {
+    let outside = tempfile::tempdir().unwrap();
+    let data = outside.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let clock = Arc::new(RealClock::new());
+    let engine = Engine::open(Arc::new(OsDisk::new(data.clone())), clock.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, engine, clock, ServeSettings::new(ACCESS.into(), SECRET.into(), UPLOAD_MAX), async move {
+        let _ = stopped.await;
+    }));
+    let s3 = client_with(&endpoint, SECRET, None);
+    s3.create_bucket().bucket("paths").send().await.unwrap();
+    let keys = [
+        "../escaped",
+        "../../../../../../tmp/escaped",
+        "a/../../escaped",
+        "%2e%2e/%2e%2e/escaped",
+        "/etc/passwd",
+        "..\\..\\escaped",
+        "./.././escaped",
+        "volumes/00000001.vol",
+        "meta.redb",
+    ];
+    for (index, key) in keys.iter().enumerate() {
+        let body = format!("body {index}");
+        s3.put_object().bucket("paths").key(*key).body(ByteStream::from(body.clone().into_bytes())).send().await.unwrap();
+        assert_eq!(read(&s3, "paths", key).await, body.as_bytes(), "{key} reads back as itself");
+    }
+    let listed = s3.list_objects_v2().bucket("paths").send().await.unwrap();
+    let mut names: Vec<&str> = listed.contents().iter().filter_map(|object| object.key()).collect();
+    names.sort_unstable();
+    let mut expected = keys.to_vec();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "every key listed under its own name");
+    // Nothing beside the data directory; inside it, only s4's own files.
+    let beside: Vec<_> = std::fs::read_dir(outside.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("data")]);
+    assert!(!std::path::Path::new("/tmp/escaped").exists());
+    let mut inside: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
+    inside.sort_unstable();
+    assert!(inside.contains(&"meta.redb".to_string()) && inside.contains(&"volumes".to_string()), "{inside:?}");
+    assert!(inside.iter().all(|name| ["meta.redb", "volumes", "LOCK", ".lock"].contains(&name.as_str())), "{inside:?}");
+    let _ = stop.send(());
+}
