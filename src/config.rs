@@ -41,7 +41,7 @@ pub struct Config {
     pub watch_events_buffered_max: usize,
     /// ...and at most this many bytes of them.
     pub watch_bytes_buffered_max: usize,
-    /// Keep the log in a bucket too (DESIGN §5); `None`: local disk only.
+    /// Keep the log in a bucket too (docs/design.md §5); `None`: local disk only.
     pub object_store: Option<crate::durable::ObjectDurability>,
 }
 

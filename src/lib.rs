@@ -1,7 +1,7 @@
 //! t4: an etcd-v3-compatible key-value store, durable on S3-compatible object storage,
 //! embeddable as a library (`t4::Node`).
 //!
-//! The map is `DESIGN.md` (copied in spirit to `docs/architecture.md`): `env` holds the
+//! The map is `docs/design.md` (how it is built: `docs/architecture.md`): `env` holds the
 //! seams, `wal` the log, `mvcc` the revisioned store, `watch` the event hub, and `node`
 //! ties them into the embedded API.
 

@@ -1,4 +1,4 @@
-//! The log in the bucket: terms, WAL objects, seals (DESIGN §5).
+//! The log in the bucket: terms, WAL objects, seals (docs/design.md §5).
 //!
 //! - A node takes a new term by CAS on `lock` before it writes anything.
 //! - Its log is `wal/<term>/1, 2, ...`, each created only if absent, in order: object k+1 is

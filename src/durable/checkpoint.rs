@@ -1,4 +1,4 @@
-//! Checkpoints (DESIGN §5): the store's whole history at one position, in the bucket.
+//! Checkpoints (docs/design.md §5): the store's whole history at one position, in the bucket.
 //!
 //! A checkpoint is the store's `kv_rev` entries in log order (each already checksummed),
 //! cut into chunks at content-defined boundaries, each chunk an object `chunks/<sha256>`

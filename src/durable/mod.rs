@@ -1,4 +1,4 @@
-//! Durability on object storage (DESIGN §5): the node's log in a bucket, terms and seals,
+//! Durability on object storage (docs/design.md §5): the node's log in a bucket, terms and seals,
 //! and recovery from the bucket.
 //!
 //! With an object store configured, a write is acknowledged only once its WAL batch is in

@@ -1,7 +1,7 @@
 //! Clock: monotonic time, wall time and sleeping, per node.
 //!
 //! Leases and leadership are counted on a node's monotonic clock and never compare wall
-//! clocks across nodes (DESIGN §5). [`SimClock`] gives each simulated node its own offset
+//! clocks across nodes (docs/design.md §5). [`SimClock`] gives each simulated node its own offset
 //! and drift over the simulator's virtual time, so a drift bound can be tested.
 
 use std::sync::Mutex;

@@ -5,7 +5,7 @@
 //! simulator wires its own (a drifting [`SimClock`](crate::env::SimClock), the crashable
 //! [`SimDisk`], a faulty S3). Code outside `src/env/` must not read wall or monotonic time,
 //! draw randomness, spawn threads or observe `HashMap` order directly: `clippy.toml` bans
-//! those calls (DESIGN §2).
+//! those calls (docs/design.md §2).
 
 mod clock;
 mod disk;

@@ -1,4 +1,4 @@
-//! ObjectStore: the S3-shaped durable boundary (DESIGN §2, §5).
+//! ObjectStore: the S3-shaped durable boundary (docs/design.md §2, §5).
 //!
 //! Only the operations t4 needs, with the conditions its fencing rule relies on. Errors are
 //! typed so callers can tell "someone else won" (412/409) from "unknown outcome"

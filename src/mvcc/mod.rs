@@ -1,4 +1,4 @@
-//! The revisioned store: etcd's MVCC semantics on redb (DESIGN §3, §4).
+//! The revisioned store: etcd's MVCC semantics on redb (docs/design.md §3, §4).
 //!
 //! Tables (see `docs/formats.md`):
 //! - `kv_rev`: (revision, sub) -> the key's entry at that revision. The history, in log

@@ -1,4 +1,4 @@
-//! The names of t4's objects under its prefix (DESIGN §5). Every object name t4 writes or
+//! The names of t4's objects under its prefix (docs/design.md §5). Every object name t4 writes or
 //! reads is made here, so the layout is one page to read (`docs/formats.md`):
 //!
 //! ```text

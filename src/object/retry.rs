@@ -4,7 +4,7 @@
 //! Permanent answers (412, 409 on a delete, 404, refusals, damage) are returned at once. A
 //! conditional PUT whose outcome is unknown is resolved by reading the key: if it holds
 //! exactly our body, the write landed (callers make bodies unique: t4's carry the writer's
-//! term and position, DESIGN §5); if the condition still holds, it did not, and the PUT is
+//! term and position, docs/design.md §5); if the condition still holds, it did not, and the PUT is
 //! sent again; otherwise someone else won and the answer is 412. A 409 (a concurrent
 //! conditional write in progress, S3's `ConditionalRequestConflict`) is retried like a
 //! throttle: the next attempt evaluates the condition afresh.

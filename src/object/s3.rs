@@ -3,7 +3,7 @@
 //! The SDK's own retries are off: a conditional PUT retried blindly after a lost answer
 //! would report 412 for its own successful write. Failures are typed instead: a request
 //! that may have reached the server and committed is [`ObjectError::Ambiguous`], and the
-//! caller resolves it by reading back (DESIGN §2). Keys are stored under `prefix`.
+//! caller resolves it by reading back (docs/design.md §2). Keys are stored under `prefix`.
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Region};

@@ -1,4 +1,4 @@
-//! s4: an S3-compatible object server (DESIGN §6).
+//! s4: an S3-compatible object server (docs/design.md §6).
 //!
 //! [`engine::Engine`] is the storage below the S3 API: bodies in append-only volume files,
 //! metadata in redb, group-committed fsyncs before any success, conditional writes

@@ -1,4 +1,4 @@
-//! The write-ahead log: the node's source of durability (DESIGN §3).
+//! The write-ahead log: the node's source of durability (docs/design.md §3).
 //!
 //! Every change to the store is first a record here. Records carry a dense index; a
 //! group-commit batch of records is written with one `write` and made durable with one
