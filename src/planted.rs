@@ -3,7 +3,7 @@
 //! which only the simulator's tests turn on; even then nothing is planted until a test calls
 //! [`plant`]. No build that ships has this module.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::Cell;
 
 /// A bug that can be planted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +20,20 @@ pub enum Bug {
     SkipTermCheck = 3,
 }
 
-static PLANTED: AtomicU8 = AtomicU8::new(0);
-
-/// Plants `bug` (or none) for everything that runs after, process-wide.
-pub fn plant(bug: Option<Bug>) {
-    PLANTED.store(bug.map_or(0, |bug| bug as u8), Ordering::SeqCst);
+thread_local! {
+    /// The bug planted on this thread. A simulated world runs wholly on one thread (madsim
+    /// runs every task, blocking ones included, on the thread that runs the world), so this
+    /// is one world's: tests running side by side in one process do not see each other's.
+    static PLANTED: Cell<u8> = const { Cell::new(0) };
 }
 
-/// Whether `bug` is planted.
+/// Plants `bug` (or none) for what runs on this thread after: call it on the world's thread
+/// (the simulator's `run_seed_with` does) before the world starts.
+pub fn plant(bug: Option<Bug>) {
+    PLANTED.with(|planted| planted.set(bug.map_or(0, |bug| bug as u8)));
+}
+
+/// Whether `bug` is planted in the world running on this thread.
 pub fn planted(bug: Bug) -> bool {
-    PLANTED.load(Ordering::SeqCst) == bug as u8
+    PLANTED.with(|planted| planted.get()) == bug as u8
 }

@@ -22,4 +22,4 @@ pub mod scenario;
 pub mod trace;
 pub mod wgl;
 
-pub use scenario::{run_seed, Scenario, SeedReport};
+pub use scenario::{run_seed, run_seed_with, Scenario, SeedReport};

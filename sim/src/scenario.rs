@@ -242,11 +242,18 @@ impl SeedReport {
 
 /// Runs one seed of `scenario` in a fresh simulated world.
 pub fn run_seed(scenario: Scenario, seed: u64) -> SeedReport {
+    run_seed_with(scenario, seed, || {})
+}
+
+/// Like [`run_seed`], calling `prepare` first on the thread the world will run on (the
+/// simulator's tests plant a bug there, so it is that world's alone: `t4::planted`).
+pub fn run_seed_with(scenario: Scenario, seed: u64, prepare: impl FnOnce() + Send + 'static) -> SeedReport {
     // Each seed on a fresh thread: std's HashMap seeds are per thread and madsim can seed
     // them only on a thread that has made none yet, so a second seed on the same thread
     // would see hash orders (in dependencies: t4 bans HashMap) that depend on the runs
     // before it. Found by the determinism test once disk_wipe ran after other scenarios.
     std::thread::spawn(move || {
+        prepare();
         let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.set_time_limit(Duration::from_secs(120));
         // The world is made inside the runtime: its clocks read this run's virtual time.

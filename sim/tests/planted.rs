@@ -1,20 +1,22 @@
 //! The suite catches known bugs: each is planted (`t4::planted`, a feature only these tests
-//! turn on) and the scenario that should catch it runs within the CI seed budget. nextest
-//! runs every test in its own process, so a planted bug never leaks into another test.
+//! turn on) in one simulated world at a time — its thread — and the scenario that should
+//! catch it runs within the CI seed budget. Tests side by side in one process (`cargo test`)
+//! or one per process (nextest) see the same.
 #![cfg(madsim)]
 
 use t4::planted::{plant, Bug};
-use t4_sim::{run_seed, Scenario};
+use t4_sim::{run_seed, run_seed_with, Scenario};
 
 /// Seeds of each scenario CI runs (`scripts/test.sh`, `T4_SIM_SEEDS` default).
 const CI_SEEDS_PER_SCENARIO: u64 = 30;
 
-/// How many of the first `seeds` seeds of `scenario` fail (at most the CI budget).
-fn failing_seeds(scenario: Scenario, seeds: u64) -> Vec<u64> {
+/// How many of the first `seeds` seeds of `scenario` fail with `bug` planted (at most the
+/// CI budget).
+fn failing_seeds(bug: Bug, scenario: Scenario, seeds: u64) -> Vec<u64> {
     assert!(seeds <= CI_SEEDS_PER_SCENARIO);
     let mut failed = Vec::new();
     for seed in 1..=seeds {
-        let report = run_seed(scenario, seed);
+        let report = run_seed_with(scenario, seed, move || plant(Some(bug)));
         if !report.passed() {
             eprintln!("seed {seed} caught it: {}", report.violations.first().map(String::as_str).unwrap_or_default());
             // The checkers that judge on their own, apart from the revision replay.
@@ -31,9 +33,7 @@ fn failing_seeds(scenario: Scenario, seeds: u64) -> Vec<u64> {
 
 /// Plants `bug`, runs the first 10 seeds of `scenario`, and requires at least 3 to fail.
 fn assert_caught(bug: Bug, what: &str, scenario: Scenario) {
-    plant(Some(bug));
-    let failed = failing_seeds(scenario, 10);
-    plant(None);
+    let failed = failing_seeds(bug, scenario, 10);
     eprintln!("{what}: {} of the first 10 seeds of {} failed: {failed:?}", failed.len(), scenario.name());
     assert!(failed.len() >= 3, "the CI budget is {CI_SEEDS_PER_SCENARIO} seeds; only {failed:?} of the first 10 caught it");
 }
@@ -52,9 +52,7 @@ fn acknowledging_before_the_bucket_has_it_is_caught_within_the_ci_budget() {
 fn skipping_the_term_check_on_a_create_is_caught_within_the_ci_budget() {
     assert_caught(Bug::SkipTermCheck, "skip term check", Scenario::TwoProcesses);
     // The bucket's fencing check sees it too, without the node's own refusal to open.
-    plant(Some(Bug::SkipTermCheck));
-    let report = run_seed(Scenario::TwoProcesses, 1);
-    plant(None);
+    let report = run_seed_with(Scenario::TwoProcesses, 1, || plant(Some(Bug::SkipTermCheck)));
     assert!(report.violations.iter().any(|violation| violation.starts_with("fencing:")), "{:?}", report.violations);
 }
 
