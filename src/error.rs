@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Closed,
     /// The node's storage failed; it stopped acknowledging writes and must be reopened.
     StorageFailure,
+    /// A newer term took the bucket: this node stopped acknowledging writes and serving, and
+    /// must be reopened (it then recovers under a term of its own).
+    Fenced,
     /// Stored data failed validation; the node will not serve it.
     Corrupt,
     /// No valid credentials: authenticate (again).
@@ -85,6 +88,9 @@ pub enum Error {
     Closed,
     #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
     StorageFailure(String),
+    /// A newer term sealed this node's log or holds the bucket's lock (docs/design.md §5).
+    #[error("t4: fenced: {0}")]
+    Fenced(String),
     #[error("t4: data corrupt: {0}")]
     Corrupt(String),
 }
@@ -108,6 +114,7 @@ impl Error {
             Error::KeyNotFound | Error::LeaseNotFound => ErrorKind::NotFound,
             Error::Closed => ErrorKind::Closed,
             Error::StorageFailure(_) => ErrorKind::StorageFailure,
+            Error::Fenced(_) => ErrorKind::Fenced,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Auth(error) => error.kind(),
         }

@@ -486,7 +486,7 @@ impl World {
                         let opened = Node::open_with_env(config.clone(), env.clone()).await;
                         let fault_failed_it = faults() != faults_before;
                         match opened {
-                            Err(error) if error.kind() == ErrorKind::StorageFailure && fault_failed_it => {
+                            Err(error) if matches!(error.kind(), ErrorKind::StorageFailure | ErrorKind::Fenced) && fault_failed_it => {
                                 tracing::info!(%error, "open failed while the bucket or the disk misbehaved; starting again");
                                 sleep(Duration::from_millis(200)).await;
                             }

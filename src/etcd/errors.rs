@@ -21,7 +21,7 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
         Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => Code::ResourceExhausted,
-        Error::Closed | Error::StorageFailure(_) => Code::Unavailable,
+        Error::Closed | Error::StorageFailure(_) | Error::Fenced(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Auth(error) => match error.kind() {
             ErrorKind::InvalidArgument => Code::InvalidArgument,
@@ -76,6 +76,7 @@ mod tests {
             Error::InvalidArgument("example".into()),
             Error::Closed,
             Error::StorageFailure("wal fdatasync: EIO".into()),
+            Error::Fenced("term 2 was taken by node-b after this node's term 1; this node stops serving".into()),
             Error::Corrupt("wal 00000000000000000001.wal: checksum".into()),
             Error::Auth(AuthError::NotEnabled),
             Error::Auth(AuthError::Failed),

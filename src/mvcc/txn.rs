@@ -624,7 +624,7 @@ impl<'t> Writer<'t> {
 }
 
 fn is_fatal(error: &Error) -> bool {
-    matches!(error.kind(), crate::ErrorKind::StorageFailure | crate::ErrorKind::Corrupt)
+    matches!(error.kind(), crate::ErrorKind::StorageFailure | crate::ErrorKind::Fenced | crate::ErrorKind::Corrupt)
 }
 
 /// etcd's comparison of one key-value against a compare; a target union of the wrong kind

@@ -261,8 +261,13 @@ impl Shared {
         self.fence.raise();
         let mut failure = self.failure.lock().expect("failure lock");
         if failure.is_none() {
-            tracing::error!(%error, "t4: storage failed; this node stops acknowledging writes until reopened");
-            *failure = Some(Error::StorageFailure(error.to_string()));
+            tracing::error!(%error, "t4: this node stops acknowledging writes until reopened");
+            // Fencing keeps its kind (callers match on it); anything else is reported as the
+            // storage failure it stopped the node for.
+            *failure = Some(match error {
+                Error::StorageFailure(_) | Error::Fenced(_) => error,
+                other => Error::StorageFailure(other.to_string()),
+            });
             self.failed.send_replace(true);
         }
         failure.clone().expect("just set")
@@ -848,8 +853,8 @@ async fn upload(shared: &Arc<Shared>, log: &TermLog, seq: u64, bytes: &[u8], fir
             Ok(false) => {
                 let object = crate::object::layout::wal_object(log.term, seq);
                 tracing::error!(term = log.term, %object, "t4: fenced: a newer term sealed this node's log in the bucket");
-                return Err(shared.fail(Error::StorageFailure(format!(
-                    "fenced: {object} already exists, so a newer term sealed term {} in the bucket; this node stops acknowledging writes",
+                return Err(shared.fail(Error::Fenced(format!(
+                    "{object} already exists, so a newer term sealed term {} in the bucket; this node stops acknowledging writes",
                     log.term
                 ))));
             }
@@ -897,8 +902,8 @@ pub fn spawn_lock_watch(shared: &Arc<Shared>, log: &TermLog, interval: Duration)
             match crate::durable::bucket::read_lock(store.as_ref()).await {
                 Ok(Some((lock, _))) if lock.term > term => {
                     tracing::error!(term, newer_term = lock.term, node = %lock.node, "t4: fenced: a newer term holds the bucket's lock");
-                    shared.fail(Error::StorageFailure(format!(
-                        "fenced: term {} was taken by {} after this node's term {term}; this node stops serving",
+                    shared.fail(Error::Fenced(format!(
+                        "term {} was taken by {} after this node's term {term}; this node stops serving",
                         lock.term, lock.node
                     )));
                     return;
