@@ -257,6 +257,17 @@ impl Shared {
     }
 
     /// Stops the node from acknowledging anything more.
+    /// The one place a batch becomes visible, once it is durable at the node's level: reads
+    /// see up to `revision` from here on, and its events go to watchers (with clustering,
+    /// this is where followers are told too). Revisions never go back; a batch that spent
+    /// none (leases, auth) leaves the revision where it was. A batch out of order would be
+    /// a pipeline bug: the assert stops the syncer, and so the node (fail-stop).
+    fn commit_visible(&self, revision: i64, events: Option<Vec<crate::mvcc::RevisionEvents>>) {
+        let previous = self.visible.swap(revision, Ordering::SeqCst);
+        assert!(revision >= previous, "t4: a batch at revision {revision} was committed after one at {previous}");
+        self.hub.publish(revision, events);
+    }
+
     fn fail(&self, error: Error) -> Error {
         self.fence.raise();
         let mut failure = self.failure.lock().expect("failure lock");
@@ -604,8 +615,7 @@ async fn syncer_loop(
                             Err(_) => Err(shared.fail(Error::StorageFailure("wal uploader stopped".into()))),
                         };
                         if outcome.is_ok() {
-                            shared.visible.store(revision, Ordering::SeqCst);
-                            shared.hub.publish(revision, events);
+                            shared.commit_visible(revision, events);
                         }
                         answer(replies, outcome);
                     }
@@ -614,8 +624,7 @@ async fn syncer_loop(
                             if let (Some(synced), Some((_, first, count))) = (synced.as_mut(), &batch) {
                                 synced.send_replace(first + count - 1);
                             }
-                            shared.visible.store(revision, Ordering::SeqCst);
-                            shared.hub.publish(revision, events);
+                            shared.commit_visible(revision, events);
                         }
                         answer(replies, outcome);
                     }
@@ -781,8 +790,7 @@ async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc:
                 let outcome = outcome.map(|_| ());
                 for upload in group {
                     if outcome.is_ok() && upload.publish {
-                        shared.visible.store(upload.revision, Ordering::SeqCst);
-                        shared.hub.publish(upload.revision, upload.events);
+                        shared.commit_visible(upload.revision, upload.events);
                     }
                     answer(upload.replies, outcome.clone());
                 }
