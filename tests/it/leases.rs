@@ -153,7 +153,16 @@ async fn a_lease_lives_while_kept_alive_and_expires_after_its_ttl_not_before() {
     assert!(expired_after >= Duration::from_secs(2), "expired {expired_after:?} after the last keepalive");
     assert_eq!(response.events()[0].event_type(), EventType::Delete);
     assert_eq!(client.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
-    let (_, metrics) = crate::server::http_get(server.metrics_addr, "/metrics").await.unwrap();
+    // The expiry counter is bumped once the revoke has returned, which may be just after the
+    // watcher saw its delete: wait a little for it.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = crate::server::http_get(server.metrics_addr, "/metrics").await.unwrap().1;
+        if metrics.contains("t4_leases_expired_total 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(metrics.contains("t4_leases 0\n") && metrics.contains("t4_leases_expired_total 1\n"), "{metrics}");
 }
 
