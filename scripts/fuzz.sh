@@ -52,7 +52,7 @@ for target in "${targets[@]}"; do
   log="logs/$target.log"
   executions=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
   coverage=$(grep -oE '(DONE|pulse|NEW|REDUCE) +cov: [0-9]+' "$log" | awk '{print $3}' | tail -1)
-  cpu=$(awk '{printf "%d", $1 + $2}' "logs/$target.time" 2>/dev/null || echo 0)
+  cpu=$(tail -n 1 "logs/$target.time" 2>/dev/null | awk '{printf "%d", $1 + $2}')
   printf '%-20s %14s %10s %12s %8s\n' "$target" "${executions:-?}" "${coverage:-?}" "$cpu" "$(ls "corpus/$target" | wc -l)"
 done | tee "logs/summary-$(date +%Y%m%d-%H%M%S)-$$.txt"
 if ls artifacts/*/crash-* artifacts/*/timeout-* artifacts/*/oom-* >/dev/null 2>&1; then

@@ -59,6 +59,13 @@ async fn drive(data: &[u8]) {
     for raw in data.split(|byte| *byte == 0).take(16) {
         let raw = replace(raw, UPLOAD_ID, &upload_id);
         let Some(request) = parse(&raw) else { continue };
+        // The fuzz build forces overflow checks on every crate, so the known s3s credential
+        // date panic (robustness #42; off in our debug and release builds) is stepped around
+        // there, and only there: the stable replay of the corpus sends it.
+        #[cfg(fuzzing)]
+        if known_s3s_date_panic(&request) {
+            continue;
+        }
         let line = format!("{} {}", request.method(), request.uri());
         let (status, body) = call(&service, request).await;
         if trace() {
@@ -136,6 +143,24 @@ fn parse(raw: &[u8]) -> Option<hyper::Request<s3s::Body>> {
         headers.insert(HOST, HeaderValue::from_static("127.0.0.1:9000"));
     }
     Some(request)
+}
+
+/// A SigV4 credential (header or presigned query) whose date has a byte below '0'.
+#[cfg(fuzzing)]
+fn known_s3s_date_panic(request: &hyper::Request<s3s::Body>) -> bool {
+    let header = request.headers().get(hyper::header::AUTHORIZATION).map(|value| value.as_bytes().to_vec());
+    let query = request.uri().query().map(|query| query.as_bytes().to_vec());
+    [header, query].into_iter().flatten().any(|text| {
+        text.windows(b"Credential=".len()).enumerate().any(|(at, window)| {
+            window == b"Credential=" && {
+                let rest = &text[at + window.len()..];
+                // access key id / date: the date is the second field, split on '/' or "%2F".
+                let fields: Vec<&[u8]> = rest.split(|byte| *byte == b'/').collect();
+                let date = fields.get(1).copied().unwrap_or_else(|| rest.split(|byte| *byte == b'%').nth(1).unwrap_or(&[]));
+                date.iter().take(8).any(|byte| *byte < b'0')
+            }
+        })
+    })
 }
 
 fn replace(raw: &[u8], pattern: &[u8], with: &[u8]) -> Vec<u8> {
