@@ -23,7 +23,7 @@ targets=("$@")
 jobs="${FUZZ_JOBS:-1}"
 share=$(( minutes * 60 * jobs / ${#targets[@]} ))
 [ "$share" -gt 0 ] || share=1
-cargo fuzz build "${targets[@]}" >/dev/null 2>&1 || cargo fuzz build
+cargo fuzz build
 export FUZZ_BIN="target/x86_64-unknown-linux-gnu/release" FUZZ_SHARE="$share"
 mkdir -p logs
 
