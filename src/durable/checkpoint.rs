@@ -43,8 +43,8 @@ use crate::error::{Error, Result};
 use crate::mvcc::{Position, Snapshot, Store};
 use crate::object::layout;
 
-pub(crate) const CHUNK_MAGIC: &[u8; 8] = b"T4CHUNK1";
-pub(crate) const CHUNK_HEADER_BYTES: usize = 20;
+const CHUNK_MAGIC: &[u8; 8] = b"T4CHUNK1";
+const CHUNK_HEADER_BYTES: usize = 20;
 pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"T4CKPT01";
 const MANIFEST_FIXED_BYTES: usize = 8 + 4 + 8 * 8 + 4;
 const MANIFEST_CHUNK_BYTES: usize = 32 + 8 + 4;
@@ -198,12 +198,12 @@ impl Manifest {
 }
 
 /// A finished chunk: its object bytes and what the manifest says of it.
-struct Chunk {
-    object: Bytes,
-    reference: ChunkRef,
+pub(crate) struct Chunk {
+    pub(crate) object: Bytes,
+    pub(crate) reference: ChunkRef,
 }
 
-fn encode_chunk(payload: &[u8], entries: u32) -> Chunk {
+pub(crate) fn encode_chunk(payload: &[u8], entries: u32) -> Chunk {
     let mut object = Vec::with_capacity(CHUNK_HEADER_BYTES + payload.len());
     object.extend_from_slice(CHUNK_MAGIC);
     object.extend_from_slice(&FORMAT_VERSION.to_le_bytes());

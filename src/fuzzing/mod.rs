@@ -190,9 +190,8 @@ pub fn bucket_objects(data: &[u8]) {
 }
 
 fn sealed_bucket_object(selector: u8, body: &[u8]) {
-    use crate::durable::checkpoint::{decode_chunk, ChunkRef, Manifest, CHUNK_HEADER_BYTES, CHUNK_MAGIC, MANIFEST_MAGIC};
-    use crate::durable::format::{decode_wal_object, encode_batch_object, LockRecord, WalObject, FORMAT_VERSION, LOCK_MAGIC};
-    use sha2::Digest;
+    use crate::durable::checkpoint::{decode_chunk, encode_chunk, Chunk, Manifest, MANIFEST_MAGIC};
+    use crate::durable::format::{decode_wal_object, encode_batch_object, LockRecord, WalObject, LOCK_MAGIC};
     let with_crc = |magic: &[u8]| {
         let mut object = [magic, body].concat();
         object.extend_from_slice(&crc32c::crc32c(&object).to_le_bytes());
@@ -221,13 +220,7 @@ fn sealed_bucket_object(selector: u8, body: &[u8]) {
             let mut input = Input::new(body);
             let entries = input.byte() as u32;
             let payload = input.take(usize::MAX);
-            let mut object = Vec::with_capacity(CHUNK_HEADER_BYTES + payload.len());
-            object.extend_from_slice(CHUNK_MAGIC);
-            object.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            object.extend_from_slice(&entries.to_le_bytes());
-            object.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-            object.extend_from_slice(payload);
-            let reference = ChunkRef { sha256: sha2::Sha256::digest(&object).into(), bytes: payload.len() as u64, entries };
+            let Chunk { object, reference } = encode_chunk(payload, entries);
             if let Ok(decoded) = decode_chunk(&reference, &object) {
                 assert_eq!(decoded.len() as u32, entries, "a chunk holds the entries its header counts");
             }
