@@ -15,11 +15,10 @@
 #![cfg(madsim)]
 #![allow(clippy::disallowed_methods, reason = "the simulator owns time: under madsim every clock read is virtual")]
 
-pub mod checker;
-pub mod history;
 pub mod net;
 pub mod scenario;
 pub mod trace;
-pub mod wgl;
 
+// The history and its checkers live in t4-check, shared with the harness.
 pub use scenario::{run_seed, run_seed_with, Scenario, SeedReport};
+pub use t4_check::{checker, history, wgl};
