@@ -26,6 +26,10 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The node is closed (or closing).
     Closed,
+    /// This node follows another: send writes (and linearizable reads) to the leader.
+    NotLeader,
+    /// No node leads at the moment (an election is under way): retry shortly.
+    NoLeader,
     /// The node's storage failed; it stopped acknowledging writes and must be reopened.
     StorageFailure,
     /// A newer term took the bucket: this node stopped acknowledging writes and serving, and
@@ -84,8 +88,15 @@ pub enum Error {
     InvalidArgument(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("t4: node is closed")]
-    Closed,
+    #[error("t4: node is closed: {0}")]
+    Closed(ClosedReason),
+    /// This node follows another; `leader` names the leader's client address when known
+    /// (clustering, docs/design.md §6).
+    #[error("etcdserver: not leader")]
+    NotLeader { leader: Option<String> },
+    /// No node holds leadership now (an election is under way).
+    #[error("etcdserver: no leader")]
+    NoLeader,
     #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
     StorageFailure(String),
     /// A newer term sealed this node's log or holds the bucket's lock (docs/design.md §5).
@@ -112,7 +123,9 @@ impl Error {
             Error::Compacted { .. } => ErrorKind::Compacted,
             Error::FutureRevision => ErrorKind::FutureRevision,
             Error::KeyNotFound | Error::LeaseNotFound => ErrorKind::NotFound,
-            Error::Closed => ErrorKind::Closed,
+            Error::Closed(_) => ErrorKind::Closed,
+            Error::NotLeader { .. } => ErrorKind::NotLeader,
+            Error::NoLeader => ErrorKind::NoLeader,
             Error::StorageFailure(_) => ErrorKind::StorageFailure,
             Error::Fenced(_) => ErrorKind::Fenced,
             Error::Corrupt(_) => ErrorKind::Corrupt,
@@ -122,6 +135,24 @@ impl Error {
 
     pub(crate) fn storage(context: &str, error: impl std::fmt::Display) -> Self {
         Error::StorageFailure(format!("{context}: {error}"))
+    }
+}
+
+/// Why a node answers [`Error::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClosedReason {
+    /// `close` was called (on this handle or a clone of it).
+    Closed,
+    /// The task that would have answered had ended: the write pipeline stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for ClosedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClosedReason::Closed => "close was called",
+            ClosedReason::Stopped => "its write pipeline has stopped",
+        })
     }
 }
 

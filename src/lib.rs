@@ -34,6 +34,6 @@ pub mod wal;
 pub mod watch;
 
 pub use config::Config;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{ClosedReason, Error, ErrorKind, Result};
 pub use node::{LeaseStatus, Node};
 pub use t4_proto as proto;

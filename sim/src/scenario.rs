@@ -879,7 +879,7 @@ async fn read_back(node: &Node, prefix: Vec<RevisionEvents>) -> t4::Result<(Log,
             match watch.next().await {
                 Some(Ok(revision)) => events.push(revision),
                 Some(Err(error)) => return Err(error),
-                None => return Err(t4::Error::Closed),
+                None => return Err(t4::Error::Closed(t4::error::ClosedReason::Closed)),
             }
         }
     }

@@ -21,7 +21,7 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
         Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => Code::ResourceExhausted,
-        Error::Closed | Error::StorageFailure(_) | Error::Fenced(_) => Code::Unavailable,
+        Error::Closed(_) | Error::NotLeader { .. } | Error::NoLeader | Error::StorageFailure(_) | Error::Fenced(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Auth(error) => match error.kind() {
             ErrorKind::InvalidArgument => Code::InvalidArgument,
@@ -33,7 +33,7 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
     };
     let message = match error {
         // etcd's own words for a stopping server.
-        Error::Closed => "etcdserver: server stopped".to_string(),
+        Error::Closed(_) => "etcdserver: server stopped".to_string(),
         other => other.to_string(),
     };
     (code, message)
@@ -74,7 +74,9 @@ mod tests {
             Error::ResponseTooLarge { bytes_max: 268_435_456 },
             Error::InvalidSortOption,
             Error::InvalidArgument("example".into()),
-            Error::Closed,
+            Error::Closed(crate::error::ClosedReason::Closed),
+            Error::NotLeader { leader: Some("127.0.0.1:2379".into()) },
+            Error::NoLeader,
             Error::StorageFailure("wal fdatasync: EIO".into()),
             Error::Fenced("term 2 was taken by node-b after this node's term 1; this node stops serving".into()),
             Error::Corrupt("wal 00000000000000000001.wal: checksum".into()),

@@ -18,7 +18,7 @@ use t4_proto::etcdserverpb::{
 use t4_proto::mvccpb::Event;
 
 use crate::env::{Disk, RedbBackend, StorageFence};
-use crate::error::{Error, Result};
+use crate::error::{ClosedReason, Error, Result};
 use crate::wal::Record;
 
 use super::codec::StoredKv;
@@ -220,7 +220,7 @@ impl Store {
     fn db(&self) -> Result<RwLockReadGuard<'_, Option<Database>>> {
         let db = self.db.read().expect("store lock");
         if db.is_none() {
-            return Err(Error::Closed);
+            return Err(Error::Closed(ClosedReason::Closed));
         }
         Ok(db)
     }
@@ -357,24 +357,32 @@ impl Store {
     /// Re-applies records read back from the WAL after a crash (indexes must follow
     /// `applied_index` densely; the revision of each txn must be the next one).
     pub fn replay(&self, records: &[Record]) -> Result<()> {
-        guarded("replay", || self.replay_unguarded(records))
+        guarded("replay", || self.replay_unguarded(records, false)).map(drop)
     }
 
-    fn replay_unguarded(&self, records: &[Record]) -> Result<()> {
+    /// Applies records another node logged, as [`Store::replay`] does, and returns the watch
+    /// events of the revisions they spent: the same events, in the same order, that applying
+    /// their requests gave on the node that logged them (`apply_batch` with `want_events`).
+    pub fn apply_records(&self, records: &[Record]) -> Result<Vec<RevisionEvents>> {
+        guarded("apply records", || self.replay_unguarded(records, true))
+    }
+
+    fn replay_unguarded(&self, records: &[Record], want_events: bool) -> Result<Vec<RevisionEvents>> {
+        let mut events = Vec::new();
         for chunk in records.chunks(1024) {
             let db = self.db()?;
             let txn = Self::begin(db.as_ref().expect("open"))?;
             let position = {
                 let mut writer = self.writer(&txn)?;
                 for record in chunk {
-                    writer.replay(record)?;
+                    events.extend(writer.replay(record, want_events)?);
                 }
                 writer.finish()?
             };
             txn.commit()?;
             self.publish_applied(position);
         }
-        Ok(())
+        Ok(events)
     }
 
     fn begin(db: &Database) -> Result<WriteTransaction> {
@@ -510,7 +518,7 @@ impl Store {
     pub fn defragment(&self) -> Result<()> {
         guarded("defragment", || {
             let mut db = self.db.write().expect("store lock");
-            let db = db.as_mut().ok_or(Error::Closed)?;
+            let db = db.as_mut().ok_or(Error::Closed(ClosedReason::Closed))?;
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate).map_err(|error| Error::storage("set durability", error))?;
             txn.commit()?;

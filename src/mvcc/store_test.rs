@@ -214,6 +214,94 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// What a follower will do: the records one store logged, applied to another, give the
+    /// same watch events in the same order and the same state, leases and position.
+    #[test]
+    fn records_applied_elsewhere_give_the_same_events_and_state(
+        ops in proptest::collection::vec((op_strategy(), 0u8..4), 1..100),
+        cut in proptest::collection::vec(1usize..9, 1..40),
+    ) {
+        records_replayed_elsewhere(ops, cut);
+    }
+}
+
+/// Applies `ops` (each with a lease choice: none, grant, revoke, put on a lease) to one store
+/// in batches of sizes taken from `cut`, then that store's records to another.
+fn records_replayed_elsewhere(ops: Vec<(Op, u8)>, cut: Vec<usize>) {
+    use t4_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    let requests: Vec<WriteRequest> = ops
+        .into_iter()
+        .filter_map(|(op, lease)| {
+            let lease_id = 1 + (lease as i64 % 3);
+            Some(match (op, lease) {
+                (Op::Put(k, _), 1) => WriteRequest::LeaseGrant(LeaseGrantRequest { id: lease_id + k as i64 % 2, ttl: 60 }),
+                (Op::Delete(k), 2) => WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 1 + k as i64 % 3 }),
+                (Op::Put(k, v), 3) => {
+                    WriteRequest::Put(PutRequest { key: key(k), value: vec![v], lease: 1 + v as i64 % 3, ..Default::default() })
+                }
+                (Op::Put(k, v), _) => WriteRequest::Put(PutRequest { key: key(k), value: vec![v], ..Default::default() }),
+                (Op::Delete(k), _) => WriteRequest::DeleteRange(DeleteRangeRequest { key: key(k), prev_kv: true, ..Default::default() }),
+                (Op::DeleteRange(a, b), _) => {
+                    WriteRequest::DeleteRange(DeleteRangeRequest { key: key(a), range_end: key(b), ..Default::default() })
+                }
+                (Op::CasPut(k, version, x), _) => {
+                    let compare = Compare {
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Version as i32,
+                        key: key(k),
+                        target_union: Some(TargetUnion::Version(version)),
+                        range_end: Vec::new(),
+                    };
+                    let put =
+                        RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(k), value: vec![x], ..Default::default() })) };
+                    let delete =
+                        RequestOp { request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: key(x), ..Default::default() })) };
+                    WriteRequest::Txn(TxnRequest { compare: vec![compare], success: vec![put, delete.clone()], failure: vec![delete] })
+                }
+                (Op::Compact(r), _) => WriteRequest::Compact(CompactionRequest { revision: 1 + r as i64 % 8, physical: false }),
+                (Op::Get(..) | Op::Scan(..), _) => return None,
+            })
+        })
+        .collect();
+    let leader_disk = SimDisk::new();
+    let leader = Store::open(&leader_disk, StorageFence::default()).unwrap();
+    let (mut records, mut events) = (Vec::new(), Vec::new());
+    let mut rest = requests.as_slice();
+    for size in cut.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let batch = &rest[..(*size).min(rest.len())];
+        let applied = leader.apply_batch(batch, true).expect("no storage failure");
+        rest = &rest[applied.len()..];
+        for outcome in applied {
+            records.extend(outcome.record);
+            events.extend(outcome.events);
+        }
+    }
+    let follower_disk = SimDisk::new();
+    let follower = Store::open(&follower_disk, StorageFence::default()).unwrap();
+    let mut replayed = Vec::new();
+    let mut rest = records.as_slice();
+    for size in cut.iter().rev().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at((*size).min(rest.len()));
+        replayed.extend(follower.apply_records(now).expect("the leader's records apply"));
+        rest = later;
+    }
+    assert_eq!(replayed, events, "watch events of the applied records");
+    let position = |store: &Store| (store.applied_revision(), store.applied_index(), store.compact_revision());
+    assert_eq!(position(&follower), position(&leader));
+    assert_eq!(follower.leases().unwrap(), leader.leases().unwrap());
+    let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+    let revision = leader.applied_revision();
+    assert_eq!(follower.range(&all, revision).unwrap().kvs, leader.range(&all, revision).unwrap().kvs);
+}
+
 #[test]
 fn revision_one_is_the_empty_store() {
     let disk = SimDisk::new();

@@ -169,11 +169,14 @@ impl<'t> Writer<'t> {
         Ok(Applied { response: Ok(response), record: Some(record), events })
     }
 
-    /// Re-applies a record from the WAL; it must be the next one.
-    pub fn replay(&mut self, record: &Record) -> Result<()> {
+    /// Re-applies a record from the WAL (or, on a follower, from the leader's log); it must
+    /// be the next one. With `want_events`, returns the watch events of the revision it
+    /// spent, the same ones applying the request gave where it was first applied.
+    pub fn replay(&mut self, record: &Record, want_events: bool) -> Result<Option<RevisionEvents>> {
         if record.index != self.position.index + 1 {
             return Err(Error::Corrupt(format!("wal record {} after store index {}", record.index, self.position.index)));
         }
+        let mut events = None;
         match &record.body {
             RecordBody::Txn { revision, changes } => {
                 if *revision != self.position.revision + 1 {
@@ -182,11 +185,13 @@ impl<'t> Writer<'t> {
                         record.index, self.position.revision
                     )));
                 }
-                let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None, range_bytes_max: 0 };
+                let mut exec =
+                    Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new), range_bytes_max: 0 };
                 for change in changes {
                     self.replay_change(&mut exec, change)?;
                 }
                 self.position.revision = *revision;
+                events = exec.events.map(|events| RevisionEvents { revision: *revision, events });
             }
             RecordBody::Compact { revision } => {
                 if *revision > self.position.revision {
@@ -208,11 +213,13 @@ impl<'t> Writer<'t> {
                             record.index, self.position.revision
                         )));
                     }
-                    let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: None, range_bytes_max: 0 };
+                    let mut exec =
+                        Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new), range_bytes_max: 0 };
                     for change in changes {
                         self.replay_change(&mut exec, change)?;
                     }
                     self.position.revision = *revision;
+                    events = exec.events.map(|events| RevisionEvents { revision: *revision, events });
                 }
                 self.leases.remove(*id)?;
                 self.lease_bytes.remove(*id)?;
@@ -226,7 +233,7 @@ impl<'t> Writer<'t> {
             }
         }
         self.position.index = record.index;
-        Ok(())
+        Ok(events)
     }
 
     fn replay_change(&mut self, exec: &mut Exec, change: &Change) -> Result<()> {

@@ -10,12 +10,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Writes go through one writer task and a syncer task (see `pipeline.rs`): a write is
+//! Writes go through one writer task and a syncer task (see `pipeline.rs` for the map): a write is
 //! acknowledged only after its WAL batch is fsynced. Reads see the *visible* revision: the
 //! newest one whose batch is durable, never one that a crash could take back.
 
+mod checkpointer;
+mod commit;
+mod counters;
 mod lessor;
+mod lock_watch;
+mod open;
 mod pipeline;
+mod syncer;
+mod uploader;
+mod writer;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,13 +40,13 @@ use crate::auth::state::{AuthChange, AuthState};
 use crate::config::Config;
 use crate::durable::ObjectDurability;
 use crate::env::{Env, StorageFence};
-use crate::error::{Error, Result};
+use crate::error::{ClosedReason, Error, Result};
 use crate::mvcc::{self, Limits, Store, WriteRequest, WriteResponse};
 use crate::object::metered::MeteredStore;
 use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
-pub use pipeline::NodeStats;
+pub use counters::NodeStats;
 
 /// An open t4 node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
@@ -66,16 +74,16 @@ struct Shared {
     nospace: std::sync::atomic::AtomicBool,
     /// Turns true (once) when `failure` is set: health reporters wait on it.
     failed: tokio::sync::watch::Sender<bool>,
-    jobs: Mutex<Option<mpsc::Sender<pipeline::Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
     stopped: Mutex<Option<oneshot::Receiver<Result<()>>>>,
-    stats: pipeline::Counters,
+    stats: counters::Counters,
     /// The term this node writes its bucket log under (`None`: local disk only).
     term: Option<u64>,
     /// Requests to the bucket, per operation.
     object_meters: Arc<crate::object::metered::StoreMeters>,
     /// Checkpoints in the bucket, and the task that takes them when due (stopped before the
     /// store closes).
-    checkpoints: Mutex<Option<(pipeline::Checkpoints, tokio::task::JoinHandle<()>)>>,
+    checkpoints: Mutex<Option<(checkpointer::Checkpoints, tokio::task::JoinHandle<()>)>>,
     /// When each lease expires (which leases exist is in the store).
     lessor: lessor::Lessor,
     /// The task that revokes expired leases (stopped before the store closes).
@@ -111,11 +119,11 @@ impl Node {
     pub async fn open_with_env(config: Config, env: Env) -> Result<Self> {
         let disk = env.disk.clone();
         let segment_bytes_max = config.wal_segment_bytes_max;
-        let mut local = crate::env::blocking(move || pipeline::open_local(&disk)).await?;
+        let mut local = crate::env::blocking(move || open::open_local(&disk)).await?;
         let disk = env.disk.clone();
         let object_meters = Arc::new(crate::object::metered::StoreMeters::default());
         let opened = match &config.object_store {
-            None => crate::env::blocking(move || pipeline::finish_local(disk, local, segment_bytes_max)).await?,
+            None => crate::env::blocking(move || open::finish_local(disk, local, segment_bytes_max)).await?,
             Some(durability) => {
                 // Ambiguous outcomes must be settled by reading back, never by a blind retry
                 // of a create (that would look like a seal): always through the retry layer.
@@ -128,10 +136,10 @@ impl Node {
                 let durability = ObjectDurability { store: retrying, ..durability.clone() };
                 let records = std::mem::take(&mut local.recovered.records);
                 let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
-                crate::env::blocking(move || pipeline::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
+                crate::env::blocking(move || open::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
             }
         };
-        let pipeline::Opened { store, wal, fence, log } = opened;
+        let open::Opened { store, wal, fence, log } = opened;
         store.set_response_bytes_max(config.response_bytes_max);
         let over_quota = config.quota_backend_bytes.is_some_and(|quota| store.size_bytes() > quota);
         if over_quota {
@@ -159,7 +167,7 @@ impl Node {
             nospace: std::sync::atomic::AtomicBool::new(over_quota),
             jobs: Mutex::new(Some(jobs_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
-            stats: pipeline::Counters::default(),
+            stats: counters::Counters::default(),
             term,
             checkpoints: Mutex::new(None),
             object_meters,
@@ -168,7 +176,7 @@ impl Node {
             auth: std::sync::RwLock::new(Arc::new(auth)),
         });
         if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
-            pipeline::spawn_lock_watch(&shared, log, durability.lock_check_interval);
+            lock_watch::spawn_lock_watch(&shared, log, durability.lock_check_interval);
         }
         pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
         let expiry = tokio::spawn(expire_leases(Arc::downgrade(&shared)));
@@ -473,7 +481,7 @@ impl Node {
         self.check_open()?;
         let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").as_ref().map(|(checkpoints, _)| checkpoints.clone());
         let checkpoints = checkpoints.ok_or_else(|| Error::InvalidArgument("checkpoints need a bucket (an object store)".into()))?;
-        pipeline::take_checkpoint(&self.shared, &checkpoints).await
+        checkpointer::take_checkpoint(&self.shared, &checkpoints).await
     }
 
     /// Stops accepting writes, lets queued ones finish, makes the store durable and drops
@@ -483,7 +491,7 @@ impl Node {
         self.shared.jobs.lock().expect("jobs lock").take();
         let stopped = self.shared.stopped.lock().expect("stopped lock").take();
         let outcome = match stopped {
-            Some(stopped) => stopped.await.unwrap_or(Err(Error::Closed)),
+            Some(stopped) => stopped.await.unwrap_or(Err(Error::Closed(ClosedReason::Stopped))),
             None => Ok(()),
         };
         // Tasks may still hold the node for a moment (a lock check, a watch stream): the
@@ -511,7 +519,7 @@ impl Node {
             return Err(failure);
         }
         if self.shared.jobs.lock().expect("jobs lock").is_none() {
-            return Err(Error::Closed);
+            return Err(Error::Closed(ClosedReason::Closed));
         }
         Ok(())
     }
@@ -532,10 +540,10 @@ impl Node {
         self.validate_write(&request)?;
         self.check_open()?;
         self.check_space(&request)?;
-        let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed)?;
+        let sender = self.shared.jobs.lock().expect("jobs lock").clone().ok_or(Error::Closed(ClosedReason::Closed))?;
         let (reply, answer) = oneshot::channel();
-        sender.send(pipeline::Job { request, auth_revision, reply }).await.map_err(|_| Error::Closed)?;
-        answer.await.unwrap_or(Err(Error::Closed))
+        sender.send(writer::Job { request, auth_revision, reply }).await.map_err(|_| Error::Closed(ClosedReason::Stopped))?;
+        answer.await.unwrap_or(Err(Error::Closed(ClosedReason::Stopped)))
     }
 }
 
@@ -573,7 +581,9 @@ async fn expire_leases(shared: std::sync::Weak<Shared>) {
                         node.shared.stats.leases_expired.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(lease = id, "lease expired and revoked");
                     }
-                    Err(Error::LeaseNotFound) => {}
+                    // The store has no such lease: the copy drops it too (they follow one log,
+                    // so this only undoes a difference that should not exist).
+                    Err(Error::LeaseNotFound) => node.shared.lessor.revoked(*id),
                     Err(error) => {
                         tracing::debug!(%error, lease = id, "lease expiry stops: the node is closing or failed");
                         return;

@@ -69,14 +69,25 @@ pub enum EngineError {
     MethodNotAllowed,
     #[error("{0}")]
     InvalidArgument(String),
+    /// Not a refusal: s4 itself failed to store or read what it should have.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+/// A failure of s4's own storage or data, kept apart from the refusals of a request
+/// ([`EngineError`]'s other variants): a commit that meets one fails its whole batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The disk or the metadata store failed: writes stop until s4 restarts (reads go on).
     #[error("s4 storage failure: {0}")]
     Storage(String),
+    /// Stored data failed validation: the request fails, nothing else stops.
     #[error("s4 data corrupt: {0}")]
     Corrupt(String),
 }
 
-fn storage(error: impl std::fmt::Display) -> EngineError {
-    EngineError::Storage(error.to_string())
+fn storage(error: impl std::fmt::Display) -> Failure {
+    Failure::Storage(error.to_string())
 }
 
 /// A precondition of a write, checked atomically with it against the current version.
@@ -239,7 +250,7 @@ impl BodyUpload {
     fn failed(&self, error: std::io::Error) -> EngineError {
         let error = match error.kind() {
             std::io::ErrorKind::InvalidInput => EngineError::InvalidArgument(error.to_string()),
-            _ => storage(error),
+            _ => storage(error).into(),
         };
         self.inner.fail(&error);
         error
@@ -346,7 +357,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn reader(&self, id: u32) -> Result<Arc<dyn DiskFile>, EngineError> {
+    fn reader(&self, id: u32) -> Result<Arc<dyn DiskFile>, Failure> {
         let mut readers = self.readers.lock().expect("readers lock");
         if let Some(file) = readers.get(&id) {
             return Ok(file.clone());
@@ -393,10 +404,10 @@ impl BodyReader {
         #[cfg(not(madsim))]
         if piece.end - piece.start <= INLINE_APPEND_MAX as u64 {
             let read = volume::read(piece.file.as_ref(), piece.location, piece.start, piece.end);
-            return Some(read.map(Bytes::from).map_err(read_error));
+            return Some(read.map(Bytes::from).map_err(|error| read_error(error).into()));
         }
         let read = crate::env::blocking(move || volume::read(piece.file.as_ref(), piece.location, piece.start, piece.end)).await;
-        Some(read.map(Bytes::from).map_err(read_error))
+        Some(read.map(Bytes::from).map_err(|error| read_error(error).into()))
     }
 
     /// The whole (ranged) body in memory.
@@ -409,9 +420,9 @@ impl BodyReader {
     }
 }
 
-fn read_error(error: std::io::Error) -> EngineError {
+fn read_error(error: std::io::Error) -> Failure {
     if error.kind() == std::io::ErrorKind::InvalidData {
-        EngineError::Corrupt(error.to_string())
+        Failure::Corrupt(error.to_string())
     } else {
         storage(error)
     }
@@ -505,7 +516,7 @@ impl Engine {
     async fn commit_object(&self, mutation: Mutation) -> Result<ObjectInfo, EngineError> {
         match self.commit(mutation).await? {
             Outcome::Object(info) => Ok(info),
-            _ => Err(storage("unexpected commit outcome")),
+            _ => Err(storage("unexpected commit outcome").into()),
         }
     }
 
@@ -879,7 +890,7 @@ impl Engine {
         };
         match self.commit(Mutation::CreateUpload(upload)).await? {
             Outcome::Upload(id) => Ok(id),
-            _ => Err(storage("unexpected commit outcome")),
+            _ => Err(storage("unexpected commit outcome").into()),
         }
     }
 
@@ -914,7 +925,7 @@ impl Engine {
             Mutation::PutPart { upload_id: upload_id.to_string(), bucket: bucket.to_string(), key: key.to_string(), part_number, body };
         match self.commit(mutation).await? {
             Outcome::Part(part) => Ok(part),
-            _ => Err(storage("unexpected commit outcome")),
+            _ => Err(storage("unexpected commit outcome").into()),
         }
     }
 
@@ -1046,7 +1057,7 @@ impl Engine {
                     let record = bodies_table
                         .get(body)
                         .map_err(storage)?
-                        .ok_or_else(|| EngineError::Corrupt(format!("body {body} indexed but missing")))?;
+                        .ok_or_else(|| Failure::Corrupt(format!("body {body} indexed but missing")))?;
                     bodies.push((body, BodyRecord::decode(record.value())?.location));
                 }
                 (live, bodies)
@@ -1250,7 +1261,7 @@ fn find_version(
     bucket: &str,
     key: &str,
     version_id: &str,
-) -> Result<Option<ObjectInfo>, EngineError> {
+) -> Result<Option<ObjectInfo>, Failure> {
     if let Some(seq) = seq_of(version_id) {
         let Some(stored) = versions.get((bucket, key, !seq)).map_err(storage)? else { return Ok(None) };
         let info = ObjectInfo::decode(stored.value())?;
@@ -1271,7 +1282,7 @@ fn find_version(
 impl Inner {
     /// Stops writes after a storage failure (the first one is kept and reported).
     fn fail(&self, error: &EngineError) {
-        if !matches!(error, EngineError::Storage(_)) {
+        if !matches!(error, EngineError::Failed(Failure::Storage(_))) {
             return;
         }
         let mut failure = self.failure.lock().expect("failure lock");
@@ -1283,7 +1294,7 @@ impl Inner {
 
     fn stopped(&self) -> Result<(), EngineError> {
         match self.failure.lock().expect("failure lock").as_ref() {
-            Some(first) => Err(EngineError::Storage(format!("writes stopped after an earlier failure ({first}); restart s4"))),
+            Some(first) => Err(Failure::Storage(format!("writes stopped after an earlier failure ({first}); restart s4")).into()),
             None => Ok(()),
         }
     }
@@ -1318,6 +1329,7 @@ async fn committer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Commit>) {
             }
             Err(error) => {
                 tracing::error!(%error, "s4: commit failed; nothing of this batch was acknowledged");
+                let error = EngineError::from(error);
                 inner.fail(&error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
@@ -1327,7 +1339,7 @@ async fn committer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Commit>) {
     }
 }
 
-fn apply(inner: &Inner, mutations: Vec<Mutation>) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
+fn apply(inner: &Inner, mutations: Vec<Mutation>) -> Result<Vec<Result<Outcome, EngineError>>, Failure> {
     // Every body these commits reference was appended before they were queued: one fsync
     // per volume makes them all durable before any metadata can point at them.
     let volumes: BTreeSet<u32> = mutations.iter().flat_map(Mutation::volumes).collect();
@@ -1375,11 +1387,11 @@ struct Tables<'t> {
     counters: redb::Table<'t, &'static str, u64>,
 }
 
-/// The answer to one request (inner) or a storage failure failing the batch (outer).
-type Applied = Result<Result<Outcome, EngineError>, EngineError>;
+/// The answer to one request (inner: done, or refused) or a failure failing the batch (outer).
+type Applied = Result<Result<Outcome, EngineError>, Failure>;
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t redb::WriteTransaction, inner: &'t Inner) -> Result<Self, EngineError> {
+    fn open(txn: &'t redb::WriteTransaction, inner: &'t Inner) -> Result<Self, Failure> {
         Ok(Self {
             inner,
             buckets: txn.open_table(meta::BUCKETS).map_err(storage)?,
@@ -1395,21 +1407,21 @@ impl<'t> Tables<'t> {
         })
     }
 
-    fn next(&mut self, counter: &str) -> Result<u64, EngineError> {
+    fn next(&mut self, counter: &str) -> Result<u64, Failure> {
         let value = self.counters.get(counter).map_err(storage)?.map_or(1, |value| value.value());
         self.counters.insert(counter, value + 1).map_err(storage)?;
         Ok(value)
     }
 
-    fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, EngineError> {
+    fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Failure> {
         self.buckets.get(name).map_err(storage)?.map(|record| BucketRecord::decode(record.value())).transpose()
     }
 
-    fn current(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, EngineError> {
+    fn current(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, Failure> {
         self.objects.get((bucket, key)).map_err(storage)?.map(|stored| ObjectInfo::decode(stored.value())).transpose()
     }
 
-    fn add_live(&mut self, volume: u32, delta: i64) -> Result<(), EngineError> {
+    fn add_live(&mut self, volume: u32, delta: i64) -> Result<(), Failure> {
         let live = self.live.get(volume).map_err(storage)?.map_or(0, |live| live.value());
         let live = live.saturating_add_signed(delta);
         if live == 0 {
@@ -1426,7 +1438,7 @@ impl<'t> Tables<'t> {
 
     /// References a newly appended body, or (same SHA-256 and size) the identical body
     /// already stored, leaving the new bytes as garbage.
-    fn register(&mut self, body: &NewBody) -> Result<u64, EngineError> {
+    fn register(&mut self, body: &NewBody) -> Result<u64, Failure> {
         let existing = self.dedup.get(body.dedup_key.as_slice()).map_err(storage)?.map(|id| id.value());
         if let Some(existing) = existing {
             if self.retain(&[Segment { body: existing, len: body.location.len }])? {
@@ -1443,7 +1455,7 @@ impl<'t> Tables<'t> {
     }
 
     /// One more reference to each body; false (and nothing changed) if any is gone.
-    fn retain(&mut self, segments: &[Segment]) -> Result<bool, EngineError> {
+    fn retain(&mut self, segments: &[Segment]) -> Result<bool, Failure> {
         let mut records = Vec::new();
         for segment in segments {
             let Some(stored) = self.bodies.get(segment.body).map_err(storage)? else { return Ok(false) };
@@ -1457,10 +1469,10 @@ impl<'t> Tables<'t> {
     }
 
     /// Drops one reference to each body; a body nobody references becomes dead space.
-    fn release(&mut self, segments: &[Segment]) -> Result<(), EngineError> {
+    fn release(&mut self, segments: &[Segment]) -> Result<(), Failure> {
         for segment in segments {
             let Some(stored) = self.bodies.get(segment.body).map_err(storage)?.map(|stored| stored.value().to_vec()) else {
-                return Err(EngineError::Corrupt(format!("body {} released but missing", segment.body)));
+                return Err(Failure::Corrupt(format!("body {} released but missing", segment.body)));
             };
             let mut record = BodyRecord::decode(&stored)?;
             record.refs -= 1;
@@ -1480,7 +1492,7 @@ impl<'t> Tables<'t> {
 
     /// Makes `info` the newest version of its key. Outside versioning, it replaces the
     /// key's `null` version (whose bytes are released).
-    fn insert_version(&mut self, bucket: &str, key: &str, info: &ObjectInfo, versioning: Versioning) -> Result<(), EngineError> {
+    fn insert_version(&mut self, bucket: &str, key: &str, info: &ObjectInfo, versioning: Versioning) -> Result<(), Failure> {
         if versioning != Versioning::Enabled {
             if let Some(null) = find_version(&self.versions, bucket, key, NULL_VERSION)? {
                 self.versions.remove((bucket, key, !null.seq)).map_err(storage)?;
@@ -1495,7 +1507,7 @@ impl<'t> Tables<'t> {
 
     /// Removes one version for good; if it was the current one, the next newest becomes
     /// current.
-    fn remove_version(&mut self, bucket: &str, key: &str, info: &ObjectInfo) -> Result<(), EngineError> {
+    fn remove_version(&mut self, bucket: &str, key: &str, info: &ObjectInfo) -> Result<(), Failure> {
         self.versions.remove((bucket, key, !info.seq)).map_err(storage)?;
         self.release(&info.segments)?;
         if self.current(bucket, key)?.is_some_and(|current| current.seq == info.seq) {
@@ -1640,7 +1652,7 @@ impl<'t> Tables<'t> {
         }
     }
 
-    fn abort(&mut self, upload_id: &str) -> Result<(), EngineError> {
+    fn abort(&mut self, upload_id: &str) -> Result<(), Failure> {
         let mut parts = Vec::new();
         for item in self.parts.range::<(&str, u32)>((upload_id, 0)..=(upload_id, u32::MAX)).map_err(storage)? {
             let (position, stored) = item.map_err(storage)?;
@@ -1705,7 +1717,7 @@ impl<'t> Tables<'t> {
         key: &str,
         upload_id: &str,
         listed: &[(u32, String)],
-    ) -> Result<Result<(Vec<Segment>, String, u32), EngineError>, EngineError> {
+    ) -> Result<Result<(Vec<Segment>, String, u32), EngineError>, Failure> {
         let upload = self.uploads.get(upload_id).map_err(storage)?.map(|stored| UploadRecord::decode(stored.value())).transpose()?;
         if upload.is_none_or(|upload| upload.bucket != bucket || upload.key != key) {
             return Ok(Err(EngineError::NoSuchUpload));
@@ -1730,7 +1742,7 @@ impl<'t> Tables<'t> {
             let mut digest = [0u8; 16];
             for (at, byte) in digest.iter_mut().enumerate() {
                 *byte = u8::from_str_radix(&part.etag.trim_matches('"')[2 * at..2 * at + 2], 16)
-                    .map_err(|_| EngineError::Corrupt("part etag".into()))?;
+                    .map_err(|_| Failure::Corrupt("part etag".into()))?;
             }
             md5s.update(digest);
             segments.push(Segment { body: part.body, len: part.len });

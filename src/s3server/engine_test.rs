@@ -144,7 +144,7 @@ async fn a_damaged_body_is_refused() {
     put(&engine, "k", b"precious bytes", WriteCondition::None).await.unwrap();
     let volume_len = disk.file_len(&volume::volume_name(1)).unwrap();
     disk.flip_bit(&volume::volume_name(1), volume_len - 3, 1).unwrap();
-    assert!(matches!(engine.get_object("b", "k", None).await, Err(EngineError::Corrupt(_))));
+    assert!(matches!(engine.get_object("b", "k", None).await, Err(EngineError::Failed(Failure::Corrupt(_)))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,11 +496,11 @@ async fn a_storage_failure_stops_every_later_write_and_reads_go_on() {
         tracing::info!("--- a failed fsync (or a full disk) fails the write that met it");
         disk.set_faults(faults.clone());
         let failed = put(&engine, "during", b"lost", WriteCondition::None).await.unwrap_err();
-        assert!(matches!(failed, EngineError::Storage(_)), "{failed:?} ({faults:?})");
+        assert!(matches!(failed, EngineError::Failed(Failure::Storage(_))), "{failed:?} ({faults:?})");
         tracing::info!("--- the disk works again, but s4 takes no write until restarted; reads go on");
         disk.set_faults(Default::default());
         let refused = put(&engine, "after", b"x", WriteCondition::None).await.unwrap_err();
-        assert!(matches!(&refused, EngineError::Storage(text) if text.contains("earlier failure")), "{refused:?}");
+        assert!(matches!(&refused, EngineError::Failed(Failure::Storage(text)) if text.contains("earlier failure")), "{refused:?}");
         assert!(engine.health().is_err());
         assert_eq!(&engine.get_object("b", "before", None).await.unwrap().1[..], b"kept");
         assert_eq!(engine.get_object("b", "during", None).await.unwrap_err(), EngineError::NoSuchKey);

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use redb::TableDefinition;
 
-use super::engine::EngineError;
+use super::engine::Failure;
 use super::volume::Location;
 
 pub const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -181,12 +181,12 @@ struct Decoder<'a> {
     at: usize,
 }
 
-fn corrupt(what: &str) -> EngineError {
-    EngineError::Corrupt(format!("metadata record: {what}"))
+fn corrupt(what: &str) -> Failure {
+    Failure::Corrupt(format!("metadata record: {what}"))
 }
 
 impl<'a> Decoder<'a> {
-    fn open(bytes: &'a [u8], kind: u8) -> Result<Self, EngineError> {
+    fn open(bytes: &'a [u8], kind: u8) -> Result<Self, Failure> {
         if bytes.len() < 5 || bytes[0] != kind {
             return Err(corrupt("unknown kind"));
         }
@@ -195,33 +195,33 @@ impl<'a> Decoder<'a> {
         }
         Ok(Self { bytes, at: 5 })
     }
-    fn take(&mut self, len: usize) -> Result<&'a [u8], EngineError> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], Failure> {
         let end = self.at.checked_add(len).filter(|end| *end <= self.bytes.len()).ok_or_else(|| corrupt("truncated"))?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
     }
-    fn u8(&mut self) -> Result<u8, EngineError> {
+    fn u8(&mut self) -> Result<u8, Failure> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, EngineError> {
+    fn u32(&mut self) -> Result<u32, Failure> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn u64(&mut self) -> Result<u64, EngineError> {
+    fn u64(&mut self) -> Result<u64, Failure> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], EngineError> {
+    fn bytes(&mut self) -> Result<&'a [u8], Failure> {
         let len = self.u32()? as usize;
         self.take(len)
     }
-    fn string(&mut self) -> Result<String, EngineError> {
+    fn string(&mut self) -> Result<String, Failure> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| corrupt("not utf-8"))
     }
-    fn option_u32(&mut self) -> Result<Option<u32>, EngineError> {
+    fn option_u32(&mut self) -> Result<Option<u32>, Failure> {
         let value = self.u64()?;
         Ok((value != u64::MAX).then_some(value as u32))
     }
-    fn map(&mut self) -> Result<BTreeMap<String, String>, EngineError> {
+    fn map(&mut self) -> Result<BTreeMap<String, String>, Failure> {
         let count = self.u32()?;
         let mut map = BTreeMap::new();
         for _ in 0..count {
@@ -229,7 +229,7 @@ impl<'a> Decoder<'a> {
         }
         Ok(map)
     }
-    fn location(&mut self) -> Result<Location, EngineError> {
+    fn location(&mut self) -> Result<Location, Failure> {
         Ok(Location { volume: self.u32()?, offset: self.u64()?, len: self.u64()?, crc: self.u32()? })
     }
 }
@@ -256,7 +256,7 @@ impl BucketRecord {
         out.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Failure> {
         let mut input = Decoder::open(bytes, KIND_BUCKET)?;
         let created_ms = input.u64()?;
         let versioning = match input.u8()? {
@@ -302,7 +302,7 @@ impl ObjectInfo {
         out.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Failure> {
         let mut input = Decoder::open(bytes, KIND_OBJECT)?;
         let seq = input.u64()?;
         let version_id = input.string()?;
@@ -334,7 +334,7 @@ impl BodyRecord {
         out.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Failure> {
         let mut input = Decoder::open(bytes, KIND_BODY)?;
         Ok(Self { location: input.location()?, refs: input.u64()?, dedup_key: input.bytes()?.to_vec() })
     }
@@ -351,7 +351,7 @@ impl UploadRecord {
         out.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Failure> {
         let mut input = Decoder::open(bytes, KIND_UPLOAD)?;
         Ok(Self {
             bucket: input.string()?,
@@ -373,7 +373,7 @@ impl PartRecord {
         out.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Failure> {
         let mut input = Decoder::open(bytes, KIND_PART)?;
         Ok(Self { body: input.u64()?, len: input.u64()?, etag: input.string()?, last_modified_ms: input.u64()? })
     }
@@ -384,9 +384,9 @@ impl PartRecord {
 #[doc(hidden)]
 pub fn fuzz_records(data: &[u8]) {
     fn check<T: PartialEq + std::fmt::Debug>(
-        decoded: Result<T, EngineError>,
+        decoded: Result<T, Failure>,
         encode: impl Fn(&T) -> Vec<u8>,
-        decode: impl Fn(&[u8]) -> Result<T, EngineError>,
+        decode: impl Fn(&[u8]) -> Result<T, Failure>,
     ) {
         if let Ok(record) = decoded {
             let again = decode(&encode(&record)).expect("an encoded record decodes");

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
-use super::engine::{self, Engine, EngineError, ObjectInfo, StoredBody, Versioning, WriteCondition, NULL_VERSION};
+use super::engine::{self, Engine, EngineError, Failure, ObjectInfo, StoredBody, Versioning, WriteCondition, NULL_VERSION};
 
 /// Keys returned by one listing at most (S3's limit).
 const LIST_KEYS_MAX: usize = 1000;
@@ -69,7 +69,7 @@ fn s3_error_of(error: EngineError) -> S3Error {
         EngineError::EntityTooSmall => s3_error!(EntityTooSmall),
         EngineError::MethodNotAllowed => s3_error!(MethodNotAllowed),
         EngineError::InvalidArgument(message) => s3_error!(InvalidArgument, "{message}"),
-        EngineError::Storage(message) | EngineError::Corrupt(message) => s3_error!(InternalError, "{message}"),
+        EngineError::Failed(Failure::Storage(message) | Failure::Corrupt(message)) => s3_error!(InternalError, "{message}"),
     }
 }
 
