@@ -12,6 +12,7 @@ pub mod config;
 #[path = "core/mod.rs"]
 pub mod core;
 pub mod durable;
+pub mod election;
 pub mod env;
 pub mod error;
 #[cfg(feature = "server")]

@@ -1,6 +1,6 @@
 //! The log in the bucket: terms, WAL objects, seals (docs/design.md §5).
 //!
-//! - A node takes a new term by CAS on `lock` before it writes anything.
+//! - A node takes a new term by CAS on `lock` before it writes anything (`crate::election`).
 //! - Its log is `wal/<term>/1, 2, ...`, each created only if absent, in order: object k+1 is
 //!   sent only after object k is durable, so a term's log is the dense run from 1 and its
 //!   first missing seq ends it.
@@ -21,14 +21,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::format::{decode_wal_header, decode_wal_object, encode_batch_object, encode_seal, LockRecord, WalObject, WAL_HEADER_LEN};
+use super::format::{decode_wal_header, decode_wal_object, encode_batch_object, encode_seal, WalObject, WAL_HEADER_LEN};
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;
 use crate::wal::{encode_batch, Record};
 
-/// Most attempts to take a term while others race for it.
-const TAKE_TERM_ATTEMPTS: usize = 64;
 /// Listing page size.
 const LIST_PAGE: usize = 1000;
 /// Records in one object when a local tail is uploaded at recovery.
@@ -41,33 +39,6 @@ pub(crate) fn object_error(context: &str, error: ObjectError) -> Error {
         ObjectError::Corrupt(what) => Error::Corrupt(format!("{context}: {what}")),
         other => Error::StorageFailure(format!("{context}: {other}")),
     }
-}
-
-/// The lock record and its ETag, if a term was ever taken.
-pub async fn read_lock(store: &dyn ObjectStore) -> Result<Option<(LockRecord, String)>> {
-    match store.get(layout::LOCK).await {
-        Ok((bytes, etag)) => Ok(Some((LockRecord::decode(&bytes)?, etag))),
-        Err(ObjectError::NotFound(_)) => Ok(None),
-        Err(error) => Err(object_error("read lock", error)),
-    }
-}
-
-/// Takes the next term: a CAS on `lock` from the term it holds to one more.
-pub async fn take_term(store: &dyn ObjectStore, node: &str, wall_ms: u64) -> Result<u64> {
-    for _ in 0..TAKE_TERM_ATTEMPTS {
-        let (term, condition) = match read_lock(store).await? {
-            None => (1, Condition::IfNoneMatch),
-            Some((lock, etag)) => (lock.term + 1, Condition::IfMatch(etag)),
-        };
-        let record = LockRecord { term, node: node.to_string(), wall_ms };
-        match store.put(layout::LOCK, Bytes::from(record.encode()), condition).await {
-            Ok(_) => return Ok(term),
-            // Someone else moved the lock first: read it again.
-            Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => continue,
-            Err(error) => return Err(object_error("take a term", error)),
-        }
-    }
-    Err(Error::StorageFailure(format!("could not take a term: the lock kept changing over {TAKE_TERM_ATTEMPTS} attempts")))
 }
 
 /// Every key under `prefix`.

@@ -9,8 +9,7 @@
 //! (the local log's own encoding) holding records `first index ..` densely. A seal has no
 //! body and count 0: it ends its term's log at its seq.
 //!
-//! Lock (`lock`): magic `T4LOCK01`, version (u32), term (u64), wall time in ms (u64), node
-//! name length (u32) and bytes, then CRC32C of everything before it.
+//! The lock's bytes are in `crate::election::lock`.
 
 use crate::error::{Error, Result};
 use crate::wal::{decode_batch, Record};
@@ -20,7 +19,6 @@ const WAL_MAGIC: &[u8; 8] = b"T4WALOBJ";
 const WAL_HEADER_BYTES: usize = 56;
 const KIND_BATCH: u32 = 1;
 const KIND_SEAL: u32 = 2;
-pub(crate) const LOCK_MAGIC: &[u8; 8] = b"T4LOCK01";
 const FLOOR_MAGIC: &[u8; 8] = b"T4FLOOR1";
 const FLOOR_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 
@@ -149,57 +147,6 @@ pub fn decode_wal_object(name: &str, term: u64, seq: u64, bytes: &[u8]) -> Resul
     }
 }
 
-/// The leadership record: who holds which term.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockRecord {
-    pub term: u64,
-    /// A name for humans (`t4 status`).
-    pub node: String,
-    /// When the term was taken, by the taker's wall clock (for humans only).
-    pub wall_ms: u64,
-}
-
-impl LockRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40 + self.node.len());
-        out.extend_from_slice(LOCK_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.term.to_le_bytes());
-        out.extend_from_slice(&self.wall_ms.to_le_bytes());
-        out.extend_from_slice(&(self.node.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.node.as_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let corrupt = |what: &str| Error::Corrupt(format!("bucket object lock: {what}"));
-        if bytes.len() < 36 {
-            return Err(corrupt("too short"));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err(corrupt("checksum mismatch"));
-        }
-        if &body[..8] != LOCK_MAGIC {
-            return Err(corrupt("not a t4 lock record (bad magic)"));
-        }
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(corrupt(&format!("unknown format version {version}")));
-        }
-        let term = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes"));
-        let wall_ms = u64::from_le_bytes(body[20..28].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
-        if body.len() != 32 + len {
-            return Err(corrupt("node name length does not match"));
-        }
-        let node = String::from_utf8(body[32..].to_vec()).map_err(|_| corrupt("node name is not UTF-8"))?;
-        Ok(Self { term, node, wall_ms })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,17 +174,5 @@ mod tests {
         assert!(decode_wal_object("wal/3/5", 3, 5, &wrong_count).is_err());
         let seal = encode_seal(2, 9);
         assert_eq!(decode_wal_object("s", 2, 9, &seal).unwrap(), WalObject::Seal { term: 2, seq: 9 });
-    }
-
-    #[test]
-    fn lock_records_round_trip_and_damage_is_caught() {
-        let lock = LockRecord { term: 42, node: "node-a:1234".into(), wall_ms: 1_700_000_000_000 };
-        let bytes = lock.encode();
-        assert_eq!(LockRecord::decode(&bytes).unwrap(), lock);
-        for bit in 0..bytes.len() * 8 {
-            let mut damaged = bytes.clone();
-            damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(LockRecord::decode(&damaged).is_err(), "bit {bit}");
-        }
     }
 }

@@ -20,9 +20,10 @@ use futures::stream::{StreamExt, TryStreamExt};
 
 use bytes::Bytes;
 
-use super::bucket::{list_all, object_error, read_floor, read_lock, wal_objects, TermObjects};
+use super::bucket::{list_all, object_error, read_floor, wal_objects, TermObjects};
 use super::checkpoint::{self, Manifest};
 use super::format::{decode_wal_header, encode_floor, WAL_HEADER_LEN};
+use crate::election::read_lock;
 use crate::env::{Condition, ObjectError, ObjectStore, DELETE_MANY_MAX};
 use crate::error::{Error, Result};
 use crate::object::layout;

@@ -119,6 +119,8 @@ pub struct BucketRecovery {
     pub records: Vec<Record>,
     /// The term this node now writes under, positioned after anything it uploaded.
     pub log: TermLog,
+    /// The election that took the term (it leads): the lock watch runs it on.
+    pub election: crate::election::Election,
 }
 
 /// Takes a new term, seals older ones, and works out what the store must replay.
@@ -139,8 +141,8 @@ pub async fn recover(
     let disk_for_read = disk.clone();
     let local_term = crate::env::blocking(move || read_term_file(disk_for_read.as_ref())).await?;
     probe::conditional_writes(store, &durability.node_name, clock.wall_ms()).await?;
-    let previous = bucket::read_lock(store).await?.map(|(lock, _)| lock.term);
-    let term = bucket::take_term(store, &durability.node_name, clock.wall_ms()).await?;
+    let previous = crate::election::read_lock(store).await?.map(|(lock, _)| lock.term);
+    let (term, election) = crate::election::driver::take_term(store, &durability.node_name, clock, durability.lock_check_interval).await?;
     // The newest complete checkpoint: the log below it may be gone, and a store behind it
     // starts from it (a node without a disk, or one that was down for long).
     let chunks = bucket::list_all(store, crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
@@ -180,5 +182,5 @@ pub async fn recover(
             tracing::warn!(records = tail.len(), "bucket: dropping local WAL records the bucket does not hold (never acknowledged)");
         }
     }
-    Ok(BucketRecovery { records: log.records, log: term_log })
+    Ok(BucketRecovery { records: log.records, log: term_log, election })
 }

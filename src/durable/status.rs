@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-use super::bucket::{read_lock, wal_objects, TermObjects};
-use super::format::{decode_wal_header, LockRecord, WAL_HEADER_LEN};
+use super::bucket::{wal_objects, TermObjects};
+use super::format::{decode_wal_header, WAL_HEADER_LEN};
+use crate::election::{read_lock, LockRecord};
 use crate::env::ObjectStore;
 use crate::error::Result;
 use crate::object::layout;

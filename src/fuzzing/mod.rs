@@ -151,7 +151,8 @@ pub fn request_validation(data: &[u8]) {
 /// around the fuzzer's bytes), so the decoders' checks past the checksums are reached.
 pub fn bucket_objects(data: &[u8]) {
     use crate::durable::checkpoint::{decode_chunk, ChunkRef, Manifest};
-    use crate::durable::format::{decode_floor, decode_wal_header, decode_wal_object, LockRecord};
+    use crate::durable::format::{decode_floor, decode_wal_header, decode_wal_object};
+    use crate::election::LockRecord;
     let Some((&selector, body)) = data.split_first() else { return };
     if selector >= 128 {
         return sealed_bucket_object(selector, body);
@@ -191,7 +192,8 @@ pub fn bucket_objects(data: &[u8]) {
 
 fn sealed_bucket_object(selector: u8, body: &[u8]) {
     use crate::durable::checkpoint::{decode_chunk, encode_chunk, Chunk, Manifest, MANIFEST_MAGIC};
-    use crate::durable::format::{decode_wal_object, encode_batch_object, LockRecord, WalObject, LOCK_MAGIC};
+    use crate::durable::format::{decode_wal_object, encode_batch_object, WalObject};
+    use crate::election::lock::{LockRecord, LOCK_MAGIC};
     let with_crc = |magic: &[u8]| {
         let mut object = [magic, body].concat();
         object.extend_from_slice(&crc32c::crc32c(&object).to_le_bytes());

@@ -139,7 +139,7 @@ impl Node {
                 crate::env::blocking(move || open::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
             }
         };
-        let open::Opened { store, wal, fence, log } = opened;
+        let open::Opened { store, wal, fence, log, election } = opened;
         store.set_response_bytes_max(config.response_bytes_max);
         let over_quota = config.quota_backend_bytes.is_some_and(|quota| store.size_bytes() > quota);
         if over_quota {
@@ -175,8 +175,8 @@ impl Node {
             expiry: Mutex::new(None),
             auth: std::sync::RwLock::new(Arc::new(auth)),
         });
-        if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
-            lock_watch::spawn_lock_watch(&shared, log, durability.lock_check_interval);
+        if let (Some(log), Some(election)) = (&log, election) {
+            lock_watch::spawn_lock_watch(&shared, log, election);
         }
         pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
         let expiry = tokio::spawn(expire_leases(Arc::downgrade(&shared)));

@@ -15,6 +15,8 @@ pub(super) struct Opened {
     pub fence: StorageFence,
     /// The term's log in the bucket, when the node keeps one.
     pub log: Option<TermLog>,
+    /// The election that took the term, when the node keeps a bucket log.
+    pub election: Option<crate::election::Election>,
 }
 
 /// The store and the local WAL as found at open, before anything is replayed.
@@ -54,7 +56,7 @@ pub(super) fn finish_local(disk: Arc<dyn Disk>, local: Local, segment_bytes_max:
     }
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, recovered.segments, recovered.last_len, next_index, segment_bytes_max)?;
-    Ok(Opened { store, wal, fence, log: None })
+    Ok(Opened { store, wal, fence, log: None, election: None })
 }
 
 /// Durability in a bucket: replays what [`crate::durable::recover`] decided, makes the
@@ -76,5 +78,5 @@ pub(super) fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: Bu
     crate::durable::write_term_file(disk.as_ref(), recovery.log.term)?;
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, Vec::new(), 0, next_index, segment_bytes_max)?;
-    Ok(Opened { store, wal, fence, log: Some(recovery.log) })
+    Ok(Opened { store, wal, fence, log: Some(recovery.log), election: Some(recovery.election) })
 }
