@@ -15,10 +15,14 @@
 #![cfg(madsim)]
 #![allow(clippy::disallowed_methods, reason = "the simulator owns time: under madsim every clock read is virtual")]
 
+pub mod fault;
 pub mod net;
 pub mod scenario;
 pub mod trace;
+pub mod workload;
+pub mod world;
 
 // The history and its checkers live in t4-check, shared with the harness.
-pub use scenario::{run_seed, run_seed_with, Scenario, SeedReport};
+pub use fault::Fault;
+pub use scenario::{run_seed, run_seed_with, Scenario, SeedReport, Spec};
 pub use t4_check::{checker, history, wgl};

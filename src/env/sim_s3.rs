@@ -38,6 +38,12 @@ pub struct SimS3Faults {
     pub late_commit_percent: u32,
 }
 
+impl SimS3Faults {
+    /// A bucket that behaves.
+    pub const NONE: SimS3Faults =
+        SimS3Faults { slow_down_percent: 0, lost_request_percent: 0, lost_answer_percent: 0, late_commit_percent: 0 };
+}
+
 /// How long a request waits before it times out while the bucket is unreachable.
 const UNREACHABLE_TIMEOUT: Duration = Duration::from_millis(100);
 
