@@ -42,7 +42,7 @@ pub struct Config {
     /// ...and at most this many bytes of them.
     pub watch_bytes_buffered_max: usize,
     /// Keep the log in a bucket too (docs/design.md §5); `None`: local disk only.
-    pub object_store: Option<crate::durable::ObjectDurability>,
+    pub bucket: Option<crate::durability::BucketDurability>,
 }
 
 impl Config {
@@ -61,7 +61,7 @@ impl Config {
             store_sync_records: 50_000,
             watch_events_buffered_max: 65_536,
             watch_bytes_buffered_max: crate::watch::RING_BYTES_MAX,
-            object_store: None,
+            bucket: None,
         }
     }
 }

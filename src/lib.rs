@@ -11,7 +11,7 @@ pub mod cli;
 pub mod config;
 #[path = "core/mod.rs"]
 pub mod core;
-pub mod durable;
+pub mod durability;
 pub mod election;
 pub mod env;
 pub mod error;
@@ -26,7 +26,8 @@ pub mod node;
 pub mod object;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
-pub mod s3server;
+#[cfg(feature = "s4")]
+pub mod s4;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "tls")]

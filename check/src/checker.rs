@@ -231,7 +231,7 @@ pub fn check_watches(log: &Log, watchers: &[WatchRecord], compacted: &BTreeSet<i
 /// Fencing, as the bucket shows it after healing: along the log, terms never decrease (each
 /// term's records lie after every older term's), every term but the newest is sealed, and
 /// no term that wrote is newer than the lock (each term had one writer: the one that took it).
-pub fn check_terms(status: &t4::durable::status::Status) -> Vec<String> {
+pub fn check_terms(status: &t4::durability::status::Status) -> Vec<String> {
     let mut violations = Vec::new();
     let mut before: Option<(u64, u64)> = None;
     for term in &status.terms {

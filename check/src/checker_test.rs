@@ -238,13 +238,13 @@ fn fires_on_a_wrong_scan_and_a_torn_append() {
     assert!(violations.iter().any(|violation| violation.contains("txn effect")), "{violations:?}");
 }
 
-fn term(term: u64, indexes: Option<(u64, u64)>, sealed: bool) -> t4::durable::status::TermStatus {
-    t4::durable::status::TermStatus { term, first_seq: 1, objects: 1, indexes, sealed_at: sealed.then_some(2), stray: 0 }
+fn term(term: u64, indexes: Option<(u64, u64)>, sealed: bool) -> t4::durability::status::TermStatus {
+    t4::durability::status::TermStatus { term, first_seq: 1, objects: 1, indexes, sealed_at: sealed.then_some(2), stray: 0 }
 }
 
-fn bucket(lock_term: u64, terms: Vec<t4::durable::status::TermStatus>) -> t4::durable::status::Status {
+fn bucket(lock_term: u64, terms: Vec<t4::durability::status::TermStatus>) -> t4::durability::status::Status {
     let lock = t4::election::LockRecord { term: lock_term, node: "n".into(), wall_ms: 0 };
-    t4::durable::status::Status { lock: Some(lock), terms, checkpoints: Vec::new(), chunks: 0 }
+    t4::durability::status::Status { lock: Some(lock), terms, checkpoints: Vec::new(), chunks: 0 }
 }
 
 #[test]

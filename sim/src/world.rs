@@ -12,7 +12,7 @@ use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{sleep, timeout, Instant};
 use t4::core::{EtcdCore, MemberInfo};
-use t4::durable::ObjectDurability;
+use t4::durability::BucketDurability;
 use t4::env::{CrashMode, Env, ObjectStore, SimClock, SimDisk, SimDiskFaults, SimS3, SimS3Faults};
 use t4::mvcc::RevisionEvents;
 use t4::proto::etcdserverpb::RangeRequest;
@@ -223,11 +223,11 @@ impl World {
                     let mut config = sim_config();
                     if let Some(bucket) = bucket.clone() {
                         let store: Arc<dyn ObjectStore> = bucket;
-                        config.object_store = Some(ObjectDurability {
+                        config.bucket = Some(BucketDurability {
                             lock_check_interval: Duration::from_millis(100),
                             // Checkpoints and GC run within a seed.
                             checkpoint_entries: 500,
-                            ..ObjectDurability::new(store, name.clone())
+                            ..BucketDurability::new(store, name.clone())
                         });
                     }
                     // The supervisor (systemd, say) starts the process again when it
@@ -358,7 +358,7 @@ impl World {
         let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
         // The bucket is judged on its own, whether or not a node could open it.
         if let Some(bucket) = &self.bucket {
-            match t4::durable::status::status(bucket.as_ref()).await {
+            match t4::durability::status::status(bucket.as_ref()).await {
                 Ok(status) => violations.extend(checker::check_terms(&status)),
                 Err(error) => violations.push(format!("could not read the bucket's terms: {error}")),
             }

@@ -1,5 +1,5 @@
 //! The `s4` binary. See `s4 --help`.
 
 fn main() {
-    std::process::exit(t4::s3server::server::main());
+    std::process::exit(t4::s4::server::main());
 }

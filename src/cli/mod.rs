@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::durable::ObjectDurability;
+use crate::durability::BucketDurability;
 use crate::server::{self, Keepalive, ServerConfig};
 
 #[derive(Debug, Parser)]
@@ -208,8 +208,8 @@ struct RunArgs {
 struct LogArgs {
     /// Take a checkpoint this many minutes after the last one, if anything was written
     /// since (0: never by time).
-    #[arg(long, env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
-    checkpoint_interval_min: u64,
+    #[arg(long = "checkpoint-interval-min", env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
+    checkpoint_interval_minutes: u64,
     /// Also take one after this many log records since the last one (0: never by count).
     #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
     checkpoint_entries: u64,
@@ -368,7 +368,7 @@ async fn restore_checkpoint(args: RestoreArgs) -> i32 {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match crate::durable::inspect::restore_checkpoint(&store, &args.data_dir, args.checkpoint).await {
+    match crate::durability::inspect::restore_checkpoint(&store, &args.data_dir, args.checkpoint).await {
         Ok(manifest) => {
             println!(
                 "restored the checkpoint at revision {} (log index {}, {} entries, compacted at {}) into {}",
@@ -403,10 +403,10 @@ async fn inspect(args: InspectArgs) -> i32 {
     let opened = match &args.data_dir {
         Some(dir) => {
             let dir = dir.clone();
-            crate::env::blocking(move || crate::durable::inspect::open_data_dir(&dir)).await
+            crate::env::blocking(move || crate::durability::inspect::open_data_dir(&dir)).await
         }
         None => match required_bucket(&args.bucket, "t4 inspect (without --data-dir)").await {
-            Ok(store) => crate::durable::inspect::open_bucket(&store).await,
+            Ok(store) => crate::durability::inspect::open_bucket(&store).await,
             Err(code) => return code,
         },
     };
@@ -477,7 +477,7 @@ async fn gc(args: GcArgs) -> i32 {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match crate::durable::gc::collect(&store, args.checkpoint_retain as usize, None).await {
+    match crate::durability::gc::collect(&store, args.checkpoint_retain as usize, None).await {
         Ok(report) => {
             match report.below_revision {
                 None => println!("no complete checkpoint in the bucket: nothing to collect"),
@@ -500,7 +500,7 @@ async fn status(args: BucketArgs) -> i32 {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match crate::durable::status::status(store.as_ref()).await {
+    match crate::durability::status::status(store.as_ref()).await {
         Ok(status) => {
             print!("{status}");
             0
@@ -550,13 +550,13 @@ async fn run(args: RunArgs) -> i32 {
         Ok(None) => {}
         Ok(Some(store)) => {
             let node_name = format!("{}@{}", args.name, args.listen);
-            node.object_store = Some(ObjectDurability {
+            node.bucket = Some(BucketDurability {
                 wal_sync_upload: args.bucket.wal_sync_upload,
-                checkpoint_interval: Duration::from_secs(args.log.checkpoint_interval_min.saturating_mul(60)),
+                checkpoint_interval: Duration::from_secs(args.log.checkpoint_interval_minutes.saturating_mul(60)),
                 checkpoint_entries: args.log.checkpoint_entries,
                 checkpoint_retain: args.log.checkpoint_retain as usize,
                 segment_max_age: Duration::from_secs(args.log.segment_max_age_sec),
-                ..ObjectDurability::new(store, node_name)
+                ..BucketDurability::new(store, node_name)
             });
         }
         Err(error) => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::engine::{Command, Election, Event, WriteOutcome};
 use super::lock::read_lock;
-use crate::durable::bucket::object_error;
+use crate::durability::bucket::object_error;
 use crate::env::{Clock, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;

@@ -3,8 +3,8 @@
 //! Bytes: magic `T4LOCK01`, version (u32), term (u64), wall time in ms (u64), node name
 //! length (u32) and bytes, then CRC32C of everything before it.
 
-use crate::durable::bucket::object_error;
-use crate::durable::format::FORMAT_VERSION;
+use crate::durability::bucket::object_error;
+use crate::durability::format::FORMAT_VERSION;
 use crate::env::{ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;

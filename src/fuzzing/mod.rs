@@ -150,8 +150,8 @@ pub fn request_validation(data: &[u8]) {
 /// first byte asks for the object to be sealed first (magic, checksums and hashes made right
 /// around the fuzzer's bytes), so the decoders' checks past the checksums are reached.
 pub fn bucket_objects(data: &[u8]) {
-    use crate::durable::checkpoint::{decode_chunk, ChunkRef, Manifest};
-    use crate::durable::format::{decode_floor, decode_wal_header, decode_wal_object};
+    use crate::durability::checkpoint::{decode_chunk, ChunkRef, Manifest};
+    use crate::durability::format::{decode_floor, decode_wal_header, decode_wal_object};
     use crate::election::LockRecord;
     let Some((&selector, body)) = data.split_first() else { return };
     if selector >= 128 {
@@ -191,8 +191,8 @@ pub fn bucket_objects(data: &[u8]) {
 }
 
 fn sealed_bucket_object(selector: u8, body: &[u8]) {
-    use crate::durable::checkpoint::{decode_chunk, encode_chunk, Chunk, Manifest, MANIFEST_MAGIC};
-    use crate::durable::format::{decode_wal_object, encode_batch_object, WalObject};
+    use crate::durability::checkpoint::{decode_chunk, encode_chunk, Chunk, Manifest, MANIFEST_MAGIC};
+    use crate::durability::format::{decode_wal_object, encode_batch_object, WalObject};
     use crate::election::lock::{LockRecord, LOCK_MAGIC};
     let with_crc = |magic: &[u8]| {
         let mut object = [magic, body].concat();
@@ -243,6 +243,7 @@ pub fn auth_records(data: &[u8]) {
 }
 
 /// s4's metadata records (buckets, objects, bodies, uploads, parts).
+#[cfg(feature = "s4")]
 pub fn s4_metadata(data: &[u8]) {
-    crate::s3server::fuzz_metadata_records(data);
+    crate::s4::fuzz_metadata_records(data);
 }

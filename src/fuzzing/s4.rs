@@ -18,8 +18,8 @@ use s3s::S3Result;
 
 use super::{runtime, Scratch};
 use crate::env::{OsDisk, RealClock};
-use crate::s3server::engine::Engine;
-use crate::s3server::service::S4;
+use crate::s4::engine::Engine;
+use crate::s4::service::S4;
 
 /// Credentials a seed may sign with (the signatures in seeds are not valid; the parsing
 /// before the check is what is exercised).

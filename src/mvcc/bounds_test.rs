@@ -4,7 +4,7 @@
 use t4_proto::etcdserverpb::request_op::Request;
 use t4_proto::etcdserverpb::{DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
-use super::txn::{BATCH_RECORD_BYTES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX};
+use super::writer::{BATCH_RECORD_BYTES_MAX, LEASE_ENTRY_BYTES_MAX, RECORD_BYTES_MAX, REQUEST_TOUCH_BYTES_MAX};
 use super::{Applied, Store, WriteRequest, WriteResponse};
 use crate::env::{SimDisk, StorageFence};
 use crate::error::Error;
@@ -148,7 +148,7 @@ fn live_leases_are_bounded_and_a_revoke_makes_room() {
     assert!(matches!(grant(4), Err(Error::TooManyLeases { max: 3 })));
     apply_one(&store, WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 2 })).response.unwrap();
     assert!(grant(4).is_ok());
-    assert_eq!(super::txn::LEASES_MAX, 1_000_000);
+    assert_eq!(super::writer::LEASES_MAX, 1_000_000);
 }
 
 #[test]

@@ -21,8 +21,8 @@ mod codec;
 mod intervals;
 mod range;
 mod store;
-mod txn;
 mod view;
+mod writer;
 
 #[cfg(test)]
 mod bounds_test;
@@ -32,7 +32,7 @@ mod store_test;
 pub use codec::StoredKv;
 pub use range::KeySpan;
 pub use store::{Applied, AuthApplied, RevisionEvents, Snapshot, Store, WriteRequest, WriteResponse, STORE_FILE};
-pub use txn::{
+pub use writer::{
     validate_range, validate_write, Limits, Position, LEASE_ENTRY_BYTES_MAX, LEASE_TTL_MAX, LEASE_TTL_MIN, REQUEST_TOUCH_BYTES_MAX,
     RESPONSE_BYTES_MAX,
 };

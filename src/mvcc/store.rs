@@ -23,8 +23,8 @@ use crate::wal::Record;
 
 use super::codec::StoredKv;
 use super::range::{self, KeySpan};
-use super::txn::{Position, Writer};
 use super::view::{View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
+use super::writer::{Position, Writer};
 use crate::auth::state::{AuthChange, AuthState};
 
 /// The store's file under the data directory.
@@ -134,7 +134,7 @@ pub struct Store {
     dir_lock: Mutex<Option<DirLock>>,
     /// The store file's length (redb's own view, updated as it grows or shrinks).
     size: Arc<AtomicU64>,
-    /// Most live leases a grant may leave (`txn::LEASES_MAX`).
+    /// Most live leases a grant may leave (`writer::LEASES_MAX`).
     leases_max: AtomicU64,
     /// Most bytes of keys and values one range answer collects.
     response_bytes_max: AtomicU64,
@@ -175,7 +175,7 @@ impl Store {
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             txn.open_table(AUTH)?;
-            super::txn::rebuild_lease_bytes(&txn, false)?;
+            super::writer::rebuild_lease_bytes(&txn, false)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|value| value.value());
             if format.is_none() {
@@ -196,8 +196,8 @@ impl Store {
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
             size,
-            leases_max: AtomicU64::new(super::txn::LEASES_MAX),
-            response_bytes_max: AtomicU64::new(super::txn::RESPONSE_BYTES_MAX as u64),
+            leases_max: AtomicU64::new(super::writer::LEASES_MAX),
+            response_bytes_max: AtomicU64::new(super::writer::RESPONSE_BYTES_MAX as u64),
         })
     }
 
@@ -323,7 +323,7 @@ impl Store {
     /// error fails the whole batch and nothing of it is committed.
     ///
     /// Requests are applied in order until their records reach
-    /// [`super::txn::BATCH_RECORD_BYTES_MAX`]: the result may answer only a prefix of
+    /// [`super::writer::BATCH_RECORD_BYTES_MAX`]: the result may answer only a prefix of
     /// `requests` (at least one), and the caller sends the rest in its next batch.
     pub fn apply_batch<'r>(&self, requests: impl IntoIterator<Item = &'r WriteRequest>, want_events: bool) -> Result<Vec<Applied>> {
         guarded("write", || self.apply_unguarded(requests, want_events))
@@ -337,13 +337,13 @@ impl Store {
         let position = {
             let mut writer = self.writer(&txn)?;
             for request in requests {
-                if record_bytes >= super::txn::BATCH_RECORD_BYTES_MAX {
+                if record_bytes >= super::writer::BATCH_RECORD_BYTES_MAX {
                     break;
                 }
                 let outcome = writer.apply(request, want_events)?;
                 let bytes = outcome.record.as_ref().map_or(0, Record::encoded_len) as u64;
                 // Paired with `wal::encode_batch`, which refuses a batch past its bound.
-                assert!(bytes <= super::txn::RECORD_BYTES_MAX, "a record of {bytes} bytes passed the write bounds");
+                assert!(bytes <= super::writer::RECORD_BYTES_MAX, "a record of {bytes} bytes passed the write bounds");
                 record_bytes += bytes;
                 applied.push(outcome);
             }
@@ -498,7 +498,7 @@ impl Store {
                     txn.open_table(AUTH)?.insert(AUTH_STATE_KEY, auth.encode().as_slice())?;
                 }
             }
-            super::txn::rebuild_lease_bytes(&txn, true)?;
+            super::writer::rebuild_lease_bytes(&txn, true)?;
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
             self.applied_index.store(position.index, Ordering::SeqCst);

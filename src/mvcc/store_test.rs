@@ -405,11 +405,11 @@ fn leases_attach_detach_revoke_at_one_revision_and_replay_the_same() {
     };
 
     let (chosen, ttl) = granted(run(&store, grant(0, 1)));
-    assert!(chosen > 0 && ttl == super::txn::LEASE_TTL_MIN, "{chosen} {ttl}");
+    assert!(chosen > 0 && ttl == super::writer::LEASE_TTL_MIN, "{chosen} {ttl}");
     assert_eq!(granted(run(&store, grant(7, 60))), (7, 60));
     assert_eq!(store.applied_revision(), 1, "grants spend no revision");
     assert_eq!(run(&store, grant(7, 10)).response.unwrap_err(), Error::LeaseExists);
-    assert_eq!(run(&store, grant(8, super::txn::LEASE_TTL_MAX + 1)).response.unwrap_err(), Error::LeaseTtlTooLarge);
+    assert_eq!(run(&store, grant(8, super::writer::LEASE_TTL_MAX + 1)).response.unwrap_err(), Error::LeaseTtlTooLarge);
     assert_eq!(run(&store, put("x", 99)).response.unwrap_err(), Error::LeaseNotFound);
     assert_eq!(store.applied_revision(), 1, "refused requests leave no trace");
 

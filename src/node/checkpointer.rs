@@ -32,7 +32,7 @@ pub(super) struct Checkpoints {
 pub(super) async fn take_checkpoint(
     shared: &Arc<Shared>,
     checkpoints: &Checkpoints,
-) -> Result<crate::durable::checkpoint::CheckpointReport> {
+) -> Result<crate::durability::checkpoint::CheckpointReport> {
     let _one = checkpoints.running.lock().await;
     let store = shared.store.clone();
     let snapshot = Arc::new(crate::env::blocking(move || store.snapshot()).await?);
@@ -53,12 +53,12 @@ pub(super) async fn take_checkpoint(
     }
     let clock = shared.env.clock.clone();
     let chunks =
-        crate::durable::bucket::list_all(checkpoints.bucket.as_ref(), crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
-    let previous = crate::durable::checkpoint::complete(checkpoints.bucket.as_ref(), &chunks)
+        crate::durability::bucket::list_all(checkpoints.bucket.as_ref(), crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
+    let previous = crate::durability::checkpoint::complete(checkpoints.bucket.as_ref(), &chunks)
         .await?
         .into_iter()
         .find(|manifest| manifest.position.revision <= snapshot.position.revision);
-    let outcome = crate::durable::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock, &chunks, previous).await;
+    let outcome = crate::durability::checkpoint::write(&checkpoints.bucket, snapshot, checkpoints.term, &clock, &chunks, previous).await;
     let stats = &shared.stats;
     let report = match outcome {
         Ok(report) => report,
@@ -84,7 +84,7 @@ pub(super) async fn take_checkpoint(
         elapsed_ms = report.elapsed.as_millis() as u64,
         "checkpoint: written"
     );
-    match crate::durable::gc::collect(&checkpoints.bucket, checkpoints.retain, Some(checkpoints.term)).await {
+    match crate::durability::gc::collect(&checkpoints.bucket, checkpoints.retain, Some(checkpoints.term)).await {
         Ok(gc) => {
             let deleted = gc.wal_objects_deleted + gc.chunks_deleted + gc.manifests_deleted;
             stats.gc_objects_deleted.fetch_add(deleted, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::durable::TermLog;
+use crate::durability::TermLog;
 use crate::election::driver::{self, Ended};
 use crate::election::Election;
 use crate::error::Error;

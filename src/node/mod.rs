@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::state::{AuthChange, AuthState};
 use crate::config::Config;
-use crate::durable::ObjectDurability;
+use crate::durability::BucketDurability;
 use crate::env::{Env, StorageFence};
 use crate::error::{ClosedReason, Error, Result};
 use crate::mvcc::{self, Limits, Store, WriteRequest, WriteResponse};
@@ -122,7 +122,7 @@ impl Node {
         let mut local = crate::env::blocking(move || open::open_local(&disk)).await?;
         let disk = env.disk.clone();
         let object_meters = Arc::new(crate::object::metered::StoreMeters::default());
-        let opened = match &config.object_store {
+        let opened = match &config.bucket {
             None => crate::env::blocking(move || open::finish_local(disk, local, segment_bytes_max)).await?,
             Some(durability) => {
                 // Ambiguous outcomes must be settled by reading back, never by a blind retry
@@ -133,9 +133,9 @@ impl Node {
                 let metered: Arc<dyn crate::env::ObjectStore> =
                     Arc::new(MeteredStore::new(durability.store.clone(), env.clock.clone(), object_meters.clone()));
                 let retrying: Arc<dyn crate::env::ObjectStore> = Arc::new(RetryingStore::new(metered, env.clock.clone(), policy));
-                let durability = ObjectDurability { store: retrying, ..durability.clone() };
+                let durability = BucketDurability { store: retrying, ..durability.clone() };
                 let records = std::mem::take(&mut local.recovered.records);
-                let recovery = crate::durable::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
+                let recovery = crate::durability::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
                 crate::env::blocking(move || open::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
             }
         };
@@ -472,12 +472,12 @@ impl Node {
     /// Requests to the bucket so far, per operation ([`crate::object::metered::OPERATIONS`]);
     /// `None` on local disk only.
     pub fn object_store_totals(&self) -> Option<[crate::object::metered::OperationTotals; crate::object::metered::OPERATIONS.len()]> {
-        self.shared.config.object_store.as_ref().map(|_| self.shared.object_meters.snapshot())
+        self.shared.config.bucket.as_ref().map(|_| self.shared.object_meters.snapshot())
     }
 
     /// Takes a checkpoint now (with a bucket): everything applied so far, once it is all in
     /// the bucket's log; then collects garbage. Writes go on meanwhile.
-    pub async fn checkpoint(&self) -> Result<crate::durable::checkpoint::CheckpointReport> {
+    pub async fn checkpoint(&self) -> Result<crate::durability::checkpoint::CheckpointReport> {
         self.check_open()?;
         let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").as_ref().map(|(checkpoints, _)| checkpoints.clone());
         let checkpoints = checkpoints.ok_or_else(|| Error::InvalidArgument("checkpoints need a bucket (an object store)".into()))?;

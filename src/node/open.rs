@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::durable::{BucketRecovery, TermLog};
+use crate::durability::{BucketRecovery, TermLog};
 use crate::env::{Disk, StorageFence};
 use crate::error::{Error, Result};
 use crate::mvcc::Store;
@@ -59,7 +59,7 @@ pub(super) fn finish_local(disk: Arc<dyn Disk>, local: Local, segment_bytes_max:
     Ok(Opened { store, wal, fence, log: None, election: None })
 }
 
-/// Durability in a bucket: replays what [`crate::durable::recover`] decided, makes the
+/// Durability in a bucket: replays what [`crate::durability::recover`] decided, makes the
 /// store durable, and restarts the local WAL after it (the bucket holds everything the old
 /// segments did). Blocking.
 pub(super) fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: BucketRecovery, segment_bytes_max: u64) -> Result<Opened> {
@@ -75,7 +75,7 @@ pub(super) fn finish_from_bucket(disk: Arc<dyn Disk>, local: Local, recovery: Bu
     if !recovered.segments.is_empty() {
         disk.sync_dir(wal::WAL_DIR).map_err(|error| Error::storage("sync wal dir", error))?;
     }
-    crate::durable::write_term_file(disk.as_ref(), recovery.log.term)?;
+    crate::durability::write_term_file(disk.as_ref(), recovery.log.term)?;
     let next_index = store.applied_index() + 1;
     let wal = WalWriter::open(disk, Vec::new(), 0, next_index, segment_bytes_max)?;
     Ok(Opened { store, wal, fence, log: Some(recovery.log), election: Some(recovery.election) })

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::durable::TermLog;
+use crate::durability::TermLog;
 use crate::error::{Error, Result};
 use crate::mvcc::WriteResponse;
 use crate::wal::WalWriter;
@@ -80,7 +80,7 @@ pub(super) enum Durability {
 impl Durability {
     /// The mode of a node that keeps (or does not keep) a log in the bucket.
     fn of(shared: &Shared, bucket_log: bool) -> Self {
-        match &shared.config.object_store {
+        match &shared.config.bucket {
             Some(object) if bucket_log && !sync_upload(shared) => Durability::BucketBackground { max_age: object.segment_max_age },
             Some(_) if bucket_log => Durability::BucketSync,
             _ => Durability::Local,
@@ -99,7 +99,7 @@ pub(super) fn start(
 ) {
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
     let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
-    if let (Some(log), Some(durability)) = (&log, &shared.config.object_store) {
+    if let (Some(log), Some(durability)) = (&log, &shared.config.bucket) {
         let checkpoints = Checkpoints {
             bucket: log.store.clone(),
             term: log.term,
@@ -146,5 +146,5 @@ fn ack_before_upload() -> bool {
 /// Whether a write waits for its batch to be in the bucket (`wal_sync_upload`, unless the
 /// planted bug acknowledges before).
 fn sync_upload(shared: &Shared) -> bool {
-    shared.config.object_store.as_ref().is_some_and(|durability| durability.wal_sync_upload) && !ack_before_upload()
+    shared.config.bucket.as_ref().is_some_and(|durability| durability.wal_sync_upload) && !ack_before_upload()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
-use crate::durable::TermLog;
+use crate::durability::TermLog;
 use crate::error::{ClosedReason, Error, Result};
 use crate::mvcc::RevisionEvents;
 use crate::wal::WalWriter;

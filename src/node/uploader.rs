@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
-use crate::durable::bucket::UPLOADS_IN_FLIGHT_MAX;
-use crate::durable::TermLog;
+use crate::durability::bucket::UPLOADS_IN_FLIGHT_MAX;
+use crate::durability::TermLog;
 use crate::env::ObjectError;
 use crate::error::{Error, Result};
 use crate::mvcc::RevisionEvents;

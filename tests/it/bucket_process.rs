@@ -160,7 +160,7 @@ async fn t4_on_s4_loses_its_disk_under_load_and_gets_every_acknowledged_write_ba
     }
     assert!(acked.len() >= 100_000);
     std::fs::remove_dir_all(data.path()).unwrap();
-    let status = t4::durable::status::status(&bucket_store(&s4, "node/").await).await.unwrap();
+    let status = t4::durability::status::status(&bucket_store(&s4, "node/").await).await.unwrap();
     let newest = status.checkpoints.iter().rev().find(|(_, complete)| *complete).expect("a complete checkpoint").0.position;
     assert!(newest.index >= 30_000, "{newest:?}");
     assert!(status.terms[0].first_seq > 1, "GC removed the log below the checkpoint: {:?}", status.terms[0]);

@@ -8,21 +8,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use t4::auth::state::AuthChange;
-use t4::durable::ObjectDurability;
+use t4::durability::BucketDurability;
 use t4::env::{Condition, CrashMode, Env, ObjectError, ObjectInfo, ObjectStore, PutOutcome, RealClock, SimDisk};
 use t4::object::MemObjectStore;
 use t4::proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
 use t4::watch::WatchOptions;
 use t4::{Config, ErrorKind, Node};
 
-fn durability(store: Arc<dyn ObjectStore>, name: &str) -> ObjectDurability {
-    ObjectDurability { lock_check_interval: Duration::from_millis(100), ..ObjectDurability::new(store, name) }
+fn durability(store: Arc<dyn ObjectStore>, name: &str) -> BucketDurability {
+    BucketDurability { lock_check_interval: Duration::from_millis(100), ..BucketDurability::new(store, name) }
 }
 
 async fn open(disk: &SimDisk, store: Arc<dyn ObjectStore>, name: &str) -> t4::Result<Node> {
     let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
     let mut config = Config::new("/unused");
-    config.object_store = Some(durability(store, name));
+    config.bucket = Some(durability(store, name));
     Node::open_with_env(config, env).await
 }
 
@@ -163,7 +163,7 @@ async fn a_node_fenced_before_its_first_write_acknowledges_nothing() {
         let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(disk.clone()) };
         let mut config = Config::new("/unused");
         // Only the seal can stop it: it reads the lock far too rarely to notice on its own.
-        config.object_store = Some(ObjectDurability { lock_check_interval: Duration::from_secs(3600), ..durability(bucket.clone(), name) });
+        config.bucket = Some(BucketDurability { lock_check_interval: Duration::from_secs(3600), ..durability(bucket.clone(), name) });
         Node::open_with_env(config, env)
     };
     let (disk_a, disk_b) = (SimDisk::new(), SimDisk::new());
@@ -249,7 +249,7 @@ async fn restarts_keep_one_log_across_terms() {
     let terms: Vec<String> = bucket.list("wal/", None, 1000).await.unwrap().into_iter().map(|info| info.key).collect();
     assert!(terms.iter().any(|key| key.starts_with("wal/00000000000000000004/")));
     // Each older term sealed exactly once, however many times the log was read since.
-    let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();
+    let status = t4::durability::status::status(bucket.as_ref()).await.unwrap();
     assert_eq!(status.lock.unwrap().term, 5);
     assert_eq!(
         status.terms.iter().map(|term| (term.term, term.sealed_at.is_some(), term.stray)).collect::<Vec<_>>(),
@@ -397,7 +397,7 @@ async fn a_collection_cut_short_leaves_garbage_below_the_floor_never_a_hole() {
     let revision = node.current_revision();
     let hash = node.hash_kv(revision).await.unwrap();
     node.close().await.unwrap();
-    let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();
+    let status = t4::durability::status::status(bucket.as_ref()).await.unwrap();
     let leftover = bucket.inner.list("wal/", None, 1000).await.unwrap().len();
     assert!(leftover > 20, "the collection was cut short: {leftover} objects left");
     assert!(status.terms[0].first_seq > 50, "the floor was raised first: {:?}", status.terms[0]);
@@ -410,7 +410,7 @@ async fn a_collection_cut_short_leaves_garbage_below_the_floor_never_a_hole() {
     // A later collection removes the garbage below the floor.
     bucket.refuse_odd_wal_deletes.store(false, Ordering::SeqCst);
     let store: Arc<dyn ObjectStore> = bucket.clone();
-    let report = t4::durable::gc::collect(&store, 2, None).await.unwrap();
+    let report = t4::durability::gc::collect(&store, 2, None).await.unwrap();
     assert!(report.wal_objects_deleted >= (leftover - 20) as u64, "{report:?}");
 }
 
@@ -532,7 +532,7 @@ async fn checkpoints_bound_recovery_and_gc_keeps_only_what_they_need() {
     assert!(text.contains(&format!("t4_checkpoints_total {}", node.stats().checkpoints)), "{text}");
     node.close().await.unwrap();
 
-    let status = t4::durable::status::status(bucket.as_ref()).await.unwrap();
+    let status = t4::durability::status::status(bucket.as_ref()).await.unwrap();
     assert_eq!(status.checkpoints.len(), 2, "retain 2: the oldest checkpoint was collected");
     assert!(status.checkpoints.iter().all(|(_, complete)| *complete));
     assert_eq!(status.checkpoints[1].0.position.revision, reports[2].revision);

@@ -15,8 +15,8 @@ use aws_sdk_s3::types::*;
 use aws_sdk_s3::Client;
 use t4::env::{ObjectStore, OsDisk, RealClock};
 use t4::object::{S3Config, S3ObjectStore};
-use t4::s3server::engine::Engine;
-use t4::s3server::server::{serve, ServeSettings};
+use t4::s4::engine::Engine;
+use t4::s4::server::{serve, ServeSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) const ACCESS: &str = "sdk-access";

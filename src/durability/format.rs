@@ -16,7 +16,8 @@ use crate::wal::{decode_batch, Record};
 
 pub const FORMAT_VERSION: u32 = 1;
 const WAL_MAGIC: &[u8; 8] = b"T4WALOBJ";
-const WAL_HEADER_BYTES: usize = 56;
+/// A WAL object's header (a seal is only this): what a reader fetches to tell a seal.
+pub const WAL_OBJECT_HEADER_BYTES: usize = 56;
 const KIND_BATCH: u32 = 1;
 const KIND_SEAL: u32 = 2;
 const FLOOR_MAGIC: &[u8; 8] = b"T4FLOOR1";
@@ -59,7 +60,7 @@ pub enum WalObject {
 }
 
 fn header(kind: u32, term: u64, seq: u64, first_index: u64, count: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(WAL_HEADER_BYTES + body.len());
+    let mut out = Vec::with_capacity(WAL_OBJECT_HEADER_BYTES + body.len());
     out.extend_from_slice(WAL_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&kind.to_le_bytes());
@@ -87,7 +88,7 @@ pub fn encode_seal(term: u64, seq: u64) -> Vec<u8> {
 /// or `Batch` with an empty record list; also the first index and the record count.
 pub fn decode_wal_header(name: &str, bytes: &[u8]) -> Result<(bool, u64, u64, u64, u64)> {
     let corrupt = |what: &str| Error::Corrupt(format!("bucket object {name}: {what}"));
-    if bytes.len() < WAL_HEADER_BYTES {
+    if bytes.len() < WAL_OBJECT_HEADER_BYTES {
         return Err(corrupt("shorter than its header"));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -98,14 +99,11 @@ pub fn decode_wal_header(name: &str, bytes: &[u8]) -> Result<(bool, u64, u64, u6
     Ok((u32_at(12) == KIND_SEAL, u64_at(16), u64_at(24), u64_at(32), u64_at(40)))
 }
 
-/// Bytes of a WAL object's header.
-pub const WAL_HEADER_LEN: u64 = WAL_HEADER_BYTES as u64;
-
 /// Decodes the object stored at `name`, checking that it is the object `(term, seq)` the
 /// name says and that its records are dense from the header's first index.
 pub fn decode_wal_object(name: &str, term: u64, seq: u64, bytes: &[u8]) -> Result<WalObject> {
     let corrupt = |what: &str| Error::Corrupt(format!("bucket object {name}: {what}"));
-    if bytes.len() < WAL_HEADER_BYTES {
+    if bytes.len() < WAL_OBJECT_HEADER_BYTES {
         return Err(corrupt("shorter than its header"));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -119,7 +117,7 @@ pub fn decode_wal_object(name: &str, term: u64, seq: u64, bytes: &[u8]) -> Resul
     if u32_at(8) != FORMAT_VERSION {
         return Err(corrupt(&format!("unknown format version {}", u32_at(8))));
     }
-    let body = &bytes[WAL_HEADER_BYTES..];
+    let body = &bytes[WAL_OBJECT_HEADER_BYTES..];
     if crc32c::crc32c(body) != u32_at(48) {
         return Err(corrupt("body checksum mismatch"));
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::bucket::{wal_objects, TermObjects};
-use super::format::{decode_wal_header, WAL_HEADER_LEN};
+use super::format::{decode_wal_header, WAL_OBJECT_HEADER_BYTES};
 use crate::election::{read_lock, LockRecord};
 use crate::env::ObjectStore;
 use crate::error::Result;
@@ -43,7 +43,10 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
         let mut seq = first_seq;
         while seqs.contains(&seq) {
             let name = layout::wal_object(term, seq);
-            let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| super::bucket::object_error(&name, error))?;
+            let header = store
+                .get_range(&name, 0, WAL_OBJECT_HEADER_BYTES as u64)
+                .await
+                .map_err(|error| super::bucket::object_error(&name, error))?;
             let (seal, _, _, first, count) = decode_wal_header(&name, &header)?;
             if seal {
                 status.sealed_at = Some(seq);

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::mvcc::Store;
 use crate::wal::Record;
 
+use bucket::{list_all, read_log, upload_tail};
 pub use bucket::{BucketLog, TermEnd, TermLog};
 
 /// The term this data directory last wrote under (`bucket-term`): 8-byte magic, the term,
@@ -36,7 +37,7 @@ const TERM_MAGIC: &[u8; 8] = b"T4TERM01";
 
 /// Where and how a node keeps its log in a bucket.
 #[derive(Debug, Clone)]
-pub struct ObjectDurability {
+pub struct BucketDurability {
     /// The bucket (with any prefix applied by the store).
     pub store: Arc<dyn ObjectStore>,
     /// A name for this node in the lock record (for humans).
@@ -61,7 +62,7 @@ pub struct ObjectDurability {
     pub checkpoint_retain: usize,
 }
 
-impl ObjectDurability {
+impl BucketDurability {
     pub fn new(store: Arc<dyn ObjectStore>, node_name: impl Into<String>) -> Self {
         Self {
             store,
@@ -131,26 +132,26 @@ pub struct BucketRecovery {
 /// they were never acknowledged, but they are a valid continuation and keeping them loses
 /// nothing. Otherwise they are dropped: the bucket wins.
 pub async fn recover(
-    durability: &ObjectDurability,
+    durability: &BucketDurability,
     disk: &Arc<dyn Disk>,
     clock: &Arc<dyn Clock>,
-    target: &Arc<Store>,
+    store: &Arc<Store>,
     local: Vec<Record>,
 ) -> Result<BucketRecovery> {
-    let store = durability.store.as_ref();
+    let bucket = durability.store.as_ref();
     let disk_for_read = disk.clone();
     let local_term = crate::env::blocking(move || read_term_file(disk_for_read.as_ref())).await?;
-    probe::conditional_writes(store, &durability.node_name, clock.wall_ms()).await?;
-    let previous = crate::election::read_lock(store).await?.map(|(lock, _)| lock.term);
-    let (term, election) = crate::election::driver::take_term(store, &durability.node_name, clock, durability.lock_check_interval).await?;
+    probe::conditional_writes(bucket, &durability.node_name, clock.wall_ms()).await?;
+    let previous = crate::election::read_lock(bucket).await?.map(|(lock, _)| lock.term);
+    let (term, election) = crate::election::driver::take_term(bucket, &durability.node_name, clock, durability.lock_check_interval).await?;
     // The newest complete checkpoint: the log below it may be gone, and a store behind it
     // starts from it (a node without a disk, or one that was down for long).
-    let chunks = bucket::list_all(store, crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
-    let newest = checkpoint::complete(store, &chunks).await?.into_iter().next();
-    let mut store_index = target.applied_index();
+    let chunks = list_all(bucket, crate::object::layout::CHUNK_DIR).await?.into_iter().collect();
+    let newest = checkpoint::complete(bucket, &chunks).await?.into_iter().next();
+    let mut store_index = store.applied_index();
     let floor = newest.as_ref().map_or(0, |manifest| manifest.position.index);
     if let Some(manifest) = newest.filter(|manifest| manifest.position.index > store_index) {
-        checkpoint::restore(&durability.store, &manifest, target).await?;
+        checkpoint::restore(&durability.store, &manifest, store).await?;
         tracing::info!(
             revision = manifest.position.revision,
             index = manifest.position.index,
@@ -159,7 +160,7 @@ pub async fn recover(
         );
         store_index = manifest.position.index;
     }
-    let mut log = bucket::read_log(store, store_index, Some(term)).await?;
+    let mut log = read_log(bucket, store_index, Some(term)).await?;
     let bucket_last = log.end_index.saturating_sub(1).max(floor);
     tracing::info!(term, previous_term = ?previous, bucket_last_index = bucket_last, store_index, "bucket: took a term and read the log");
     if store_index > bucket_last && !(store_index == 0 && log.end_index == 0) {
@@ -175,7 +176,7 @@ pub async fn recover(
     let tail: Vec<Record> = local.into_iter().filter(|record| record.index >= next).collect();
     if !tail.is_empty() {
         if ours_was_last && tail[0].index == next {
-            let uploaded = bucket::upload_tail(&mut term_log, &tail).await?;
+            let uploaded = upload_tail(&mut term_log, &tail).await?;
             tracing::info!(records = uploaded, term, "bucket: uploaded this node's unacknowledged local tail");
             log.records.extend(tail.into_iter().take(uploaded));
         } else {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::format::{decode_wal_header, decode_wal_object, encode_batch_object, encode_seal, WalObject, WAL_HEADER_LEN};
+use super::format::{decode_wal_header, decode_wal_object, encode_batch_object, encode_seal, WalObject, WAL_OBJECT_HEADER_BYTES};
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 use crate::object::layout;
@@ -194,7 +194,10 @@ async fn term_end(store: &dyn ObjectStore, term: u64, base: u64, seqs: &BTreeSet
     // flight can land after it).
     for seq in first_missing.saturating_sub(UPLOADS_IN_FLIGHT_MAX).max(base)..first_missing {
         let name = layout::wal_object(term, seq);
-        let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+        let header = store
+            .get_range(&name, 0, WAL_OBJECT_HEADER_BYTES as u64)
+            .await
+            .map_err(|error| object_error(&format!("read {name}"), error))?;
         if decode_wal_header(&name, &header)?.0 {
             return Ok((seq, true));
         }
@@ -221,8 +224,10 @@ async fn seal(store: &dyn ObjectStore, term: u64, mut seq: u64) -> Result<u64> {
             Ok(_) => return Ok(seq),
             Err(ObjectError::PreconditionFailed(_)) => {
                 // Two nodes opening at once both seal the terms below them (robustness #23).
-                let header =
-                    store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+                let header = store
+                    .get_range(&name, 0, WAL_OBJECT_HEADER_BYTES as u64)
+                    .await
+                    .map_err(|error| object_error(&format!("read {name}"), error))?;
                 if decode_wal_header(&name, &header)?.0 {
                     return Ok(seq);
                 }

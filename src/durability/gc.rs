@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::bucket::{list_all, object_error, read_floor, wal_objects, TermObjects};
 use super::checkpoint::{self, Manifest};
-use super::format::{decode_wal_header, encode_floor, WAL_HEADER_LEN};
+use super::format::{decode_wal_header, encode_floor, WAL_OBJECT_HEADER_BYTES};
 use crate::election::read_lock;
 use crate::env::{Condition, ObjectError, ObjectStore, DELETE_MANY_MAX};
 use crate::error::{Error, Result};
@@ -89,7 +89,10 @@ pub async fn collect(store: &Arc<dyn ObjectStore>, retain: usize, term: Option<u
         while low < high {
             let middle = low + (high - low) / 2;
             let name = layout::wal_object(term, middle);
-            let header = store.get_range(&name, 0, WAL_HEADER_LEN).await.map_err(|error| object_error(&format!("read {name}"), error))?;
+            let header = store
+                .get_range(&name, 0, WAL_OBJECT_HEADER_BYTES as u64)
+                .await
+                .map_err(|error| object_error(&format!("read {name}"), error))?;
             let (seal, _, _, first, count) = decode_wal_header(&name, &header)?;
             if !seal && count > 0 && first + count - 1 <= below.index {
                 low = middle + 1;
