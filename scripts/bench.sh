@@ -5,11 +5,16 @@
 #
 #   scripts/bench.sh            # all workloads
 #   TOTAL=5000 scripts/bench.sh # fewer requests per run
+#   T4_BIN=path/to/t4 scripts/bench.sh  # a t4 built elsewhere (another commit: before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${TOTAL:-20000}"
-cargo build -q --release --features bench
-T4=target/release/t4
+if [ -n "${T4_BIN:-}" ]; then
+  T4="$T4_BIN"
+else
+  cargo build -q --release --features bench
+  T4=target/release/t4
+fi
 work=$(mktemp -d)
 cleanup() { kill "${etcd_pid:-}" "${t4_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

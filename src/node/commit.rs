@@ -9,11 +9,11 @@ use super::pipeline::Reply;
 use super::Shared;
 
 impl Shared {
+    /// The failure that stopped the node, if one did.
     pub(super) fn failed(&self) -> Option<Error> {
         self.failure.lock().expect("failure lock").clone()
     }
 
-    /// Stops the node from acknowledging anything more.
     /// The one place a batch becomes visible, once it is durable at the node's level: reads
     /// see up to `revision` from here on, and its events go to watchers (with clustering,
     /// this is where followers are told too). Revisions never go back; a batch that spent
@@ -25,6 +25,8 @@ impl Shared {
         self.hub.publish(revision, events);
     }
 
+    /// Stops the node from acknowledging anything more; returns the failure it stopped for
+    /// (the first one, if it had already stopped).
     pub(super) fn fail(&self, error: Error) -> Error {
         self.fence.raise();
         let mut failure = self.failure.lock().expect("failure lock");

@@ -6,23 +6,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ClosedReason, Error, Result};
-use crate::mvcc::{Applied, WriteRequest, WriteResponse};
+use crate::mvcc::{Applied, WriteRequest};
 use crate::wal::{encode_batch, Record, RecordBody};
 
 use super::pipeline::{Answer, WalBatch};
 use super::syncer::SyncJob;
 use super::Shared;
 
+/// A write waiting for the writer.
 pub(super) struct Job {
     pub request: WriteRequest,
     /// The auth revision its permissions were checked at (None: not checked, auth off or
     /// a caller inside the process). If auth changed since, it is refused with etcd's
     /// "revision of auth store is old" and the client checks again.
     pub auth_revision: Option<u64>,
-    pub reply: oneshot::Sender<Result<WriteResponse>>,
+    pub reply: Answer,
 }
 
 /// When the store was last made durable and how much it has applied since.
@@ -55,6 +56,9 @@ impl DurableSchedule {
     }
 }
 
+/// Gathers jobs into batches, applies them and hands each to the syncer, until the job
+/// channel closes; makes the store durable when due and once more at the end. Returns the
+/// failure that stopped the node, if one did.
 pub(super) async fn writer_loop(
     shared: Arc<Shared>,
     mut jobs: mpsc::Receiver<Job>,
