@@ -153,15 +153,20 @@ fn delete(store: &Store, model: &mut Model, from: Vec<u8>, to: Vec<u8>) {
     model.commit(next);
 }
 
-fn cas(store: &Store, model: &mut Model, k: u8, version: i64, x: u8) {
-    let revision = model.revision();
-    let compare = Compare {
+/// Compare: key `k`'s version equals `version`.
+fn version_is(k: u8, version: i64) -> Compare {
+    Compare {
         result: CompareResult::Equal as i32,
         target: CompareTarget::Version as i32,
         key: key(k),
         target_union: Some(TargetUnion::Version(version)),
         range_end: Vec::new(),
-    };
+    }
+}
+
+fn cas(store: &Store, model: &mut Model, k: u8, version: i64, x: u8) {
+    let revision = model.revision();
+    let compare = version_is(k, version);
     let put = RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(k), value: vec![x], ..Default::default() })) };
     let read = RequestOp { request: Some(Request::RequestRange(RangeRequest { key: key(k), ..Default::default() })) };
     let request = TxnRequest { compare: vec![compare], success: vec![put, read.clone()], failure: vec![read] };
@@ -247,13 +252,7 @@ fn records_replayed_elsewhere(ops: Vec<(Op, u8)>, cut: Vec<usize>) {
                     WriteRequest::DeleteRange(DeleteRangeRequest { key: key(a), range_end: key(b), ..Default::default() })
                 }
                 (Op::CasPut(k, version, x), _) => {
-                    let compare = Compare {
-                        result: CompareResult::Equal as i32,
-                        target: CompareTarget::Version as i32,
-                        key: key(k),
-                        target_union: Some(TargetUnion::Version(version)),
-                        range_end: Vec::new(),
-                    };
+                    let compare = version_is(k, version);
                     let put =
                         RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(k), value: vec![x], ..Default::default() })) };
                     let delete =

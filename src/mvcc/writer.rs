@@ -185,13 +185,7 @@ impl<'t> Writer<'t> {
                         record.index, self.position.revision
                     )));
                 }
-                let mut exec =
-                    Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new), range_bytes_max: 0 };
-                for change in changes {
-                    self.replay_change(&mut exec, change)?;
-                }
-                self.position.revision = *revision;
-                events = exec.events.map(|events| RevisionEvents { revision: *revision, events });
+                events = self.replay_changes(changes, *revision, want_events)?;
             }
             RecordBody::Compact { revision } => {
                 if *revision > self.position.revision {
@@ -213,13 +207,7 @@ impl<'t> Writer<'t> {
                             record.index, self.position.revision
                         )));
                     }
-                    let mut exec =
-                        Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new), range_bytes_max: 0 };
-                    for change in changes {
-                        self.replay_change(&mut exec, change)?;
-                    }
-                    self.position.revision = *revision;
-                    events = exec.events.map(|events| RevisionEvents { revision: *revision, events });
+                    events = self.replay_changes(changes, *revision, want_events)?;
                 }
                 self.leases.remove(*id)?;
                 self.lease_bytes.remove(*id)?;
@@ -234,6 +222,16 @@ impl<'t> Writer<'t> {
         }
         self.position.index = record.index;
         Ok(events)
+    }
+
+    /// Replays the changes of one revision (the next one), with their watch events if wanted.
+    fn replay_changes(&mut self, changes: &[Change], revision: i64, want_events: bool) -> Result<Option<RevisionEvents>> {
+        let mut exec = Exec { base: self.position.revision, changes: Vec::new(), events: want_events.then(Vec::new), range_bytes_max: 0 };
+        for change in changes {
+            self.replay_change(&mut exec, change)?;
+        }
+        self.position.revision = revision;
+        Ok(exec.events.map(|events| RevisionEvents { revision, events }))
     }
 
     fn replay_change(&mut self, exec: &mut Exec, change: &Change) -> Result<()> {
