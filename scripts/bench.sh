@@ -12,7 +12,7 @@ TOTAL="${TOTAL:-20000}"
 if [ -n "${T4_BIN:-}" ]; then
   T4="$T4_BIN"
 else
-  cargo build -q --release --features bench
+  cargo build -q --release -p t4-cli --features bench
   T4=target/release/t4
 fi
 work=$(mktemp -d)

@@ -15,7 +15,7 @@ TOTAL="${TOTAL:-50000}"
 ROUNDS="${ROUNDS:-3}"
 CLIENTS="${CLIENTS:-64}"
 CHECKPOINT_ENTRIES="${CHECKPOINT_ENTRIES:-$((ROUNDS * TOTAL * 40 / 100))}"
-cargo build -q --release --features bench --bin t4 --bin s4
+cargo build -q --release -p t4-cli -p s4 --features t4-cli/bench
 T4=target/release/t4 S4=target/release/s4
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/t4-bench-s3.XXXXXX")
 pids=()

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${TOTAL:-2000}"
 LARGE_TOTAL="${LARGE_TOTAL:-$((TOTAL / 10))}"
-cargo build -q --release --bin s4
+cargo build -q --release -p s4 --bin s4
 S4=target/release/s4
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/s4-bench.XXXXXX")
 cleanup() { kill "${s4_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }

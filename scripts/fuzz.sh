@@ -7,7 +7,7 @@
 # inputs are kept in fuzz/corpus/<target> (minimised after the run), crashes in
 # fuzz/artifacts/<target>, logs and a summary (executions, coverage, CPU seconds per
 # target) in fuzz/logs. CI does not run this: it replays the corpora on every run
-# (tests/it/fuzz_corpus.rs).
+# (crates/t4/tests/engine/fuzz_corpus.rs).
 #
 #   scripts/fuzz.sh 60                 # one hour over all targets
 #   scripts/fuzz.sh 10 wal_batch       # ten minutes of one target

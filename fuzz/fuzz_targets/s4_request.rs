@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzz target: see `t4::fuzzing::s4_request`. Run: `scripts/fuzz.sh 10 s4_request`.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| t4::fuzzing::s4_request(data));
+//! Fuzz target: see `s4::fuzzing::s4_request`. Run: `scripts/fuzz.sh 10 s4_request`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| s4::fuzzing::s4_request(data));

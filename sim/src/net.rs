@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use prost::Message;
+use t4::api::EtcdCore;
 use t4::auth::gate::Credentials;
-use t4::core::EtcdCore;
 
 /// The port a node serves clients on.
 pub const CLIENT_PORT: u16 = 2379;

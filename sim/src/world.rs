@@ -11,7 +11,7 @@ use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{sleep, timeout, Instant};
-use t4::core::{EtcdCore, MemberInfo};
+use t4::api::{EtcdCore, MemberInfo};
 use t4::durability::BucketDurability;
 use t4::env::{CrashMode, Env, ObjectStore, SimClock, SimDisk, SimDiskFaults, SimS3, SimS3Faults};
 use t4::mvcc::RevisionEvents;

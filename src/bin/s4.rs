@@ -1,5 +1,0 @@
-//! The `s4` binary. See `s4 --help`.
-
-fn main() {
-    std::process::exit(t4::s4::server::main());
-}
