@@ -61,3 +61,33 @@ pub fn terminate(child: &std::process::Child) {
     let status = std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
 }
+
+/// Samples a process's resident memory every `every` until [`RssPeak::grown`] ends it.
+pub struct RssPeak {
+    baseline: u64,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl RssPeak {
+    pub fn sample(pid: u32, every: std::time::Duration) -> Self {
+        let baseline = rss_bytes(pid);
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+        let sampler = tokio::spawn({
+            let peak = peak.clone();
+            async move {
+                loop {
+                    peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        Self { baseline, peak, sampler }
+    }
+
+    /// Stops sampling; how far the peak rose above the memory at the start.
+    pub fn grown(self) -> u64 {
+        self.sampler.abort();
+        self.peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.baseline)
+    }
+}

@@ -2,7 +2,6 @@
 //! caps, slow and idle clients, signature v2, generated credentials, bodies larger than it
 //! may buffer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use t4_testkit::http_get;
@@ -122,17 +121,7 @@ async fn s4_streams_bodies_larger_than_it_may_buffer() {
     let s3 = crate::sdk::client_with(&format!("http://{}", s4.addr), crate::sdk::SECRET, None);
     s3.create_bucket().bucket("big").send().await.unwrap();
     let object: Vec<u8> = (0..OBJECT_BYTES).map(|index| (index % 251) as u8 ^ (index >> 20) as u8).collect();
-    let baseline = t4_testkit::rss_bytes(pid);
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(t4_testkit::rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let memory = t4_testkit::RssPeak::sample(pid, Duration::from_millis(20));
     tracing::info!("--- a 256 MiB PUT, then a 64 MiB part and a 64 MiB copied part");
     s3.put_object().bucket("big").key("object").body(ByteStream::from(object.clone())).send().await.unwrap();
     let upload = s3.create_multipart_upload().bucket("big").key("assembled").send().await.unwrap();
@@ -165,8 +154,7 @@ async fn s4_streams_bodies_larger_than_it_may_buffer() {
     let completed = CompletedMultipartUpload::builder().set_parts(Some(parts.to_vec())).build();
     s3.complete_multipart_upload().bucket("big").key("assembled").upload_id(id).multipart_upload(completed).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    sampler.abort();
-    let grown = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
+    let grown = memory.grown();
     eprintln!("s4 streamed 384 MiB of bodies with --max-buffered-bytes 8 MiB: RSS grew {} MiB at most", grown >> 20);
     assert!(grown < 64 << 20, "s4 held {} MiB while streaming bodies", grown >> 20);
 

@@ -306,18 +306,8 @@ async fn a_watch_storm_with_slow_readers_keeps_memory_bounded_and_loses_nothing(
         let mut client = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
         client.status().await.unwrap().header().unwrap().revision()
     };
-    let baseline = t4_testkit::rss_bytes(pid);
+    let memory = t4_testkit::RssPeak::sample(pid, Duration::from_millis(50));
     tracing::info!("--- {WRITES} writes of {VALUE_BYTES} B watched by {WATCHERS} streams that never read");
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(t4_testkit::rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
     let mut writer = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
     let mut reader = etcd_client::Client::connect([t4.endpoint.clone()], None).await.unwrap();
     let value = vec![b'v'; VALUE_BYTES];
@@ -331,8 +321,7 @@ async fn a_watch_storm_with_slow_readers_keeps_memory_bounded_and_loses_nothing(
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    sampler.abort();
-    let grown = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
+    let grown = memory.grown();
     eprintln!("watch storm: RSS grew {} MiB at most, slowest read {slowest_read:?}", grown >> 20);
     assert!(t4.alive());
     assert!(slowest_read < Duration::from_secs(2), "reads waited {slowest_read:?} during the storm");
