@@ -71,7 +71,7 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.lock {
-            Some(lock) => writeln!(f, "lock: term {} held by {:?} (taken at {} ms since the epoch)", lock.term, lock.node, lock.wall_ms)?,
+            Some(lock) => writeln!(f, "lock: term {} held by {:?} (taken at {} ms since the epoch{})", lock.term, lock.node, lock.wall_ms, lease_note(lock))?,
             None => writeln!(f, "lock: none (no t4 node has used this bucket and prefix)")?,
         }
         if self.terms.is_empty() {
@@ -118,4 +118,20 @@ impl fmt::Display for Status {
         }
         writeln!(f, "chunks: {}", self.chunks)
     }
+}
+
+/// What a lock record says beyond its term, for `t4 status`: a cluster member's lease and
+/// where it is reached.
+fn lease_note(lock: &LockRecord) -> String {
+    if lock.lease_ms == 0 {
+        return String::new();
+    }
+    let mut note = format!("; lease {} ms, renewed {} times", lock.lease_ms, lock.renewal);
+    if !lock.client_url.is_empty() {
+        note.push_str(&format!(", clients at {}", lock.client_url));
+    }
+    if !lock.peer_url.is_empty() {
+        note.push_str(&format!(", peers at {}", lock.peer_url));
+    }
+    note
 }

@@ -51,7 +51,7 @@ pub async fn run(
                 },
                 Command::WriteLock { record, condition } => {
                     let outcome = match store.put(layout::LOCK, Bytes::from(record.encode()), condition).await {
-                        Ok(_) => WriteOutcome::Written,
+                        Ok(written) => WriteOutcome::Written { etag: written.etag },
                         Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => WriteOutcome::Conflict,
                         Err(error) => {
                             let error = object_error("take a term", error);
@@ -70,11 +70,13 @@ pub async fn run(
                     if !keep_going() {
                         return Ok(None);
                     }
-                    Event::Tick { now: clock.monotonic() }
+                    Event::Tick { now: clock.monotonic(), healthy: true }
                 }
                 Command::Lead { term } => return Ok(Some(Ended::Leads { term })),
                 Command::Fenced { term, newer_term, holder } => return Ok(Some(Ended::Fenced { term, newer_term, holder })),
                 Command::GiveUp { reason } => return Err(last_error.unwrap_or(Error::StorageFailure(reason))),
+                // Leased mode only (run by the member driver, not here).
+                Command::Lease { .. } | Command::Holder { .. } => continue,
             };
             next.extend(election.handle(event));
         }
@@ -101,7 +103,7 @@ pub async fn watch(
     clock: &Arc<dyn Clock>,
     keep_going: impl Fn() -> bool,
 ) -> Option<Ended> {
-    let tick = Event::Tick { now: clock.monotonic() };
+    let tick = Event::Tick { now: clock.monotonic(), healthy: true };
     match run(election, store, clock, tick, keep_going).await {
         Ok(ended) => ended,
         // A leading engine never gives up (it retries failed reads); kept for completeness.

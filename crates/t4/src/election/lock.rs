@@ -1,7 +1,11 @@
-//! The bucket's `lock` object: who holds which term (docs/design.md §5, `formats.md`).
+//! The bucket's `lock` object: who holds which term, and for how long (docs/design.md §5,
+//! docs/formats.md "Lock", docs/clustering.md).
 //!
-//! Bytes: magic `T4LOCK01`, version (u32), term (u64), wall time in ms (u64), node name
-//! length (u32) and bytes, then CRC32C of everything before it.
+//! Bytes (version 2): magic `T4LOCK02`, format version (u32), term (u64), wall time in ms
+//! (u64, for humans), lease in ms (u64; 0: a single node that holds no lease), renewal count
+//! (u64), then three strings each as a u32 length and UTF-8 bytes — the node id, its peer
+//! URL, its client URL — then CRC32C of everything before it. Version 1 (`T4LOCK01`: term,
+//! wall time and node name only) is still read, as a lock with no lease and no URLs.
 
 use crate::durability::bucket::object_error;
 use crate::durability::format::FORMAT_VERSION;
@@ -9,27 +13,47 @@ use crate::durability::layout;
 use crate::env::{ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 
-pub(crate) const LOCK_MAGIC: &[u8; 8] = b"T4LOCK01";
+/// The magic of the lock records written today.
+pub(crate) const LOCK_MAGIC: &[u8; 8] = b"T4LOCK02";
+/// The magic of the first lock format (still read).
+pub(crate) const LOCK_MAGIC_V1: &[u8; 8] = b"T4LOCK01";
+/// Longest node id or URL a lock record carries.
+pub const LOCK_STRING_BYTES_MAX: usize = 4096;
 
-/// The leadership record: who holds which term.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The leadership record: who holds which term, and the lease it renews.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockRecord {
     pub term: u64,
-    /// A name for humans (`t4 status`).
+    /// The holder's node id (`--node-id`; a single node writes its name).
     pub node: String,
-    /// When the term was taken, by the taker's wall clock (for humans only).
+    /// When the lock was last written, by the writer's wall clock (for humans only: no
+    /// node ever compares it with its own clock).
     pub wall_ms: u64,
+    /// The lease the holder renews, in ms (0: no lease, a single node's lock). A candidate
+    /// waits at least this long, plus its drift bound, before it takes the lock over.
+    pub lease_ms: u64,
+    /// How many times the holder renewed this term (every renewal changes the bytes, and so
+    /// the ETag, even within one millisecond).
+    pub renewal: u64,
+    /// Where peers reach the holder (empty: no peer port).
+    pub peer_url: String,
+    /// Where clients reach the holder (what followers name in "not leader" answers).
+    pub client_url: String,
 }
 
 impl LockRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40 + self.node.len());
+        let strings = [&self.node, &self.peer_url, &self.client_url];
+        let mut out = Vec::with_capacity(64 + strings.iter().map(|s| 4 + s.len()).sum::<usize>());
         out.extend_from_slice(LOCK_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.term.to_le_bytes());
-        out.extend_from_slice(&self.wall_ms.to_le_bytes());
-        out.extend_from_slice(&(self.node.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.node.as_bytes());
+        for number in [self.term, self.wall_ms, self.lease_ms, self.renewal] {
+            out.extend_from_slice(&number.to_le_bytes());
+        }
+        for string in strings {
+            out.extend_from_slice(&(string.len() as u32).to_le_bytes());
+            out.extend_from_slice(string.as_bytes());
+        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -44,21 +68,57 @@ impl LockRecord {
         if crc32c::crc32c(body).to_le_bytes() != crc {
             return Err(corrupt("checksum mismatch"));
         }
-        if &body[..8] != LOCK_MAGIC {
-            return Err(corrupt("not a t4 lock record (bad magic)"));
-        }
+        let v1 = match &body[..8] {
+            magic if magic == LOCK_MAGIC => false,
+            magic if magic == LOCK_MAGIC_V1 => true,
+            _ => return Err(corrupt("not a t4 lock record (bad magic)")),
+        };
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
             return Err(corrupt(&format!("unknown format version {version}")));
         }
-        let term = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes"));
-        let wall_ms = u64::from_le_bytes(body[20..28].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
-        if body.len() != 32 + len {
-            return Err(corrupt("node name length does not match"));
+        let mut reader = Reader { body, at: 12 };
+        let term = reader.u64().ok_or_else(|| corrupt("truncated"))?;
+        let wall_ms = reader.u64().ok_or_else(|| corrupt("truncated"))?;
+        let mut record = LockRecord { term, wall_ms, ..Default::default() };
+        if v1 {
+            record.node = reader.string().map_err(&corrupt)?;
+        } else {
+            record.lease_ms = reader.u64().ok_or_else(|| corrupt("truncated"))?;
+            record.renewal = reader.u64().ok_or_else(|| corrupt("truncated"))?;
+            record.node = reader.string().map_err(&corrupt)?;
+            record.peer_url = reader.string().map_err(&corrupt)?;
+            record.client_url = reader.string().map_err(&corrupt)?;
         }
-        let node = String::from_utf8(body[32..].to_vec()).map_err(|_| corrupt("node name is not UTF-8"))?;
-        Ok(Self { term, node, wall_ms })
+        if reader.at != body.len() {
+            return Err(corrupt("bytes after the last field"));
+        }
+        Ok(record)
+    }
+}
+
+/// Reads a lock record's fields in order; every length is checked against what is there.
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn u64(&mut self) -> Option<u64> {
+        let bytes = self.body.get(self.at..self.at + 8)?;
+        self.at += 8;
+        Some(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    fn string(&mut self) -> std::result::Result<String, &'static str> {
+        let len = self.body.get(self.at..self.at + 4).ok_or("truncated")?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len > LOCK_STRING_BYTES_MAX {
+            return Err("a string longer than a lock record allows");
+        }
+        let bytes = self.body.get(self.at + 4..self.at + 4 + len).ok_or("a string length that does not match")?;
+        self.at += 4 + len;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "a string that is not UTF-8")
     }
 }
 
@@ -75,15 +135,56 @@ pub async fn read_lock(store: &dyn ObjectStore) -> Result<Option<(LockRecord, St
 mod tests {
     use super::*;
 
+    fn full() -> LockRecord {
+        LockRecord {
+            term: 42,
+            node: "node-a".into(),
+            wall_ms: 1_700_000_000_000,
+            lease_ms: 5_000,
+            renewal: 7,
+            peer_url: "https://10.0.0.1:3380".into(),
+            client_url: "http://10.0.0.1:3379".into(),
+        }
+    }
+
     #[test]
     fn lock_records_round_trip_and_damage_is_caught() {
-        let lock = LockRecord { term: 42, node: "node-a:1234".into(), wall_ms: 1_700_000_000_000 };
-        let bytes = lock.encode();
-        assert_eq!(LockRecord::decode(&bytes).unwrap(), lock);
+        let bytes = full().encode();
+        assert_eq!(LockRecord::decode(&bytes).unwrap(), full());
         for bit in 0..bytes.len() * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(LockRecord::decode(&damaged).is_err(), "bit {bit}");
         }
+    }
+
+    #[test]
+    fn a_version_one_lock_reads_as_one_without_a_lease() {
+        // Laid out as the first format wrote it: magic, version, term, wall ms, name, CRC.
+        let mut bytes = LOCK_MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        bytes.extend_from_slice(&123u64.to_le_bytes());
+        bytes.extend_from_slice(&6u32.to_le_bytes());
+        bytes.extend_from_slice(b"solo:1");
+        bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+        let lock = LockRecord::decode(&bytes).unwrap();
+        assert_eq!(lock, LockRecord { term: 9, node: "solo:1".into(), wall_ms: 123, ..Default::default() });
+        // Written back, it takes today's format and reads the same.
+        assert_eq!(&lock.encode()[..8], LOCK_MAGIC);
+        assert_eq!(LockRecord::decode(&lock.encode()).unwrap(), lock);
+    }
+
+    #[test]
+    fn lengths_that_lie_are_refused_before_anything_is_read_past_them() {
+        let mut record = full();
+        record.client_url = "x".repeat(LOCK_STRING_BYTES_MAX + 1);
+        let error = LockRecord::decode(&record.encode()).unwrap_err();
+        assert!(error.to_string().contains("longer than a lock record allows"), "{error}");
+        // A valid checksum over a body cut short.
+        let bytes = full().encode();
+        let mut short = bytes[..bytes.len() - 10].to_vec();
+        short.extend_from_slice(&crc32c::crc32c(&short).to_le_bytes());
+        assert!(LockRecord::decode(&short).is_err());
     }
 }

@@ -13,5 +13,5 @@ pub mod floor;
 pub mod lock;
 pub mod seal;
 
-pub use engine::{Command, Election, Event, WriteOutcome};
+pub use engine::{Command, Election, Event, Identity, LeaseTiming, WriteOutcome};
 pub use lock::{read_lock, LockRecord};
