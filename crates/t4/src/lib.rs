@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod durability;
 pub mod election;

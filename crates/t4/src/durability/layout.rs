@@ -2,7 +2,8 @@
 //! reads is made here, so the layout is one page to read (`docs/formats.md`):
 //!
 //! ```text
-//! lock                          leadership record {term, node, ...}; CAS only
+//! lock                          leadership record {term, node, lease, URLs}; CAS only
+//! members                       the cluster's voters and learners; CAS only
 //! wal/<term>/<seq>              create-only log objects of one term; seq dense from 1
 //! wal/<term>/floor              where the term's log starts once GC removed its low end
 //! checkpoint/<rev>/manifest     one checkpoint: revision, term, chunk list
@@ -16,6 +17,8 @@
 
 /// The leadership record.
 pub const LOCK: &str = "lock";
+/// The cluster's membership (docs/clustering.md "Membership").
+pub const MEMBERS: &str = "members";
 pub const WAL_DIR: &str = "wal/";
 pub const CHECKPOINT_DIR: &str = "checkpoint/";
 pub const CHUNK_DIR: &str = "chunks/";

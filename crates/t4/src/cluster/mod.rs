@@ -1,0 +1,15 @@
+//! Clustering (docs/clustering.md): several nodes on one bucket and prefix, one leader at a
+//! time by the bucket's `lock` (leased mode of [`crate::election`]), the log replicated to
+//! a majority of the voters recorded in `members`.
+//!
+//! Built so far: the membership record and its changes ([`members`]), the commit arithmetic
+//! ([`quorum`]) and log matching ([`log_terms`]). Replication, forwarding and follower
+//! reads over the peer port are not built yet (README "Not built").
+
+pub mod log_terms;
+pub mod members;
+pub mod quorum;
+
+pub use log_terms::{Fit, LogTerms, Position};
+pub use members::{Member, Members, Role};
+pub use quorum::WaitMode;
