@@ -380,8 +380,9 @@ impl Election {
                     let until = timing.holds_until(sent);
                     let next_at = (sent + timing.renew_every()).max(now);
                     self.announced = Some((term, self.identity.node.clone()));
+                    let holder = Command::Holder { record: record.clone() };
                     self.state = State::Holding { term, record, etag, until, next_at, busy: Busy::No };
-                    vec![Command::Lead { term }, Command::Lease { term, until }, Command::WakeAt(next_at)]
+                    vec![Command::Lead { term }, Command::Lease { term, until }, holder, Command::WakeAt(next_at)]
                 }
                 // Another member took it first (or renewed): read who, and follow.
                 WriteOutcome::Conflict => {

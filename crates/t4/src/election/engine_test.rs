@@ -204,7 +204,7 @@ fn holding() -> Election {
     let mut election = watching();
     election.handle(Event::LockRead { now: at(0), lock: None });
     let commands = election.handle(Event::LockWritten { now: ms(300), outcome: WriteOutcome::Written { etag: "e0".into() } });
-    assert_eq!(commands, vec![Command::Lead { term: 1 }, Command::Lease { term: 1, until: at(5) }, Command::WakeAt(at(2))]);
+    assert_eq!(commands, vec![Command::Lead { term: 1 }, Command::Lease { term: 1, until: at(5) }, Command::Holder { record: ours(1, 0) }, Command::WakeAt(at(2))]);
     election
 }
 
@@ -231,7 +231,12 @@ fn a_fresh_bucket_goes_to_the_first_member_to_create_the_lock_with_the_lease_fro
     // The write was sent at 0.1 s: the lease counts from there, not from the answer at 0.9 s.
     assert_eq!(
         election.handle(Event::LockWritten { now: ms(900), outcome: WriteOutcome::Written { etag: "e1".into() } }),
-        vec![Command::Lead { term: 1 }, Command::Lease { term: 1, until: ms(5_100) }, Command::WakeAt(ms(2_100))]
+        vec![
+            Command::Lead { term: 1 },
+            Command::Lease { term: 1, until: ms(5_100) },
+            Command::Holder { record: ours(1, 0) },
+            Command::WakeAt(ms(2_100))
+        ]
     );
     assert_eq!((election.term(), election.lease_until()), (Some(1), Some(ms(5_100))));
 }
@@ -261,7 +266,7 @@ fn a_watcher_takes_over_only_after_one_version_stayed_unchanged_for_lease_plus_d
     );
     assert_eq!(
         election.handle(Event::LockWritten { now: ms(10_200), outcome: WriteOutcome::Written { etag: "e12".into() } }),
-        vec![Command::Lead { term: 4 }, Command::Lease { term: 4, until: at(15) }, Command::WakeAt(at(12))]
+        vec![Command::Lead { term: 4 }, Command::Lease { term: 4, until: at(15) }, Command::Holder { record: ours(4, 0) }, Command::WakeAt(at(12))]
     );
 }
 

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod engine;
 pub mod floor;
 pub mod lock;
+pub mod member;
 pub mod seal;
 
 pub use engine::{Command, Election, Event, Identity, LeaseTiming, WriteOutcome};
