@@ -243,7 +243,7 @@ fn term(term: u64, indexes: Option<(u64, u64)>, sealed: bool) -> t4::durability:
 }
 
 fn bucket(lock_term: u64, terms: Vec<t4::durability::status::TermStatus>) -> t4::durability::status::Status {
-    let lock = t4::election::LockRecord { term: lock_term, node: "n".into(), wall_ms: 0 };
+    let lock = t4::election::LockRecord { term: lock_term, node: "n".into(), ..Default::default() };
     t4::durability::status::Status { lock: Some(lock), terms, checkpoints: Vec::new(), chunks: 0 }
 }
 

@@ -37,6 +37,14 @@ pub enum Fault {
     /// The node's wall clock steps by up to an hour either way, or strobes (monotonic time
     /// does not move).
     WallClockStep,
+    /// Cluster worlds: a member is killed and restarted 0.2-2.5 s later.
+    MemberKill,
+    /// ... a member is paused (SIGSTOP) for 0.2-2.5 s, past its lease, then resumed.
+    MemberPause,
+    /// ... a member cannot reach the bucket for 0.2-2.5 s.
+    MemberCutFromBucket,
+    /// ... no majority hears a member for 0.2-2.5 s (a holder then stops renewing).
+    MemberUnheard,
 }
 
 impl Fault {
@@ -196,6 +204,9 @@ impl World {
                     clock.jump_wall(-step_ms);
                     sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
                 }
+            }
+            Fault::MemberKill | Fault::MemberPause | Fault::MemberCutFromBucket | Fault::MemberUnheard => {
+                unreachable!("{fault:?} is a cluster world's fault (crate::cluster)")
             }
         }
     }

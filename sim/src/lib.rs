@@ -10,11 +10,15 @@
 //! checkers replay the committed log, search each key's history for a linearization, and
 //! check every watcher (see `docs/simulation.md`).
 //!
+//! The leadership scenarios run a cluster world instead ([`cluster`]): 3 or 5 members'
+//! elections on one bucket, under kills, pauses, cuts and clock drift.
+//!
 //! Only built with `RUSTFLAGS="--cfg madsim"` (use `CARGO_TARGET_DIR=target/sim`).
 
 #![cfg(madsim)]
 #![allow(clippy::disallowed_methods, reason = "the simulator owns time: under madsim every clock read is virtual")]
 
+pub mod cluster;
 pub mod fault;
 pub mod net;
 pub mod scenario;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use madsim::runtime::Runtime;
 use t4::env::SimS3Faults;
 
+use crate::cluster::ClusterSpec;
 use crate::fault::Fault;
 use crate::world::World;
 
@@ -80,10 +81,21 @@ pub enum Scenario {
     /// out, nothing commits), or the node is killed: it must stop acknowledging while cut,
     /// lose nothing, and resume on its own once the bucket is back.
     PartitionNodeS3,
+    /// Three cluster members race for one bucket's lock while the nemesis kills, pauses past
+    /// the lease, cuts off from the bucket or leaves unheard one member at a time, the
+    /// bucket loses requests and answers, and each member's clock drifts within the bound:
+    /// never two leaders at one instant, terms only up, one leader again after healing.
+    Leadership3,
+    /// The same with five members.
+    Leadership5,
+    /// A self-test of the harness, not in [`Scenario::ALL`]: the members' clocks drift ±40%,
+    /// four times the bound, so a takeover can come while the old holder still leads by its
+    /// slow clock, and the one-leader checker must fire.
+    LeadershipDriftOutOfBound,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::Smoke,
         Scenario::CrashLoseUnsynced,
         Scenario::CrashTorn,
@@ -103,10 +115,12 @@ impl Scenario {
         Scenario::PartitionClientNode,
         Scenario::PartitionNodeS3,
         Scenario::LeaseKeepaliveUnderDiskWipe,
+        Scenario::Leadership3,
+        Scenario::Leadership5,
     ];
 
     /// Scenarios whose checkers must fire: self-tests of the harness, run by its tests.
-    pub const MUST_FAIL: [Scenario; 1] = [Scenario::ClockDriftOutOfBound];
+    pub const MUST_FAIL: [Scenario; 2] = [Scenario::ClockDriftOutOfBound, Scenario::LeadershipDriftOutOfBound];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -130,6 +144,9 @@ impl Scenario {
             Scenario::ClockDriftOutOfBound => "clock_drift_out_of_bound",
             Scenario::PartitionClientNode => "partition_client_node",
             Scenario::PartitionNodeS3 => "partition_node_s3",
+            Scenario::Leadership3 => "leadership_3",
+            Scenario::Leadership5 => "leadership_5",
+            Scenario::LeadershipDriftOutOfBound => "leadership_drift_out_of_bound",
         }
     }
 
@@ -190,6 +207,11 @@ impl Scenario {
             Scenario::PartitionNodeS3 => {
                 Spec { bucket: BUCKET, pause_ms: SLOW_PAUSE_MS, faults: &[(CrashLoseUnsynced, 1), (PartitionNodeS3, 3)], ..base }
             }
+            Scenario::Leadership3 => Spec { cluster: Some(cluster(3, Drift::InBound)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base },
+            Scenario::Leadership5 => Spec { cluster: Some(cluster(5, Drift::Edge)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base },
+            Scenario::LeadershipDriftOutOfBound => {
+                Spec { cluster: Some(cluster(3, Drift::OutOfBound)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base }
+            }
         }
     }
 
@@ -216,12 +238,14 @@ pub struct Spec {
     pub pause_ms: std::ops::Range<u64>,
     /// The faults the nemesis draws from, with their weights (none: no faults).
     pub faults: &'static [(Fault, u32)],
+    /// A cluster world of members' elections instead of t4 processes ([`crate::cluster`]).
+    pub cluster: Option<ClusterSpec>,
 }
 
 impl Spec {
     /// One process on its local disk, clients through the embedded API, no faults.
     pub const BASE: Spec =
-        Spec { processes: 1, bucket: None, over_net: false, leases: None, watchers: false, pause_ms: 30..300, faults: &[] };
+        Spec { processes: 1, bucket: None, over_net: false, leases: None, watchers: false, pause_ms: 30..300, faults: &[], cluster: None };
 }
 
 /// How the node's clock drifts in the lease scenarios.
@@ -233,6 +257,21 @@ pub enum Drift {
     Edge,
     /// Far outside it ([`DRIFT_PPM_OUT_OF_BOUND`]): the lease checker must fire.
     OutOfBound,
+}
+
+/// The faults of the leadership scenarios, one member at a time.
+const MEMBER_FAULTS: &[(Fault, u32)] = &[(Fault::MemberKill, 1), (Fault::MemberPause, 1), (Fault::MemberCutFromBucket, 1), (Fault::MemberUnheard, 1)];
+/// Between two member faults: long enough for a takeover (L + D = 0.66 s) to finish.
+const CLUSTER_PAUSE_MS: std::ops::Range<u64> = 100..1500;
+
+/// A cluster of `members` whose clocks drift as said, on a bucket that loses some requests
+/// and answers (lock writes become ambiguous and are settled by reading back).
+const fn cluster(members: usize, drift: Drift) -> ClusterSpec {
+    ClusterSpec {
+        members,
+        drift,
+        bucket: SimS3Faults { slow_down_percent: 2, lost_request_percent: 3, lost_answer_percent: 5, late_commit_percent: 2 },
+    }
 }
 
 /// Leases need a few quiet seconds to be granted, kept alive and left to expire.
@@ -303,7 +342,13 @@ pub fn run_seed_with(scenario: Scenario, seed: u64, prepare: impl FnOnce() + Sen
         let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.set_time_limit(Duration::from_secs(120));
         // The world is made inside the runtime: its clocks read this run's virtual time.
-        runtime.block_on(async move { World::new(scenario, seed).run().await })
+        runtime.block_on(async move {
+            let spec = scenario.spec();
+            match spec.cluster {
+                Some(cluster) => crate::cluster::run(scenario, seed, cluster, spec.faults, spec.pause_ms).await,
+                None => World::new(scenario, seed).run().await,
+            }
+        })
     })
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

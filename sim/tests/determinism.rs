@@ -18,6 +18,8 @@ fn same_seed_same_trace() {
         Scenario::ZombieWriteLandsLate,
         Scenario::PartitionClientNode,
         Scenario::PartitionNodeS3,
+        Scenario::Leadership3,
+        Scenario::Leadership5,
     ] {
         for seed in [3, 17, 4242] {
             let first = run_seed(scenario, seed);

@@ -56,6 +56,22 @@ fn skipping_the_term_check_on_a_create_is_caught_within_the_ci_budget() {
     assert!(report.violations.iter().any(|violation| violation.starts_with("fencing:")), "{:?}", report.violations);
 }
 
+#[test]
+fn taking_over_without_waiting_for_the_lease_is_caught_within_the_ci_budget() {
+    assert_caught(Bug::TakeoverWithoutWaiting, "takeover without waiting L + D", Scenario::Leadership3);
+    let report = run_seed_with(Scenario::Leadership3, 1, || plant(Some(Bug::TakeoverWithoutWaiting)));
+    assert!(report.violations.iter().any(|violation| violation.starts_with("one leader per instant")), "{:?}", report.violations);
+}
+
+/// A self-test of the harness: members' clocks drifting ±40%, four times the bound, let a
+/// takeover come while the old holder still leads by its slow clock.
+#[test]
+fn member_clocks_outside_the_drift_bound_are_caught() {
+    let failed: Vec<u64> = (1..=5).filter(|seed| !run_seed(Scenario::LeadershipDriftOutOfBound, *seed).passed()).collect();
+    eprintln!("member clocks ±40%: {} of seeds 1-5 of leadership_drift_out_of_bound failed: {failed:?}", failed.len());
+    assert!(failed.len() >= 3, "only {failed:?} of seeds 1-5 caught two leaders");
+}
+
 /// A self-test of the harness rather than a planted bug: a clock 50% fast expires leases
 /// early in real time, and the lease checker must say so.
 #[test]
@@ -69,7 +85,7 @@ fn a_clock_outside_the_drift_bound_is_caught() {
 
 #[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
-    let scenarios = [Scenario::CrashLoseUnsynced, Scenario::DiskWipe, Scenario::TwoProcesses];
+    let scenarios = [Scenario::CrashLoseUnsynced, Scenario::DiskWipe, Scenario::TwoProcesses, Scenario::Leadership3];
     for (scenario, seed) in [1, 2, 3].iter().flat_map(|seed| scenarios.map(|scenario| (scenario, *seed))) {
         let report = run_seed(scenario, seed);
         assert!(report.passed(), "{:?}\nreproduce: {}", report.violations, report.reproduce_command());

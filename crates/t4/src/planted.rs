@@ -18,6 +18,9 @@ pub enum Bug {
     /// A WAL object is created without its condition (If-None-Match): a writer whose term
     /// was sealed overwrites the seal and goes on acknowledging.
     SkipTermCheck = 3,
+    /// A cluster member takes the lock over after the drift bound alone, without waiting
+    /// for the holder's lease to run out.
+    TakeoverWithoutWaiting = 4,
 }
 
 thread_local! {

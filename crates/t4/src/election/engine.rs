@@ -76,6 +76,9 @@ impl LeaseTiming {
     /// How long a lock version must stay unchanged before this member takes it over: the
     /// longer of its own lease and the one the holder wrote (`lease_ms`), plus D.
     pub fn takeover_after(&self, holder_lease_ms: u64) -> Duration {
+        if takeover_without_waiting() {
+            return self.drift;
+        }
         self.lease.max(Duration::from_millis(holder_lease_ms)) + self.drift
     }
 
@@ -98,6 +101,14 @@ impl LeaseTiming {
     fn retry_after(&self) -> Duration {
         (self.lease / 12).max(Duration::from_millis(5))
     }
+}
+
+/// Planted (simulator tests only): takeovers wait for the drift bound alone.
+fn takeover_without_waiting() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    return crate::planted::planted(crate::planted::Bug::TakeoverWithoutWaiting);
+    #[cfg(not(feature = "planted-bugs"))]
+    false
 }
 
 /// Who this member is, as written into the lock when it takes it.

@@ -1,0 +1,343 @@
+//! The cluster world of the leadership scenarios: 3 or 5 members on one simulated bucket,
+//! each running its election (`t4::election::member`) on its own madsim node and its own
+//! drifting clock, while the nemesis kills and restarts members, pauses them past their
+//! lease, cuts them off from the bucket, or makes a holder unheard by a majority.
+//!
+//! Checkers (docs/simulation.md "Leadership"):
+//! - **one leader per instant**: every millisecond of virtual (real) time, at most one
+//!   member's standing leads at its own clock's reading (what each checks before it
+//!   acknowledges a write or serves a read);
+//! - **terms only go up**: a term seen leading is never followed by an older one;
+//! - **no broken invariant**: no member's election stopped (that happens only when a
+//!   lock write's invariant or the store's conditions broke);
+//! - **liveness after heal**: with every member up, heard and reaching the bucket, one member
+//!   leads without a break through the last lease of the run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use madsim::time::{sleep, Instant};
+use t4::election::member::{run_member, MemberElection, Standing};
+use t4::election::{Election, Identity, LeaseTiming};
+use t4::env::{Clock, Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, SimClock, SimS3, SimS3Faults};
+use t4::object::{RetryPolicy, RetryingStore};
+use tokio::sync::watch;
+
+use crate::fault::Fault;
+use crate::scenario::{Drift, Scenario, SeedReport};
+use crate::trace::TraceHash;
+
+/// The members' lease timing: L = 600 ms, D = 60 ms (a 10% bound on how far two clocks'
+/// rates may differ).
+pub const TIMING: LeaseTiming = LeaseTiming { lease: Duration::from_millis(600), drift: Duration::from_millis(60) };
+/// Virtual time the nemesis runs for.
+const RUN: Duration = Duration::from_secs(20);
+/// Each member's clock rate within the bound: at most ±4.9% (two differ by under 10%).
+const DRIFT_PPM_IN_BOUND: i64 = 49_000;
+/// ... and far outside it: ±40%.
+const DRIFT_PPM_OUT_OF_BOUND: i64 = 400_000;
+
+/// What one scenario's cluster is.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSpec {
+    pub members: usize,
+    pub drift: Drift,
+    /// The bucket's own faults (lost requests and answers make lock writes ambiguous).
+    pub bucket: SimS3Faults,
+}
+
+/// A running incarnation's clock and standing, as the checker reads them (None while down).
+type Running = Arc<Mutex<Option<(Arc<SimClock>, watch::Receiver<Standing>)>>>;
+
+/// One member: its madsim node, what the checker reads of its running incarnation, and
+/// the switches the nemesis flips.
+struct Member {
+    name: String,
+    node: Option<NodeId>,
+    running: Running,
+    /// Cut off from the bucket.
+    cut: Arc<AtomicBool>,
+    /// Heard by a majority (a holder that is not stops renewing).
+    heard: Arc<AtomicBool>,
+}
+
+/// Runs one seed of a leadership scenario.
+pub(crate) async fn run(scenario: Scenario, seed: u64, spec: ClusterSpec, faults: &'static [(Fault, u32)], pause_ms: std::ops::Range<u64>) -> SeedReport {
+    let handle = Handle::current();
+    let trace = Arc::new(Mutex::new(TraceHash::default()));
+    let started = Instant::now();
+    let fold = |event: &str| trace.lock().unwrap().fold(&format!("{} {event}", started.elapsed().as_nanos()));
+    let bucket = Arc::new(SimS3::new(seed ^ 0x5133_5133, Arc::new(SimClock::new(0, 0))));
+    let network = handle.create_node().name("s3-network").build();
+    bucket.set_courier(Arc::new(move |journey| {
+        network.spawn(journey);
+    }));
+    bucket.set_faults(spec.bucket);
+    let mut members: Vec<Member> = Vec::new();
+    for index in 0..spec.members {
+        let bound = match spec.drift {
+            Drift::InBound => thread_rng().gen_range(-DRIFT_PPM_IN_BOUND..=DRIFT_PPM_IN_BOUND),
+            Drift::Edge => [-DRIFT_PPM_IN_BOUND, DRIFT_PPM_IN_BOUND][thread_rng().gen_range(0..2)],
+            // Slow and fast members in turn (the first, which takes the first term, slow):
+            // a fast one's takeover comes while a slow holder's lease still runs by its clock.
+            Drift::OutOfBound if index % 2 == 0 => -DRIFT_PPM_OUT_OF_BOUND,
+            Drift::OutOfBound => DRIFT_PPM_OUT_OF_BOUND,
+        };
+        let member = Member {
+            name: format!("m{index}"),
+            node: None,
+            running: Arc::new(Mutex::new(None)),
+            cut: Arc::new(AtomicBool::new(false)),
+            heard: Arc::new(AtomicBool::new(true)),
+        };
+        fold(&format!("{} drift {bound} ppm", member.name));
+        let node = start_member(&handle, &member, index, bound, bucket.clone());
+        members.push(Member { node: Some(node), ..member });
+    }
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = spawn_checker(&handle, trace.clone(), &members, violations.clone(), stop.clone());
+
+    // The nemesis.
+    let mut injected = 0;
+    let end = Instant::now() + RUN;
+    while Instant::now() < end {
+        sleep(Duration::from_millis(thread_rng().gen_range(pause_ms.clone()))).await;
+        let Some(fault) = Fault::pick(faults) else { continue };
+        // Half the faults go to whoever leads now (Jepsen's "the leader" target), the others
+        // to any member.
+        let leader = current_leaders(&members).first().and_then(|(name, _)| members.iter().position(|member| member.name == *name));
+        let which = match leader {
+            Some(leader) if thread_rng().gen_range(0..2) == 0 => leader,
+            _ => thread_rng().gen_range(0..members.len()),
+        };
+        let span = Duration::from_millis(thread_rng().gen_range(200..2_500));
+        injected += 1;
+        let member = &members[which];
+        let node = member.node.expect("started");
+        fold(&format!("{fault:?} {} for {span:?}", member.name));
+        match fault {
+            Fault::MemberKill => {
+                *member.running.lock().unwrap() = None;
+                handle.kill(node);
+                sleep(span).await;
+                handle.restart(node);
+            }
+            Fault::MemberPause => {
+                handle.pause(node);
+                sleep(span).await;
+                handle.resume(node);
+            }
+            Fault::MemberCutFromBucket => {
+                member.cut.store(true, Ordering::SeqCst);
+                sleep(span).await;
+                member.cut.store(false, Ordering::SeqCst);
+            }
+            Fault::MemberUnheard => {
+                member.heard.store(false, Ordering::SeqCst);
+                sleep(span).await;
+                member.heard.store(true, Ordering::SeqCst);
+            }
+            other => unreachable!("{other:?} is not a cluster fault"),
+        }
+    }
+    // Heal, then give the cluster time to settle on one leader.
+    fold("--- heal");
+    bucket.set_faults(SimS3Faults::default());
+    let settle = (TIMING.lease + TIMING.drift) * 6;
+    sleep(settle).await;
+    let last_lease = Instant::now();
+    let mut leaders = std::collections::BTreeSet::new();
+    let mut gaps = 0;
+    while last_lease.elapsed() < TIMING.lease {
+        match current_leaders(&members).as_slice() {
+            [(name, _)] => {
+                leaders.insert(name.clone());
+            }
+            _ => gaps += 1,
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    if gaps > 0 || leaders.len() != 1 {
+        violations.lock().unwrap().push(format!(
+            "liveness: {settle:?} after healing, the last lease had {gaps} ms without exactly one leader (leaders: {leaders:?})"
+        ));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (terms, highest) = checker.await.unwrap_or_default();
+    for member in &members {
+        if let Some((_, standing)) = member.running.lock().unwrap().as_ref() {
+            if let Some(reason) = standing.borrow().stopped.clone() {
+                violations.lock().unwrap().push(format!("invariant: {}'s election stopped: {reason}", member.name));
+            }
+        }
+    }
+    for member in &members {
+        handle.kill(member.node.expect("started"));
+    }
+    let violations = violations.lock().unwrap().clone();
+    fold(&format!("terms {terms} highest {highest} violations {}", violations.len()));
+    let trace_hash = trace.lock().unwrap().value();
+    SeedReport {
+        scenario,
+        seed,
+        trace_hash,
+        ops: terms,
+        acknowledged_writes: 0,
+        faults: injected,
+        final_revision: highest as i64,
+        violations,
+        wgl_inconclusive: 0,
+    }
+}
+
+/// Each member's name and term if it leads now, by its own clock.
+fn current_leaders(members: &[Member]) -> Vec<(String, u64)> {
+    members
+        .iter()
+        .filter_map(|member| {
+            let running = member.running.lock().unwrap();
+            let (clock, standing) = running.as_ref()?;
+            let term = standing.borrow().leads_at(clock.monotonic());
+            term.map(|term| (member.name.clone(), term))
+        })
+        .collect()
+}
+
+/// Samples every member every virtual millisecond until `stop`: two leaders at once, or a
+/// term older than one already seen leading, is a violation. Returns how many terms led
+/// and the highest.
+fn spawn_checker(
+    handle: &Handle,
+    trace: Arc<Mutex<TraceHash>>,
+    members: &[Member],
+    violations: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> madsim::task::JoinHandle<(usize, u64)> {
+    let members: Vec<Member> = members
+        .iter()
+        .map(|member| Member {
+            name: member.name.clone(),
+            node: None,
+            running: member.running.clone(),
+            cut: member.cut.clone(),
+            heard: member.heard.clone(),
+        })
+        .collect();
+    let node = handle.create_node().name("checker").build();
+    node.spawn(async move {
+        let started = Instant::now();
+        let (mut highest, mut terms) = (0u64, 0usize);
+        let mut before = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let leaders = current_leaders(&members);
+            let at = started.elapsed();
+            if leaders != before {
+                trace.lock().unwrap().fold(&format!("{} leaders {leaders:?}", at.as_nanos()));
+                before = leaders.clone();
+            }
+            if leaders.len() > 1 {
+                let mut found = violations.lock().unwrap();
+                if found.len() < 5 {
+                    found.push(format!("one leader per instant: at {at:?} several lead: {leaders:?}"));
+                }
+            }
+            for (name, term) in &leaders {
+                if *term < highest {
+                    let mut found = violations.lock().unwrap();
+                    if found.len() < 5 {
+                        found.push(format!("terms only go up: {name} leads term {term} at {at:?} after term {highest} led"));
+                    }
+                } else if *term > highest {
+                    highest = *term;
+                    terms += 1;
+                }
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        (terms, highest)
+    })
+}
+
+fn start_member(handle: &Handle, member: &Member, index: usize, drift_ppm: i64, bucket: Arc<SimS3>) -> NodeId {
+    let (name, running, cut, heard) = (member.name.clone(), member.running.clone(), member.cut.clone(), member.heard.clone());
+    handle
+        .create_node()
+        .name(&name)
+        .ip(std::net::IpAddr::from([10, 0, 1, index as u8 + 1]))
+        .init(move || {
+            let (name, running, cut, heard, bucket) = (name.clone(), running.clone(), cut.clone(), heard.clone(), bucket.clone());
+            async move {
+                // Members come up one after another, in order (as an operator starts them).
+                sleep(Duration::from_millis(50) * index as u32).await;
+                let clock = Arc::new(SimClock::new(drift_ppm, 0));
+                let (standing_tx, standing) = watch::channel(Standing::default());
+                *running.lock().unwrap() = Some((clock.clone(), standing));
+                let dyn_clock: Arc<dyn Clock> = clock.clone();
+                let reachable: Arc<dyn ObjectStore> = Arc::new(Cuttable { inner: bucket, cut });
+                // As in production: ambiguous answers settled by reading back.
+                let policy = RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(100) };
+                let store: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(reachable, dyn_clock.clone(), policy));
+                let identity = Identity { node: name.clone(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
+                // No replication in this world: nobody sends heartbeats.
+                let (_no_heartbeats, heartbeats) = watch::channel(None);
+                let member = MemberElection { election: Election::leased(identity, TIMING), store, clock: dyn_clock, heartbeats, standing: standing_tx };
+                run_member(member, move || heard.load(Ordering::SeqCst), || true).await;
+                std::future::pending::<()>().await;
+            }
+        })
+        .build()
+        .id()
+}
+
+/// A member's way to the bucket, which the nemesis can cut: a cut request times out after
+/// a while and never reaches the bucket.
+#[derive(Debug)]
+struct Cuttable {
+    inner: Arc<SimS3>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Cuttable {
+    async fn check(&self, key: &str) -> Result<(), ObjectError> {
+        if self.cut.load(Ordering::SeqCst) {
+            sleep(Duration::from_millis(300)).await;
+            return Err(ObjectError::Ambiguous(key.to_string(), "connection timed out (member cut off from the bucket)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Cuttable {
+    async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
+        self.check(key).await?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
+        self.check(key).await?;
+        self.inner.get_range(key, start, end).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        self.check(key).await?;
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
+        self.check(prefix).await?;
+        self.inner.list(prefix, start_after, limit).await
+    }
+    async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
+        self.check(key).await?;
+        self.inner.put(key, body, condition).await
+    }
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
+        self.check(key).await?;
+        self.inner.delete(key, if_match).await
+    }
+}
