@@ -3,12 +3,15 @@
 //! a majority of the voters recorded in `members`.
 //!
 //! Built so far: the membership record and its changes ([`members`]), the commit arithmetic
-//! ([`quorum`]) and log matching ([`log_terms`]). Replication, forwarding and follower
+//! ([`quorum`]), log matching ([`log_terms`]), a member's side of appends and promises
+//! ([`replica`]) and the leader's view of each follower ([`progress`]). Replication, forwarding and follower
 //! reads over the peer port are not built yet (README "Not built").
 
 pub mod log_terms;
 pub mod members;
+pub mod progress;
 pub mod quorum;
+pub mod replica;
 
 pub use log_terms::{Fit, LogTerms, Position};
 pub use members::{Member, Members, Role};
