@@ -458,3 +458,23 @@ fn leases_attach_detach_revoke_at_one_revision_and_replay_the_same() {
     assert_eq!(restored.leases().unwrap(), store.leases().unwrap());
     assert_eq!(restored.lease_keys(chosen).unwrap(), Some(vec![b"d".to_vec()]));
 }
+
+#[test]
+fn a_term_record_moves_the_index_and_nothing_else() {
+    use crate::wal::{Record, RecordBody};
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    let put = Record {
+        index: 2,
+        body: RecordBody::Txn {
+            revision: 2,
+            changes: vec![crate::wal::Change { key: b"k".to_vec(), kind: crate::wal::ChangeKind::Put { value: b"v".to_vec(), lease: 0 } }],
+        },
+    };
+    let records = [Record { index: 1, body: RecordBody::Term { term: 3 } }, put, Record { index: 3, body: RecordBody::Term { term: 4 } }];
+    let events = store.apply_records(&records).unwrap();
+    assert_eq!((store.applied_index(), store.applied_revision()), (3, 2));
+    assert_eq!(events.len(), 1, "only the put made an event");
+    let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+    assert_eq!(store.range(&all, 2).unwrap().kvs.len(), 1);
+}

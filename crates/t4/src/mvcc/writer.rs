@@ -219,6 +219,8 @@ impl<'t> Writer<'t> {
                 })?;
                 self.auth.insert(AUTH_STATE_KEY, state.encode().as_slice())?;
             }
+            // Which term wrote what is the log's business; the store only moves its index.
+            RecordBody::Term { .. } => {}
         }
         self.position.index = record.index;
         Ok(events)

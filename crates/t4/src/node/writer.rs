@@ -211,7 +211,7 @@ pub(super) fn follow_records<'r>(shared: &Shared, records: impl IntoIterator<Ite
                 next.apply(change).expect("the writer applied this change to the same state");
                 *auth = Arc::new(next);
             }
-            RecordBody::Txn { .. } | RecordBody::Compact { .. } => {}
+            RecordBody::Txn { .. } | RecordBody::Compact { .. } | RecordBody::Term { .. } => {}
         }
     }
 }

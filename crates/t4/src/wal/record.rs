@@ -19,6 +19,7 @@ const KIND_COMPACT: u8 = 2;
 const KIND_LEASE_GRANT: u8 = 3;
 const KIND_LEASE_REVOKE: u8 = 4;
 const KIND_AUTH: u8 = 5;
+const KIND_TERM: u8 = 6;
 const CHANGE_PUT: u8 = 1;
 const CHANGE_DELETE: u8 = 2;
 
@@ -42,6 +43,10 @@ pub enum RecordBody {
     LeaseRevoke { id: i64, revision: i64, changes: Vec<Change> },
     /// A change to users, roles or whether auth is on (spends no revision).
     Auth { change: AuthChange },
+    /// A cluster leader's first record of its term: the records after it, up to the next
+    /// term record, are that term's (docs/clustering.md "terms-only-up"). Changes nothing
+    /// in the store and spends no revision.
+    Term { term: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,7 @@ impl Record {
             RecordBody::LeaseGrant { .. } => 1 + 8 + 8,
             RecordBody::LeaseRevoke { changes: list, .. } => 1 + 8 + 8 + 4 + changes(list),
             RecordBody::Auth { change } => 1 + 4 + change.encode().len(),
+            RecordBody::Term { .. } => 1 + 8,
         }
     }
 }
@@ -170,6 +176,11 @@ fn encode_body(body: &RecordBody, out: &mut Vec<u8>) {
             out.push(KIND_AUTH);
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(&bytes);
+        }
+        RecordBody::Term { term } => {
+            assert!(*term >= 1, "a term record names a real term");
+            out.push(KIND_TERM);
+            out.extend_from_slice(&term.to_le_bytes());
         }
     }
 }
@@ -313,6 +324,10 @@ impl Reader<'_> {
                 let len = self.u32()? as usize;
                 Ok(RecordBody::Auth { change: AuthChange::decode(self.take(len)?)? })
             }
+            KIND_TERM => match self.i64()? as u64 {
+                0 => Err("term record of term 0".into()),
+                term => Ok(RecordBody::Term { term }),
+            },
             kind => Err(format!("unknown record kind {kind}")),
         }
     }
@@ -384,6 +399,7 @@ mod tests {
                     RecordBody::Auth { change }
                 }
             ),
+            (1u64..u64::MAX).prop_map(|term| RecordBody::Term { term }),
         ]
     }
 
