@@ -66,8 +66,16 @@ pub fn recover(disk: &Arc<dyn Disk>, skip_through: u64) -> Result<Recovered> {
             continue;
         };
         if let Some(expected) = expected {
-            if first != expected {
+            if first > expected {
                 return Err(corrupt(&name, format!("starts at index {first}, expected {expected}")));
+            }
+            if first < expected {
+                // A cut (WalWriter::truncate_after): this segment supersedes what the older
+                // ones hold from its first index on.
+                if first <= skip_through {
+                    return Err(corrupt(&name, format!("cuts the log at {first}, below what the store holds ({skip_through})")));
+                }
+                recovered.records.retain(|record| record.index < first);
             }
         }
         let end = records.last().map_or(first, |record| record.index + 1);
@@ -256,5 +264,118 @@ mod tests {
         let segments = recover(&disk, 0).unwrap().segments;
         disk.remove(&segment_name(segments[1])).unwrap();
         assert_eq!(recover(&disk, 0).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+    }
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::*;
+    use crate::env::{CrashMode, SimDisk};
+    use crate::wal::{encode_batch, Change, ChangeKind, RecordBody, WalWriter};
+
+    fn put(index: u64, value: u8) -> Record {
+        let change = Change { key: format!("k{index}").into_bytes(), kind: ChangeKind::Put { value: vec![value; 40], lease: 0 } };
+        Record { index, body: RecordBody::Txn { revision: index as i64 + 1, changes: vec![change] } }
+    }
+
+    /// Batches of three records (1..=3, 4..=6, ...) through `last`, written as `value`.
+    fn write(writer: &mut WalWriter, from: u64, last: u64, value: u8) {
+        let mut first = from;
+        while first <= last {
+            let records: Vec<Record> = (first..=(first + 2).min(last)).map(|index| put(index, value)).collect();
+            writer.append(&encode_batch(&records).unwrap(), first, records.len() as u64).unwrap();
+            first += records.len() as u64;
+        }
+    }
+
+    fn values(records: &[Record]) -> Vec<(u64, u8)> {
+        records
+            .iter()
+            .map(|record| match &record.body {
+                RecordBody::Txn { changes, .. } => match &changes[0].kind {
+                    ChangeKind::Put { value, .. } => (record.index, value[0]),
+                    ChangeKind::Delete => unreachable!(),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_inside_a_batch_keeps_what_is_below_and_the_new_tail_follows() {
+        for segment_bytes_max in [1 << 20, 300] {
+            let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+            let mut writer = WalWriter::open(disk.clone(), Vec::new(), 0, 1, segment_bytes_max).unwrap();
+            write(&mut writer, 1, 9, b'o');
+            writer.truncate_after(5).unwrap();
+            assert_eq!(writer.next_index(), 6);
+            write(&mut writer, 6, 7, b'n');
+            let recovered = recover(&disk, 0).unwrap();
+            let expected: Vec<(u64, u8)> = (1..=5).map(|i| (i, b'o')).chain((6..=7).map(|i| (i, b'n'))).collect();
+            assert_eq!(values(&recovered.records), expected, "segments of {segment_bytes_max} bytes");
+            // Reopened, it goes on after the new tail, and cuts again.
+            let mut reopened = WalWriter::open(disk.clone(), recovered.segments, recovered.last_len, 8, segment_bytes_max).unwrap();
+            reopened.truncate_after(2).unwrap();
+            write(&mut reopened, 3, 4, b'x');
+            let expected: Vec<(u64, u8)> = vec![(1, b'o'), (2, b'o'), (3, b'x'), (4, b'x')];
+            assert_eq!(values(&recover(&disk, 0).unwrap().records), expected);
+            // Old segments go once the store holds their records, superseded ones too.
+            let recovered = recover(&disk, 0).unwrap();
+            let mut reopened = WalWriter::open(disk.clone(), recovered.segments, recovered.last_len, 5, segment_bytes_max).unwrap();
+            reopened.remove_through(4).unwrap();
+            assert_eq!(recover(&disk, 4).unwrap().records, Vec::<Record>::new());
+        }
+    }
+
+    #[test]
+    fn a_crash_right_after_a_cut_leaves_the_cut_log() {
+        for mode in [CrashMode::LoseUnsynced, CrashMode::Torn { seed: 7 }] {
+            let sim = SimDisk::new();
+            let disk: Arc<dyn Disk> = Arc::new(sim.clone());
+            let mut writer = WalWriter::open(disk.clone(), Vec::new(), 0, 1, 300).unwrap();
+            write(&mut writer, 1, 9, b'o');
+            writer.truncate_after(4).unwrap();
+            drop(writer);
+            sim.crash(mode);
+            let recovered = recover(&disk, 0).unwrap();
+            assert_eq!(values(&recovered.records), (1..=4).map(|i| (i, b'o')).collect::<Vec<_>>(), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn power_failing_at_any_sync_of_a_cut_keeps_everything_up_to_the_cut() {
+        use crate::env::SimDiskFaults;
+        let mut seen = std::collections::BTreeSet::new();
+        for after in 0..6 {
+            let sim = SimDisk::new();
+            let disk: Arc<dyn Disk> = Arc::new(sim.clone());
+            let mut writer = WalWriter::open(disk.clone(), Vec::new(), 0, 1, 300).unwrap();
+            write(&mut writer, 1, 9, b'o');
+            sim.set_faults(SimDiskFaults { crash_on_sync: Some((after, CrashMode::LoseUnsynced)), ..Default::default() });
+            let cut = writer.truncate_after(4);
+            drop(writer);
+            if cut.is_ok() {
+                sim.crash(CrashMode::LoseUnsynced);
+            }
+            sim.set_faults(SimDiskFaults::default());
+            // Everything up to the cut, then nothing or a prefix of the old tail (a tail that
+            // was never committed: losing part of it is what the cut was for).
+            let records = recover(&disk, 0).unwrap().records;
+            let last = records.last().map_or(0, |record| record.index);
+            assert!((4..=9).contains(&last), "power failed at sync {after}: the log ends at {last}");
+            assert_eq!(values(&records), (1..=last).map(|i| (i, b'o')).collect::<Vec<_>>());
+            seen.insert(last);
+        }
+        assert!(seen.contains(&4) && seen.len() > 1, "both a finished cut and an unfinished one happen: {seen:?}");
+    }
+
+    #[test]
+    fn a_cut_below_what_the_store_holds_is_refused_at_recovery() {
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        let mut writer = WalWriter::open(disk.clone(), Vec::new(), 0, 1, 1 << 20).unwrap();
+        write(&mut writer, 1, 9, b'o');
+        writer.truncate_after(3).unwrap();
+        let error = recover(&disk, 6).unwrap_err();
+        assert!(error.to_string().contains("below what the store holds"), "{error}");
     }
 }

@@ -127,6 +127,38 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Cuts every record after `index` (a follower's divergent tail: docs/clustering.md
+    /// "never-truncate-committed"; the caller checks that nothing at or below the commit
+    /// index goes). Segments starting above `index` are removed, newest first, and a new
+    /// segment starting at `index + 1` is created: it supersedes whatever an older segment
+    /// holds from there on (recovery keeps an older segment's records only below the next
+    /// segment's first index). A crash part way leaves every record at or below `index`, then
+    /// nothing or a prefix of the old tail (never committed, so losing part of it is what the
+    /// cut was for); records at or below `index` are never touched.
+    pub fn truncate_after(&mut self, index: u64) -> Result<()> {
+        assert!(index < self.next_index, "wal: cutting after {index}, past the end {}", self.next_index);
+        if index + 1 == self.next_index {
+            return Ok(());
+        }
+        let mut removed = false;
+        while let Some(&last) = self.segments.last() {
+            if last <= index {
+                break;
+            }
+            self.disk.remove(&segment_name(last)).map_err(io_error("remove wal segment"))?;
+            self.segments.pop();
+            removed = true;
+        }
+        if removed {
+            self.disk.sync_dir(WAL_DIR).map_err(io_error("sync wal dir"))?;
+        }
+        self.file = create_segment(self.disk.as_ref(), index + 1, self.segment_bytes_max)?;
+        self.segments.push(index + 1);
+        self.offset = SEGMENT_HEADER_BYTES as u64;
+        self.next_index = index + 1;
+        Ok(())
+    }
+
     /// Removes segments whose records all have indexes at or below `index` (the store holds
     /// them durably). The segment being appended to is never removed.
     pub fn remove_through(&mut self, index: u64) -> Result<usize> {
