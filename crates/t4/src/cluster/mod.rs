@@ -5,10 +5,12 @@
 //! Built so far: the membership record and its changes ([`members`]), the commit arithmetic
 //! ([`quorum`]), log matching ([`log_terms`]), a member's side of appends and promises
 //! ([`replica`]), the leader's view of each follower ([`progress`]) and what a new leader
-//! does before it serves ([`ascension`]). Replication, forwarding and follower
+//! does before it serves ([`ascension`]), and the leader's memory of forwarded writes
+//! ([`ledger`]). Replication, forwarding and follower
 //! reads over the peer port are not built yet (README "Not built").
 
 pub mod ascension;
+pub mod ledger;
 pub mod log_terms;
 pub mod members;
 pub mod progress;
