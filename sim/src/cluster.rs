@@ -23,7 +23,7 @@ use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{sleep, Instant};
-use t4::election::member::{run_member, MemberElection, Standing};
+use t4::election::member::{run_member, HeartbeatSeen, MemberElection, Standing};
 use t4::election::{Election, Identity, LeaseTiming};
 use t4::env::{Clock, Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, SimClock, SimS3, SimS3Faults};
 use t4::object::{RetryPolicy, RetryingStore};
@@ -54,6 +54,8 @@ pub struct ClusterSpec {
 
 /// A running incarnation's clock and standing, as the checker reads them (None while down).
 type Running = Arc<Mutex<Option<(Arc<SimClock>, watch::Receiver<Standing>)>>>;
+/// Where a running incarnation receives heartbeats: its clock (to stamp arrivals) and inbox.
+type Inbox = Arc<Mutex<Option<(Arc<SimClock>, watch::Sender<Option<HeartbeatSeen>>)>>>;
 
 /// One member: its madsim node, what the checker reads of its running incarnation, and
 /// the switches the nemesis flips.
@@ -61,6 +63,7 @@ struct Member {
     name: String,
     node: Option<NodeId>,
     running: Running,
+    inbox: Inbox,
     /// Cut off from the bucket.
     cut: Arc<AtomicBool>,
     /// Heard by a majority (a holder that is not stops renewing).
@@ -80,6 +83,7 @@ pub(crate) async fn run(scenario: Scenario, seed: u64, spec: ClusterSpec, faults
     }));
     bucket.set_faults(spec.bucket);
     let mut members: Vec<Member> = Vec::new();
+    let mut drifts = Vec::new();
     for index in 0..spec.members {
         let bound = match spec.drift {
             Drift::InBound => thread_rng().gen_range(-DRIFT_PPM_IN_BOUND..=DRIFT_PPM_IN_BOUND),
@@ -89,16 +93,24 @@ pub(crate) async fn run(scenario: Scenario, seed: u64, spec: ClusterSpec, faults
             Drift::OutOfBound if index % 2 == 0 => -DRIFT_PPM_OUT_OF_BOUND,
             Drift::OutOfBound => DRIFT_PPM_OUT_OF_BOUND,
         };
+        drifts.push(bound);
         let member = Member {
             name: format!("m{index}"),
             node: None,
             running: Arc::new(Mutex::new(None)),
+            inbox: Arc::new(Mutex::new(None)),
             cut: Arc::new(AtomicBool::new(false)),
             heard: Arc::new(AtomicBool::new(true)),
         };
         fold(&format!("{} drift {bound} ppm", member.name));
-        let node = start_member(&handle, &member, index, bound, bucket.clone());
-        members.push(Member { node: Some(node), ..member });
+        members.push(member);
+    }
+    // Heartbeats travel on a node of their own: one in flight still lands if its sender dies.
+    let peers = handle.create_node().name("peer-network").build();
+    let inboxes: Vec<(String, Inbox)> = members.iter().map(|member| (member.name.clone(), member.inbox.clone())).collect();
+    for (index, member) in members.iter_mut().enumerate() {
+        let drift = drifts[index];
+        member.node = Some(start_member(&handle, member, index, drift, bucket.clone(), peers.clone(), inboxes.clone()));
     }
     let violations = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,6 +137,7 @@ pub(crate) async fn run(scenario: Scenario, seed: u64, spec: ClusterSpec, faults
         match fault {
             Fault::MemberKill => {
                 *member.running.lock().unwrap() = None;
+                *member.inbox.lock().unwrap() = None;
                 handle.kill(node);
                 sleep(span).await;
                 handle.restart(node);
@@ -226,6 +239,7 @@ fn spawn_checker(
             name: member.name.clone(),
             node: None,
             running: member.running.clone(),
+            inbox: member.inbox.clone(),
             cut: member.cut.clone(),
             heard: member.heard.clone(),
         })
@@ -265,14 +279,29 @@ fn spawn_checker(
     })
 }
 
-fn start_member(handle: &Handle, member: &Member, index: usize, drift_ppm: i64, bucket: Arc<SimS3>) -> NodeId {
+/// How often a holder sends heartbeats (its clock), and how they travel: 1-20 ms, one in
+/// ten lost.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
+const HEARTBEAT_LOST_PERCENT: u32 = 10;
+
+fn start_member(
+    handle: &Handle,
+    member: &Member,
+    index: usize,
+    drift_ppm: i64,
+    bucket: Arc<SimS3>,
+    peers: madsim::runtime::NodeHandle,
+    inboxes: Vec<(String, Inbox)>,
+) -> NodeId {
     let (name, running, cut, heard) = (member.name.clone(), member.running.clone(), member.cut.clone(), member.heard.clone());
+    let inbox = member.inbox.clone();
     handle
         .create_node()
         .name(&name)
         .ip(std::net::IpAddr::from([10, 0, 1, index as u8 + 1]))
         .init(move || {
             let (name, running, cut, heard, bucket) = (name.clone(), running.clone(), cut.clone(), heard.clone(), bucket.clone());
+            let (inbox, peers, inboxes) = (inbox.clone(), peers.clone(), inboxes.clone());
             async move {
                 // Members come up one after another, in order (as an operator starts them).
                 sleep(Duration::from_millis(50) * index as u32).await;
@@ -285,11 +314,37 @@ fn start_member(handle: &Handle, member: &Member, index: usize, drift_ppm: i64, 
                 let policy = RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(100) };
                 let store: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(reachable, dyn_clock.clone(), policy));
                 let identity = Identity { node: name.clone(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
-                // No replication in this world: nobody sends heartbeats.
-                let (_no_heartbeats, heartbeats) = watch::channel(None);
-                let member = MemberElection { election: Election::leased(identity, TIMING), store, clock: dyn_clock, heartbeats, standing: standing_tx };
-                run_member(member, move || heard.load(Ordering::SeqCst), || true).await;
-                std::future::pending::<()>().await;
+                let (beats, heartbeats) = watch::channel(None);
+                *inbox.lock().unwrap() = Some((clock.clone(), beats));
+                let standing_rx = standing_tx.subscribe();
+                let member = MemberElection { election: Election::leased(identity, TIMING), store, clock: dyn_clock.clone(), heartbeats, standing: standing_tx };
+                let heard_too = heard.clone();
+                tokio::spawn(run_member(member, move || heard_too.load(Ordering::SeqCst), || true));
+                // While it holds a term, it tells the others its lock's ETag (as its appends
+                // will): unless no majority hears it.
+                loop {
+                    dyn_clock.sleep(HEARTBEAT_EVERY).await;
+                    let standing = standing_rx.borrow().clone();
+                    let (Some(term), Some(etag)) = (standing.term, standing.lock_etag) else { continue };
+                    if !heard.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    for (_, peer_inbox) in inboxes.iter().filter(|(peer, _)| *peer != name) {
+                        if thread_rng().gen_range(0..100) < HEARTBEAT_LOST_PERCENT {
+                            continue;
+                        }
+                        let latency = Duration::from_millis(thread_rng().gen_range(1..=20));
+                        let (peer_inbox, etag, leader) = (peer_inbox.clone(), etag.clone(), name.clone());
+                        peers.spawn(async move {
+                            sleep(latency).await;
+                            let target = peer_inbox.lock().unwrap().clone();
+                            if let Some((clock, beats)) = target {
+                                let beat = HeartbeatSeen { received: clock.monotonic(), term, lock_etag: etag, lease_ms: TIMING.lease.as_millis() as u64, leader };
+                                beats.send_replace(Some(beat));
+                            }
+                        });
+                    }
+                }
             }
         })
         .build()

@@ -272,6 +272,15 @@ impl Election {
         }
     }
 
+    /// Leased: the lock's ETag after this holder's last write that landed (what its
+    /// heartbeats name); `None` unless it holds a term.
+    pub fn lock_etag(&self) -> Option<&str> {
+        match &self.state {
+            State::Holding { etag, .. } => Some(etag),
+            _ => None,
+        }
+    }
+
     /// Feeds one event; returns what to do, in order. An event the state does not expect (a
     /// late answer) changes nothing and asks for nothing.
     pub fn handle(&mut self, event: Event) -> Vec<Command> {

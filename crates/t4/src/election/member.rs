@@ -26,6 +26,9 @@ pub struct Standing {
     pub holder: Option<LockRecord>,
     /// Set when the election stopped for good (the store broke its conditions).
     pub stopped: Option<String>,
+    /// While it holds a term: the lock's ETag after its last write that landed (what its
+    /// heartbeats tell followers).
+    pub lock_etag: Option<String>,
 }
 
 impl Standing {
@@ -132,11 +135,18 @@ pub async fn run_member(mut member: MemberElection, healthy: impl Fn() -> bool, 
                 pending.extend(member.election.handle(event));
             }
         }
+        let etag = member.election.lock_etag().map(str::to_string);
+        if member.standing.borrow().lock_etag != etag {
+            member.standing.send_modify(|standing| standing.lock_etag = etag);
+        }
         if !keep_going() {
             return;
         }
         let sleep = clock.sleep(wake.saturating_sub(clock.monotonic()));
         let event = tokio::select! {
+            // In order (tokio's random pick would be the one draw the simulator cannot
+            // seed): the tick first, so heartbeats never hold one up.
+            biased;
             () = sleep => Event::Tick { now: clock.monotonic(), healthy: healthy() },
             changed = member.heartbeats.changed(), if heartbeats_open => {
                 let beat = member.heartbeats.borrow_and_update().clone();

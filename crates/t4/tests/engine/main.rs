@@ -6,4 +6,5 @@ mod fuzz_corpus;
 mod node_api;
 mod node_recovery;
 mod node_watch;
+mod source_rules;
 mod support;
