@@ -17,15 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{sleep, Instant};
 use t4::election::member::{run_member, HeartbeatSeen, MemberElection, Standing};
 use t4::election::{Election, Identity, LeaseTiming};
-use t4::env::{Clock, Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, SimClock, SimS3, SimS3Faults};
+use t4::env::{Clock, CutStore, ObjectStore, SimClock, SimS3, SimS3Faults};
 use t4::object::{RetryPolicy, RetryingStore};
 use tokio::sync::watch;
 
@@ -309,7 +307,7 @@ fn start_member(
                 let (standing_tx, standing) = watch::channel(Standing::default());
                 *running.lock().unwrap() = Some((clock.clone(), standing));
                 let dyn_clock: Arc<dyn Clock> = clock.clone();
-                let reachable: Arc<dyn ObjectStore> = Arc::new(Cuttable { inner: bucket, cut });
+                let reachable: Arc<dyn ObjectStore> = Arc::new(CutStore::new(bucket, cut, Duration::from_millis(300)));
                 // As in production: ambiguous answers settled by reading back.
                 let policy = RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(100) };
                 let store: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(reachable, dyn_clock.clone(), policy));
@@ -349,50 +347,4 @@ fn start_member(
         })
         .build()
         .id()
-}
-
-/// A member's way to the bucket, which the nemesis can cut: a cut request times out after
-/// a while and never reaches the bucket.
-#[derive(Debug)]
-struct Cuttable {
-    inner: Arc<SimS3>,
-    cut: Arc<AtomicBool>,
-}
-
-impl Cuttable {
-    async fn check(&self, key: &str) -> Result<(), ObjectError> {
-        if self.cut.load(Ordering::SeqCst) {
-            sleep(Duration::from_millis(300)).await;
-            return Err(ObjectError::Ambiguous(key.to_string(), "connection timed out (member cut off from the bucket)".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Cuttable {
-    async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
-        self.check(key).await?;
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
-        self.check(key).await?;
-        self.inner.get_range(key, start, end).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
-        self.check(key).await?;
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
-        self.check(prefix).await?;
-        self.inner.list(prefix, start_after, limit).await
-    }
-    async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
-        self.check(key).await?;
-        self.inner.put(key, body, condition).await
-    }
-    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
-        self.check(key).await?;
-        self.inner.delete(key, if_match).await
-    }
 }

@@ -8,6 +8,7 @@
 //! those calls (docs/design.md §2).
 
 mod clock;
+mod cut;
 mod disk;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -22,6 +23,7 @@ mod sim_s3;
 use std::sync::Arc;
 
 pub use clock::{Clock, RealClock, SimClock};
+pub use cut::CutStore;
 pub use disk::{Disk, DiskFile};
 pub use mem::MemObjectStore;
 pub use object_store::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, DELETE_MANY_MAX};

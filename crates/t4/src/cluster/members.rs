@@ -16,7 +16,7 @@
 //!   the first voter of a new cluster.
 
 use crate::durability::bucket::object_error;
-use crate::durability::format::FORMAT_VERSION;
+use crate::durability::format::{crc_body, FieldReader, FORMAT_VERSION};
 use crate::durability::layout;
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
@@ -171,41 +171,35 @@ impl Members {
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("bucket object members: {what}"));
-        if bytes.len() < 36 {
-            return Err(corrupt("too short"));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err(corrupt("checksum mismatch"));
-        }
+        let body = crc_body(bytes, 36).map_err(corrupt)?;
         if &body[..8] != MEMBERS_MAGIC {
             return Err(corrupt("not a t4 members record (bad magic)"));
         }
-        let mut reader = Reader { body, at: 8 };
-        let version = reader.u32().ok_or_else(|| corrupt("truncated"))?;
+        let mut reader = FieldReader::new(body, 8);
+        let version = reader.u32().map_err(corrupt)?;
         if version != FORMAT_VERSION {
             return Err(corrupt(&format!("unknown format version {version}")));
         }
-        let version = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-        let cluster_id = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-        let count = reader.u32().ok_or_else(|| corrupt("truncated"))? as usize;
+        let version = reader.u64().map_err(corrupt)?;
+        let cluster_id = reader.u64().map_err(corrupt)?;
+        let count = reader.u32().map_err(corrupt)? as usize;
         if count == 0 || count > MEMBERS_MAX {
             return Err(corrupt(&format!("{count} members (a cluster has 1 to {MEMBERS_MAX})")));
         }
         let mut members = Vec::with_capacity(count);
         for _ in 0..count {
-            let id = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-            let role = match reader.u8().ok_or_else(|| corrupt("truncated"))? {
+            let id = reader.u64().map_err(corrupt)?;
+            let role = match reader.u8().map_err(corrupt)? {
                 ROLE_VOTER => Role::Voter,
                 ROLE_LEARNER => Role::Learner,
                 other => return Err(corrupt(&format!("unknown member role {other}"))),
             };
-            let name = reader.string().map_err(&corrupt)?;
-            let peer_url = reader.string().map_err(&corrupt)?;
-            let client_url = reader.string().map_err(&corrupt)?;
+            let name = reader.string(MEMBER_STRING_BYTES_MAX).map_err(corrupt)?;
+            let peer_url = reader.string(MEMBER_STRING_BYTES_MAX).map_err(corrupt)?;
+            let client_url = reader.string(MEMBER_STRING_BYTES_MAX).map_err(corrupt)?;
             members.push(Member { id, role, name, peer_url, client_url });
         }
-        if reader.at != body.len() {
+        if !reader.done() {
             return Err(corrupt("bytes after the last member"));
         }
         let decoded = Self { version, cluster_id, members };
@@ -218,41 +212,6 @@ impl Members {
             }
         }
         Ok(decoded)
-    }
-}
-
-/// Reads a record's fields in order; every length is checked against what is there.
-struct Reader<'a> {
-    body: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let bytes = self.body.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(bytes)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|bytes| bytes[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
-    }
-
-    fn string(&mut self) -> std::result::Result<String, &'static str> {
-        let len = self.u32().ok_or("truncated")? as usize;
-        if len > MEMBER_STRING_BYTES_MAX {
-            return Err("a string longer than a members record allows");
-        }
-        let bytes = self.take(len).ok_or("a string length that does not match")?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a string that is not UTF-8")
     }
 }
 

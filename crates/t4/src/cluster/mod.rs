@@ -20,3 +20,22 @@ pub mod replica;
 pub use log_terms::{Fit, LogTerms, Position};
 pub use members::{Member, Members, Role};
 pub use quorum::WaitMode;
+
+/// Test helpers shared by the cluster modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::members::{Member, Members, Role};
+
+    /// A cluster whose voters are `voters` (the first formed it) and whose learners are
+    /// `learners`, each joined the legal way (learner first, then promoted).
+    pub fn members(voters: &[&str], learners: &[&str]) -> Members {
+        let mut all = Members::bootstrap(1, Member::new(voters[0], Role::Voter, "", ""));
+        for name in &voters[1..] {
+            all = all.with_member(Member::new(*name, Role::Learner, "", "")).unwrap().promoted(name).unwrap();
+        }
+        for name in learners {
+            all = all.with_member(Member::new(*name, Role::Learner, "", "")).unwrap();
+        }
+        all
+    }
+}

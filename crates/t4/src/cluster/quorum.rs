@@ -66,18 +66,8 @@ pub fn commit_index(members: &Members, durable: &BTreeMap<String, u64>, leader: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::members::{Member, Role};
+    use crate::cluster::testing::members;
 
-    fn members(voters: &[&str], learners: &[&str]) -> Members {
-        let mut all = Members::bootstrap(1, Member::new(voters[0], Role::Voter, "", ""));
-        for name in &voters[1..] {
-            all = all.with_member(Member::new(*name, Role::Learner, "", "")).unwrap().promoted(name).unwrap();
-        }
-        for name in learners {
-            all = all.with_member(Member::new(*name, Role::Learner, "", "")).unwrap();
-        }
-        all
-    }
 
     fn durable(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
         pairs.iter().map(|(name, index)| (name.to_string(), *index)).collect()

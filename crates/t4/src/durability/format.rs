@@ -9,12 +9,73 @@
 //! (the local log's own encoding) holding records `first index ..` densely. A seal has no
 //! body and count 0: it ends its term's log at its seq.
 //!
-//! The lock's bytes are in `crate::election::lock`.
+//! The lock's bytes are in `crate::election::lock`, the members record's in
+//! `crate::cluster::members`; both are read with [`crc_body`] and [`FieldReader`].
 
 use crate::error::{Error, Result};
 use crate::wal::{decode_batch, Record};
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The body of a record that ends in the CRC32C of everything before it, once its length (at
+/// least `min_len` in all) and its checksum are right.
+pub(crate) fn crc_body(bytes: &[u8], min_len: usize) -> std::result::Result<&[u8], &'static str> {
+    if bytes.len() < min_len.max(4) {
+        return Err("too short");
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("checksum mismatch");
+    }
+    Ok(body)
+}
+
+/// Reads a record's fields in order; every length is checked against what is there before
+/// anything is read past it.
+pub(crate) struct FieldReader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> FieldReader<'a> {
+    /// Reads `body` from byte `at`.
+    pub fn new(body: &'a [u8], at: usize) -> Self {
+        Self { body, at }
+    }
+
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], &'static str> {
+        let bytes = self.body.get(self.at..self.at.checked_add(n).ok_or("truncated")?).ok_or("truncated")?;
+        self.at += n;
+        Ok(bytes)
+    }
+
+    pub fn u8(&mut self) -> std::result::Result<u8, &'static str> {
+        self.take(1).map(|bytes| bytes[0])
+    }
+
+    pub fn u32(&mut self) -> std::result::Result<u32, &'static str> {
+        self.take(4).map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    pub fn u64(&mut self) -> std::result::Result<u64, &'static str> {
+        self.take(8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    /// A u32 length, at most `max`, then that many bytes of UTF-8.
+    pub fn string(&mut self, max: usize) -> std::result::Result<String, &'static str> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err("a string longer than the record allows");
+        }
+        let bytes = self.take(len).map_err(|_| "a string length that does not match")?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "a string that is not UTF-8")
+    }
+
+    /// Whether every byte was read.
+    pub fn done(&self) -> bool {
+        self.at == self.body.len()
+    }
+}
 const WAL_MAGIC: &[u8; 8] = b"T4WALOBJ";
 /// A WAL object's header (a seal is only this): what a reader fetches to tell a seal.
 pub const WAL_OBJECT_HEADER_BYTES: usize = 56;

@@ -8,7 +8,7 @@
 //! wall time and node name only) is still read, as a lock with no lease and no URLs.
 
 use crate::durability::bucket::object_error;
-use crate::durability::format::FORMAT_VERSION;
+use crate::durability::format::{crc_body, FieldReader, FORMAT_VERSION};
 use crate::durability::layout;
 use crate::env::{ObjectError, ObjectStore};
 use crate::error::{Error, Result};
@@ -61,64 +61,34 @@ impl LockRecord {
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("bucket object lock: {what}"));
-        if bytes.len() < 36 {
-            return Err(corrupt("too short"));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err(corrupt("checksum mismatch"));
-        }
+        let body = crc_body(bytes, 36).map_err(corrupt)?;
         let v1 = match &body[..8] {
             magic if magic == LOCK_MAGIC => false,
             magic if magic == LOCK_MAGIC_V1 => true,
             _ => return Err(corrupt("not a t4 lock record (bad magic)")),
         };
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        let mut reader = FieldReader::new(body, 8);
+        let version = reader.u32().map_err(corrupt)?;
         if version != FORMAT_VERSION {
             return Err(corrupt(&format!("unknown format version {version}")));
         }
-        let mut reader = Reader { body, at: 12 };
-        let term = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-        let wall_ms = reader.u64().ok_or_else(|| corrupt("truncated"))?;
+        let term = reader.u64().map_err(corrupt)?;
+        let wall_ms = reader.u64().map_err(corrupt)?;
         let mut record = LockRecord { term, wall_ms, ..Default::default() };
+        let string = |reader: &mut FieldReader| reader.string(LOCK_STRING_BYTES_MAX).map_err(corrupt);
         if v1 {
-            record.node = reader.string().map_err(&corrupt)?;
+            record.node = string(&mut reader)?;
         } else {
-            record.lease_ms = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-            record.renewal = reader.u64().ok_or_else(|| corrupt("truncated"))?;
-            record.node = reader.string().map_err(&corrupt)?;
-            record.peer_url = reader.string().map_err(&corrupt)?;
-            record.client_url = reader.string().map_err(&corrupt)?;
+            record.lease_ms = reader.u64().map_err(corrupt)?;
+            record.renewal = reader.u64().map_err(corrupt)?;
+            record.node = string(&mut reader)?;
+            record.peer_url = string(&mut reader)?;
+            record.client_url = string(&mut reader)?;
         }
-        if reader.at != body.len() {
+        if !reader.done() {
             return Err(corrupt("bytes after the last field"));
         }
         Ok(record)
-    }
-}
-
-/// Reads a lock record's fields in order; every length is checked against what is there.
-struct Reader<'a> {
-    body: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn u64(&mut self) -> Option<u64> {
-        let bytes = self.body.get(self.at..self.at + 8)?;
-        self.at += 8;
-        Some(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
-    }
-
-    fn string(&mut self) -> std::result::Result<String, &'static str> {
-        let len = self.body.get(self.at..self.at + 4).ok_or("truncated")?;
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        if len > LOCK_STRING_BYTES_MAX {
-            return Err("a string longer than a lock record allows");
-        }
-        let bytes = self.body.get(self.at + 4..self.at + 4 + len).ok_or("a string length that does not match")?;
-        self.at += 4 + len;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a string that is not UTF-8")
     }
 }
 
@@ -180,7 +150,7 @@ mod tests {
         let mut record = full();
         record.client_url = "x".repeat(LOCK_STRING_BYTES_MAX + 1);
         let error = LockRecord::decode(&record.encode()).unwrap_err();
-        assert!(error.to_string().contains("longer than a lock record allows"), "{error}");
+        assert!(error.to_string().contains("longer than the record allows"), "{error}");
         // A valid checksum over a body cut short.
         let bytes = full().encode();
         let mut short = bytes[..bytes.len() - 10].to_vec();

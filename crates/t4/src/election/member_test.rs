@@ -5,69 +5,24 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-
 use super::*;
 use crate::election::engine::{Identity, LeaseTiming};
-use crate::env::{Condition, ObjectInfo, PutOutcome, RealClock};
+use crate::env::{Condition, CutStore, RealClock};
 use crate::object::MemObjectStore;
 
 const TIMING: LeaseTiming = LeaseTiming { lease: Duration::from_millis(300), drift: Duration::from_millis(60) };
 
-/// One member's way to the bucket, which the test can cut.
-#[derive(Debug)]
-struct Cuttable {
-    inner: Arc<MemObjectStore>,
-    cut: AtomicBool,
-}
-
-impl Cuttable {
-    fn check(&self) -> Result<(), ObjectError> {
-        if self.cut.load(Ordering::SeqCst) {
-            return Err(ObjectError::Other("cut off from the bucket".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Cuttable {
-    async fn get(&self, key: &str) -> Result<(Bytes, String), ObjectError> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, ObjectError> {
-        self.check()?;
-        self.inner.get_range(key, start, end).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
-        self.check()?;
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>, ObjectError> {
-        self.check()?;
-        self.inner.list(prefix, start_after, limit).await
-    }
-    async fn put(&self, key: &str, body: Bytes, condition: Condition) -> Result<PutOutcome, ObjectError> {
-        self.check()?;
-        self.inner.put(key, body, condition).await
-    }
-    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), ObjectError> {
-        self.check()?;
-        self.inner.delete(key, if_match).await
-    }
-}
-
 struct Running {
     name: String,
-    store: Arc<Cuttable>,
+    cut: Arc<AtomicBool>,
     standing: watch::Receiver<Standing>,
     running: Arc<AtomicBool>,
     healthy: Arc<AtomicBool>,
 }
 
 fn start(bucket: &Arc<MemObjectStore>, clock: &Arc<dyn Clock>, name: &str) -> Running {
-    let store = Arc::new(Cuttable { inner: bucket.clone(), cut: AtomicBool::new(false) });
+    let cut = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(CutStore::new(bucket.clone(), cut.clone(), Duration::ZERO));
     let identity = Identity { node: name.into(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
     let (standing_tx, standing) = watch::channel(Standing::default());
     let (_beats, heartbeats) = watch::channel(None);
@@ -75,7 +30,7 @@ fn start(bucket: &Arc<MemObjectStore>, clock: &Arc<dyn Clock>, name: &str) -> Ru
     let member = MemberElection { election: Election::leased(identity, TIMING), store: store.clone(), clock: clock.clone(), heartbeats, standing: standing_tx };
     let (keep, fine) = (running.clone(), healthy.clone());
     tokio::spawn(run_member(member, move || fine.load(Ordering::SeqCst), move || keep.load(Ordering::SeqCst)));
-    Running { name: name.into(), store, standing, running, healthy }
+    Running { name: name.into(), cut, standing, running, healthy }
 }
 
 /// Samples every member's standing every millisecond for `span`; fails at the first
@@ -139,12 +94,12 @@ async fn one_leader_at_a_time_and_a_stopped_holder_is_replaced_after_its_lease()
 
     // Cut the new holder off from the bucket: its lease runs out though it still thinks it
     // holds the term; the third member takes over.
-    members[second].store.cut.store(true, Ordering::SeqCst);
+    members[second].cut.store(true, Ordering::SeqCst);
     let took = failover(&members, &clock, second).await;
     assert!(took < TIMING.lease * 4, "failover took {took:?}");
     assert!(members[second].standing.borrow().term.is_some(), "it cannot learn it was deposed while cut off");
     // Healed, it reads the lock, learns of the newer term and follows.
-    members[second].store.cut.store(false, Ordering::SeqCst);
+    members[second].cut.store(false, Ordering::SeqCst);
     sample(&members, &clock, Duration::from_millis(600)).await;
     let standing = members[second].standing.borrow().clone();
     assert_eq!(standing.term, None);
