@@ -69,7 +69,13 @@ struct Member {
 }
 
 /// Runs one seed of a leadership scenario.
-pub(crate) async fn run(scenario: Scenario, seed: u64, spec: ClusterSpec, faults: &'static [(Fault, u32)], pause_ms: std::ops::Range<u64>) -> SeedReport {
+pub(crate) async fn run(
+    scenario: Scenario,
+    seed: u64,
+    spec: ClusterSpec,
+    faults: &'static [(Fault, u32)],
+    pause_ms: std::ops::Range<u64>,
+) -> SeedReport {
     let handle = Handle::current();
     let trace = Arc::new(Mutex::new(TraceHash::default()));
     let started = Instant::now();
@@ -311,11 +317,18 @@ fn start_member(
                 // As in production: ambiguous answers settled by reading back.
                 let policy = RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(100) };
                 let store: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(reachable, dyn_clock.clone(), policy));
-                let identity = Identity { node: name.clone(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
+                let identity =
+                    Identity { node: name.clone(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
                 let (beats, heartbeats) = watch::channel(None);
                 *inbox.lock().unwrap() = Some((clock.clone(), beats));
                 let standing_rx = standing_tx.subscribe();
-                let member = MemberElection { election: Election::leased(identity, TIMING), store, clock: dyn_clock.clone(), heartbeats, standing: standing_tx };
+                let member = MemberElection {
+                    election: Election::leased(identity, TIMING),
+                    store,
+                    clock: dyn_clock.clone(),
+                    heartbeats,
+                    standing: standing_tx,
+                };
                 let heard_too = heard.clone();
                 tokio::spawn(run_member(member, move || heard_too.load(Ordering::SeqCst), || true));
                 // While it holds a term, it tells the others its lock's ETag (as its appends
@@ -337,7 +350,13 @@ fn start_member(
                             sleep(latency).await;
                             let target = peer_inbox.lock().unwrap().clone();
                             if let Some((clock, beats)) = target {
-                                let beat = HeartbeatSeen { received: clock.monotonic(), term, lock_etag: etag, lease_ms: TIMING.lease.as_millis() as u64, leader };
+                                let beat = HeartbeatSeen {
+                                    received: clock.monotonic(),
+                                    term,
+                                    lock_etag: etag,
+                                    lease_ms: TIMING.lease.as_millis() as u64,
+                                    leader,
+                                };
                                 beats.send_replace(Some(beat));
                             }
                         });

@@ -207,8 +207,12 @@ impl Scenario {
             Scenario::PartitionNodeS3 => {
                 Spec { bucket: BUCKET, pause_ms: SLOW_PAUSE_MS, faults: &[(CrashLoseUnsynced, 1), (PartitionNodeS3, 3)], ..base }
             }
-            Scenario::Leadership3 => Spec { cluster: Some(cluster(3, Drift::InBound)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base },
-            Scenario::Leadership5 => Spec { cluster: Some(cluster(5, Drift::Edge)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base },
+            Scenario::Leadership3 => {
+                Spec { cluster: Some(cluster(3, Drift::InBound)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base }
+            }
+            Scenario::Leadership5 => {
+                Spec { cluster: Some(cluster(5, Drift::Edge)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base }
+            }
             Scenario::LeadershipDriftOutOfBound => {
                 Spec { cluster: Some(cluster(3, Drift::OutOfBound)), pause_ms: CLUSTER_PAUSE_MS, faults: MEMBER_FAULTS, ..base }
             }
@@ -260,7 +264,8 @@ pub enum Drift {
 }
 
 /// The faults of the leadership scenarios, one member at a time.
-const MEMBER_FAULTS: &[(Fault, u32)] = &[(Fault::MemberKill, 1), (Fault::MemberPause, 1), (Fault::MemberCutFromBucket, 1), (Fault::MemberUnheard, 1)];
+const MEMBER_FAULTS: &[(Fault, u32)] =
+    &[(Fault::MemberKill, 1), (Fault::MemberPause, 1), (Fault::MemberCutFromBucket, 1), (Fault::MemberUnheard, 1)];
 /// Between two member faults: long enough for a takeover (L + D = 0.66 s) to finish.
 const CLUSTER_PAUSE_MS: std::ops::Range<u64> = 100..1500;
 

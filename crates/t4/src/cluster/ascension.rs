@@ -104,7 +104,6 @@ mod tests {
     use super::*;
     use crate::cluster::testing::members;
 
-
     fn at(index: u64, term: u64) -> Position {
         Position { index, term }
     }

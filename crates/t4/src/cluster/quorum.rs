@@ -44,7 +44,14 @@ impl std::str::FromStr for WaitMode {
 /// voters hold durably (`durable`: each member's last fsynced index, by node id; the
 /// leader's own included), but never below `previous`, and never an index below
 /// `term_start` (the leader's first record of its own term) by counting alone.
-pub fn commit_index(members: &Members, durable: &BTreeMap<String, u64>, leader: &str, mode: WaitMode, term_start: u64, previous: u64) -> u64 {
+pub fn commit_index(
+    members: &Members,
+    durable: &BTreeMap<String, u64>,
+    leader: &str,
+    mode: WaitMode,
+    term_start: u64,
+    previous: u64,
+) -> u64 {
     let held = |name: &str| durable.get(name).copied().unwrap_or(0);
     // majority-of-voters
     let counted = match mode {
@@ -67,7 +74,6 @@ pub fn commit_index(members: &Members, durable: &BTreeMap<String, u64>, leader: 
 mod tests {
     use super::*;
     use crate::cluster::testing::members;
-
 
     fn durable(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
         pairs.iter().map(|(name, index)| (name.to_string(), *index)).collect()

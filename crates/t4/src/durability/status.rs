@@ -71,7 +71,14 @@ pub async fn status(store: &dyn ObjectStore) -> Result<Status> {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.lock {
-            Some(lock) => writeln!(f, "lock: term {} held by {:?} (taken at {} ms since the epoch{})", lock.term, lock.node, lock.wall_ms, lease_note(lock))?,
+            Some(lock) => writeln!(
+                f,
+                "lock: term {} held by {:?} (taken at {} ms since the epoch{})",
+                lock.term,
+                lock.node,
+                lock.wall_ms,
+                lease_note(lock)
+            )?,
             None => writeln!(f, "lock: none (no t4 node has used this bucket and prefix)")?,
         }
         if self.terms.is_empty() {

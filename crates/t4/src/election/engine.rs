@@ -147,7 +147,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// It landed; the lock's new ETag.
-    Written { etag: String },
+    Written {
+        etag: String,
+    },
     /// The condition failed: someone moved the lock since it was read.
     Conflict,
     Failed(String),
@@ -205,7 +207,10 @@ enum Busy {
     No,
     Reading,
     /// A renewal of `record`, sent at `sent`.
-    Renewing { sent: Duration, record: LockRecord },
+    Renewing {
+        sent: Duration,
+        record: LockRecord,
+    },
 }
 
 // One per node, cloned once per event: a boxed variant would buy nothing.
@@ -214,15 +219,37 @@ enum Busy {
 enum State {
     Idle,
     /// Solo: waiting for a lock read, to write the next term after it.
-    Reading { wall_ms: u64 },
+    Reading {
+        wall_ms: u64,
+    },
     /// Waiting for the answer to taking `term`, sent at `sent`.
-    Writing { term: u64, wall_ms: u64, sent: Duration },
+    Writing {
+        term: u64,
+        wall_ms: u64,
+        sent: Duration,
+    },
     /// Solo: holding `term`; the next check is due at `check_at` (or a read is out).
-    Leading { term: u64, check_at: Duration, reading: bool },
+    Leading {
+        term: u64,
+        check_at: Duration,
+        reading: bool,
+    },
     /// Leased: holding `term` through `record` (ETag `etag`), with a lease until `until`.
-    Holding { term: u64, record: LockRecord, etag: String, until: Duration, next_at: Duration, busy: Busy },
+    Holding {
+        term: u64,
+        record: LockRecord,
+        etag: String,
+        until: Duration,
+        next_at: Duration,
+        busy: Busy,
+    },
     /// Leased: watching a lock this member does not hold.
-    Watching { seen: Option<Seen>, next_at: Duration, reading: bool, wall_ms: u64 },
+    Watching {
+        seen: Option<Seen>,
+        next_at: Duration,
+        reading: bool,
+        wall_ms: u64,
+    },
     Fenced,
     GaveUp,
 }
@@ -253,7 +280,15 @@ impl Election {
 
     /// Leased: a cluster member with this identity and timing.
     pub fn leased(identity: Identity, timing: LeaseTiming) -> Self {
-        Self { identity, check_interval: timing.poll_every(), timing: Some(timing), state: State::Idle, attempts: 0, announced: None, may_lead: true }
+        Self {
+            identity,
+            check_interval: timing.poll_every(),
+            timing: Some(timing),
+            state: State::Idle,
+            attempts: 0,
+            announced: None,
+            may_lead: true,
+        }
     }
 
     /// The term this node holds, if it leads.
@@ -482,7 +517,9 @@ impl Election {
                 self.state = State::Holding { term, record, etag, until, next_at, busy: Busy::No };
                 vec![Command::WakeAt(next_at)]
             }
-            (State::Holding { term, record, etag, until, next_at, busy: Busy::No }, Event::Heartbeat { term: other, .. }) if other > term => {
+            (State::Holding { term, record, etag, until, next_at, busy: Busy::No }, Event::Heartbeat { term: other, .. })
+                if other > term =>
+            {
                 // Someone leads a newer term: read the lock now to learn it for sure.
                 self.state = State::Holding { term, record, etag, until, next_at, busy: Busy::Reading };
                 vec![Command::ReadLock]

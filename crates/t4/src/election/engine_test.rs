@@ -204,7 +204,15 @@ fn holding() -> Election {
     let mut election = watching();
     election.handle(Event::LockRead { now: at(0), lock: None });
     let commands = election.handle(Event::LockWritten { now: ms(300), outcome: WriteOutcome::Written { etag: "e0".into() } });
-    assert_eq!(commands, vec![Command::Lead { term: 1 }, Command::Lease { term: 1, until: at(5) }, Command::Holder { record: ours(1, 0) }, Command::WakeAt(at(2))]);
+    assert_eq!(
+        commands,
+        vec![
+            Command::Lead { term: 1 },
+            Command::Lease { term: 1, until: at(5) },
+            Command::Holder { record: ours(1, 0) },
+            Command::WakeAt(at(2))
+        ]
+    );
     election
 }
 
@@ -266,7 +274,12 @@ fn a_watcher_takes_over_only_after_one_version_stayed_unchanged_for_lease_plus_d
     );
     assert_eq!(
         election.handle(Event::LockWritten { now: ms(10_200), outcome: WriteOutcome::Written { etag: "e12".into() } }),
-        vec![Command::Lead { term: 4 }, Command::Lease { term: 4, until: at(15) }, Command::Holder { record: ours(4, 0) }, Command::WakeAt(at(12))]
+        vec![
+            Command::Lead { term: 4 },
+            Command::Lease { term: 4, until: at(15) },
+            Command::Holder { record: ours(4, 0) },
+            Command::WakeAt(at(12))
+        ]
     );
 }
 
@@ -297,7 +310,10 @@ fn heartbeats_restart_the_wait_when_they_bring_news_and_old_news_changes_nothing
     // The lock still reads as e11 at 10 s: the wait counts from the heartbeat at 4 s (due 11 s).
     let renewed = theirs(3, 11, 6_000);
     election.handle(Event::Tick { now: at(10), healthy: true });
-    assert_eq!(election.handle(Event::LockRead { now: at(10), lock: Some((renewed.clone(), "e11".into())) }), vec![Command::WakeAt(at(11))]);
+    assert_eq!(
+        election.handle(Event::LockRead { now: at(10), lock: Some((renewed.clone(), "e11".into())) }),
+        vec![Command::WakeAt(at(11))]
+    );
     election.handle(Event::Tick { now: at(11), healthy: true });
     let next = election.handle(Event::LockRead { now: at(11), lock: Some((renewed, "e11".into())) });
     assert!(matches!(&next[..], [Command::WriteLock { record, .. }] if record.term == 4), "{next:?}");
@@ -347,7 +363,10 @@ fn renewals_lengthen_the_lease_from_their_send_and_a_failed_one_does_not() {
         vec![Command::WriteLock { record: ours(1, 2), condition: Condition::IfMatch("e1".into()) }]
     );
     // Failed: no new lease; the same renewal is tried again soon.
-    assert_eq!(election.handle(Event::LockWritten { now: ms(4_200), outcome: WriteOutcome::Failed("503".into()) }), vec![Command::WakeAt(ms(4_700))]);
+    assert_eq!(
+        election.handle(Event::LockWritten { now: ms(4_200), outcome: WriteOutcome::Failed("503".into()) }),
+        vec![Command::WakeAt(ms(4_700))]
+    );
     assert_eq!(election.lease_until(), Some(at(7)));
     assert_eq!(
         election.handle(Event::Tick { now: ms(4_700), healthy: true }),
@@ -383,7 +402,11 @@ fn a_conflicting_renewal_reads_the_lock_and_a_newer_term_deposes_the_holder() {
     let newer = theirs(2, 0, 6_000);
     assert_eq!(
         election.handle(Event::LockRead { now: at(3), lock: Some((newer.clone(), "n".into())) }),
-        vec![Command::Fenced { term: 1, newer_term: 2, holder: "b".into() }, Command::Holder { record: newer.clone() }, Command::WakeAt(at(5))]
+        vec![
+            Command::Fenced { term: 1, newer_term: 2, holder: "b".into() },
+            Command::Holder { record: newer.clone() },
+            Command::WakeAt(at(5))
+        ]
     );
     assert_eq!((election.term(), election.lease_until()), (None, None));
     // It watches on as a follower of term 2, and could take term 3 after L + D.
@@ -411,7 +434,10 @@ fn a_lock_that_changed_without_a_newer_term_stops_the_holder() {
         let mut election = holding();
         election.handle(Event::Tick { now: at(2), healthy: false });
         let next = election.handle(Event::LockRead { now: at(2), lock: found.clone() });
-        assert!(matches!(&next[..], [Command::GiveUp { reason }] if reason.contains("broke its conditional writes")), "{found:?}: {next:?}");
+        assert!(
+            matches!(&next[..], [Command::GiveUp { reason }] if reason.contains("broke its conditional writes")),
+            "{found:?}: {next:?}"
+        );
         assert_eq!(election.term(), None);
     }
 }

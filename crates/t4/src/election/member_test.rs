@@ -27,7 +27,13 @@ fn start(bucket: &Arc<MemObjectStore>, clock: &Arc<dyn Clock>, name: &str) -> Ru
     let (standing_tx, standing) = watch::channel(Standing::default());
     let (_beats, heartbeats) = watch::channel(None);
     let (running, healthy) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
-    let member = MemberElection { election: Election::leased(identity, TIMING), store: store.clone(), clock: clock.clone(), heartbeats, standing: standing_tx };
+    let member = MemberElection {
+        election: Election::leased(identity, TIMING),
+        store: store.clone(),
+        clock: clock.clone(),
+        heartbeats,
+        standing: standing_tx,
+    };
     let (keep, fine) = (running.clone(), healthy.clone());
     tokio::spawn(run_member(member, move || fine.load(Ordering::SeqCst), move || keep.load(Ordering::SeqCst)));
     Running { name: name.into(), cut, standing, running, healthy }
@@ -40,7 +46,8 @@ async fn sample(members: &[Running], clock: &Arc<dyn Clock>, span: Duration) -> 
     let end = clock.monotonic() + span;
     while clock.monotonic() < end {
         let now = clock.monotonic();
-        let leaders: Vec<_> = members.iter().filter(|member| member.standing.borrow().leads_at(now).is_some()).map(|m| m.name.clone()).collect();
+        let leaders: Vec<_> =
+            members.iter().filter(|member| member.standing.borrow().leads_at(now).is_some()).map(|m| m.name.clone()).collect();
         assert!(leaders.len() <= 1, "two members lead at {now:?}: {leaders:?}");
         led.push(leaders.into_iter().next());
         clock.sleep(Duration::from_millis(1)).await;
