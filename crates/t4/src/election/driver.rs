@@ -4,13 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::engine::{Command, Election, Event, WriteOutcome};
-use super::lock::read_lock;
-use crate::durability::bucket::object_error;
-use crate::durability::layout;
-use crate::env::{Clock, ObjectError, ObjectStore};
+use super::lock::{read_lock, write_lock};
+use crate::env::{Clock, ObjectStore};
 use crate::error::{Error, Result};
 
 /// How a run of the engine ended.
@@ -50,11 +46,10 @@ pub async fn run(
                     }
                 },
                 Command::WriteLock { record, condition } => {
-                    let outcome = match store.put(layout::LOCK, Bytes::from(record.encode()), condition).await {
-                        Ok(written) => WriteOutcome::Written { etag: written.etag },
-                        Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => WriteOutcome::Conflict,
+                    let outcome = match write_lock(store, &record, condition).await {
+                        Ok(Some(etag)) => WriteOutcome::Written { etag },
+                        Ok(None) => WriteOutcome::Conflict,
                         Err(error) => {
-                            let error = object_error("take a term", error);
                             let text = error.to_string();
                             last_error = Some(error);
                             WriteOutcome::Failed(text)
@@ -116,7 +111,10 @@ pub async fn watch(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::durability::layout;
     use crate::env::RealClock;
     use crate::object::MemObjectStore;
 

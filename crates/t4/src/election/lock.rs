@@ -10,7 +10,7 @@
 use crate::durability::bucket::object_error;
 use crate::durability::format::{crc_body, FieldReader, FORMAT_VERSION};
 use crate::durability::layout;
-use crate::env::{ObjectError, ObjectStore};
+use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
 
 /// The magic of the lock records written today.
@@ -98,6 +98,17 @@ pub async fn read_lock(store: &dyn ObjectStore) -> Result<Option<(LockRecord, St
         Ok((bytes, etag)) => Ok(Some((LockRecord::decode(&bytes)?, etag))),
         Err(ObjectError::NotFound(_)) => Ok(None),
         Err(error) => Err(object_error("read lock", error)),
+    }
+}
+
+/// Writes `record` on `lock` under `condition`: the lock's new ETag, or `None` when the
+/// condition failed (someone moved the lock since it was read); any other answer of the
+/// store is the error.
+pub async fn write_lock(store: &dyn ObjectStore, record: &LockRecord, condition: Condition) -> Result<Option<String>> {
+    match store.put(layout::LOCK, bytes::Bytes::from(record.encode()), condition).await {
+        Ok(written) => Ok(Some(written.etag)),
+        Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => Ok(None),
+        Err(error) => Err(object_error("write lock", error)),
     }
 }
 

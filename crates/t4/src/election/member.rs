@@ -7,13 +7,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::engine::{Command, Election, Event, WriteOutcome};
-use super::lock::{read_lock, LockRecord};
-use crate::durability::layout;
-use crate::env::{Clock, ObjectError, ObjectStore};
+use super::lock::{read_lock, write_lock, LockRecord};
+use crate::env::{Clock, ObjectStore};
 
 /// What a member's election says at the moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,9 +79,9 @@ pub async fn run_member(mut member: MemberElection, healthy: impl Fn() -> bool, 
                     }
                 }),
                 Command::WriteLock { record, condition } => {
-                    let outcome = match member.store.put(layout::LOCK, Bytes::from(record.encode()), condition).await {
-                        Ok(written) => WriteOutcome::Written { etag: written.etag },
-                        Err(ObjectError::PreconditionFailed(_) | ObjectError::NotFound(_)) => WriteOutcome::Conflict,
+                    let outcome = match write_lock(member.store.as_ref(), &record, condition).await {
+                        Ok(Some(etag)) => WriteOutcome::Written { etag },
+                        Ok(None) => WriteOutcome::Conflict,
                         Err(error) => WriteOutcome::Failed(error.to_string()),
                     };
                     Some(Event::LockWritten { now: clock.monotonic(), outcome })

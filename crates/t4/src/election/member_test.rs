@@ -5,7 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use super::*;
+use crate::durability::layout;
 use crate::election::engine::{Identity, LeaseTiming};
 use crate::env::{Condition, CutStore, RealClock};
 use crate::object::MemObjectStore;
