@@ -6,7 +6,8 @@
 //! ([`quorum`]), log matching ([`log_terms`]), a member's side of appends and promises
 //! ([`replica`]), the leader's view of each follower ([`progress`]) and what a new leader
 //! does before it serves ([`ascension`]), and the leader's memory of forwarded writes
-//! ([`ledger`]). Replication, forwarding and follower
+//! ([`ledger`]); [`wire`] turns the peer protocol's messages into these types, refusing
+//! malformed ones. Replication, forwarding and follower
 //! reads over the peer port are not built yet (README "Not built").
 
 pub mod ascension;
@@ -16,6 +17,7 @@ pub mod members;
 pub mod progress;
 pub mod quorum;
 pub mod replica;
+pub mod wire;
 
 pub use log_terms::{Fit, LogTerms, Position};
 pub use members::{Member, Members, Role};
