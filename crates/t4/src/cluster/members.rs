@@ -16,7 +16,7 @@
 //!   the first voter of a new cluster.
 
 use crate::durability::bucket::object_error;
-use crate::durability::format::{crc_body, FieldReader, FORMAT_VERSION};
+use crate::durability::format::{open_record, put_string, seal_with_crc, FORMAT_VERSION};
 use crate::durability::layout;
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
@@ -160,26 +160,18 @@ impl Members {
                 Role::Learner => ROLE_LEARNER,
             });
             for string in [&member.name, &member.peer_url, &member.client_url] {
-                out.extend_from_slice(&(string.len() as u32).to_le_bytes());
-                out.extend_from_slice(string.as_bytes());
+                put_string(&mut out, string);
             }
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal_with_crc(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("bucket object members: {what}"));
-        let body = crc_body(bytes, 36).map_err(corrupt)?;
-        if &body[..8] != MEMBERS_MAGIC {
-            return Err(corrupt("not a t4 members record (bad magic)"));
-        }
-        let mut reader = FieldReader::new(body, 8);
-        let version = reader.u32().map_err(corrupt)?;
-        if version != FORMAT_VERSION {
-            return Err(corrupt(&format!("unknown format version {version}")));
-        }
+        let (_, mut reader) = open_record(bytes, &[MEMBERS_MAGIC], 36).map_err(|what| match what.as_str() {
+            "bad magic" => corrupt("not a t4 members record (bad magic)"),
+            other => corrupt(other),
+        })?;
         let version = reader.u64().map_err(corrupt)?;
         let cluster_id = reader.u64().map_err(corrupt)?;
         let count = reader.u32().map_err(corrupt)? as usize;

@@ -30,6 +30,36 @@ pub(crate) fn crc_body(bytes: &[u8], min_len: usize) -> std::result::Result<&[u8
     Ok(body)
 }
 
+/// Opens a checksummed record that starts with one of `magics` and the format version:
+/// which magic it has, and a reader positioned after the version.
+pub(crate) fn open_record<'a>(
+    bytes: &'a [u8],
+    magics: &[&[u8; 8]],
+    min_len: usize,
+) -> std::result::Result<(usize, FieldReader<'a>), String> {
+    let body = crc_body(bytes, min_len)?;
+    let which = magics.iter().position(|magic| body[..8] == magic[..]).ok_or("bad magic")?;
+    let mut reader = FieldReader::new(body, 8);
+    let version = reader.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(format!("unknown format version {version}"));
+    }
+    Ok((which, reader))
+}
+
+/// Appends `string` as a record field: a u32 length, then its bytes.
+pub(crate) fn put_string(out: &mut Vec<u8>, string: &str) {
+    out.extend_from_slice(&(string.len() as u32).to_le_bytes());
+    out.extend_from_slice(string.as_bytes());
+}
+
+/// Ends a record with the CRC32C of everything in it.
+pub(crate) fn seal_with_crc(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
 /// Reads a record's fields in order; every length is checked against what is there before
 /// anything is read past it.
 pub(crate) struct FieldReader<'a> {

@@ -8,7 +8,7 @@
 //! wall time and node name only) is still read, as a lock with no lease and no URLs.
 
 use crate::durability::bucket::object_error;
-use crate::durability::format::{crc_body, FieldReader, FORMAT_VERSION};
+use crate::durability::format::{open_record, put_string, seal_with_crc, FieldReader, FORMAT_VERSION};
 use crate::durability::layout;
 use crate::env::{Condition, ObjectError, ObjectStore};
 use crate::error::{Error, Result};
@@ -51,27 +51,18 @@ impl LockRecord {
             out.extend_from_slice(&number.to_le_bytes());
         }
         for string in strings {
-            out.extend_from_slice(&(string.len() as u32).to_le_bytes());
-            out.extend_from_slice(string.as_bytes());
+            put_string(&mut out, string);
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal_with_crc(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("bucket object lock: {what}"));
-        let body = crc_body(bytes, 36).map_err(corrupt)?;
-        let v1 = match &body[..8] {
-            magic if magic == LOCK_MAGIC => false,
-            magic if magic == LOCK_MAGIC_V1 => true,
-            _ => return Err(corrupt("not a t4 lock record (bad magic)")),
-        };
-        let mut reader = FieldReader::new(body, 8);
-        let version = reader.u32().map_err(corrupt)?;
-        if version != FORMAT_VERSION {
-            return Err(corrupt(&format!("unknown format version {version}")));
-        }
+        let (which, mut reader) = open_record(bytes, &[LOCK_MAGIC, LOCK_MAGIC_V1], 36).map_err(|what| match what.as_str() {
+            "bad magic" => corrupt("not a t4 lock record (bad magic)"),
+            other => corrupt(other),
+        })?;
+        let v1 = which == 1;
         let term = reader.u64().map_err(corrupt)?;
         let wall_ms = reader.u64().map_err(corrupt)?;
         let mut record = LockRecord { term, wall_ms, ..Default::default() };
