@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod fault;
 pub mod net;
+pub mod peer;
 pub mod scenario;
 pub mod trace;
 pub mod workload;

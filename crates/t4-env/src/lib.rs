@@ -28,7 +28,7 @@ pub use disk::{Disk, DiskFile};
 pub use mem::MemObjectStore;
 pub use object_store::{Condition, ObjectError, ObjectInfo, ObjectStore, PutOutcome, DELETE_MANY_MAX};
 pub use os_disk::OsDisk;
-pub use peer_net::{PeerError, PeerNet};
+pub use peer_net::{methods as peer_methods, PeerError, PeerHandler, PeerNet};
 pub use redb_backend::{RedbBackend, StorageFence};
 pub use sim_disk::{CrashMode, SimDisk, SimDiskFaults};
 pub use sim_s3::{SimS3, SimS3Faults};

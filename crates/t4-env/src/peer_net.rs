@@ -1,13 +1,27 @@
 //! PeerNet: how nodes reach each other (replication, write forwarding, read index).
 //!
-//! A call carries a method name and prost-encoded bytes both ways, so the simulator's
-//! network and production's tonic transport exercise the same codec. Clustering is not
-//! built yet (README): this trait is the seam it will plug into, and no implementation
-//! ships today.
+//! A call names a peer (its advertised peer URL), a method of `t4.peer.Peer` and carries
+//! prost-encoded bytes both ways, so the simulator's network and production's tonic
+//! transport exercise the same codec and the same handler: [`PeerNet`] is the calling side,
+//! [`PeerHandler`] the answering side. The transports are `t4_server::peer` (tonic, with
+//! mutual TLS and keepalives) and the simulator's twin over madsim's network.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+/// The methods of `t4.peer.Peer` (proto/proto/peer.proto), as they travel.
+pub mod methods {
+    pub const APPEND: &str = "Append";
+    pub const FORWARD: &str = "Forward";
+    pub const READ_INDEX: &str = "ReadIndex";
+    pub const PROMISE: &str = "Promise";
+    pub const FETCH: &str = "Fetch";
+    /// Every method, for transports that route by name.
+    pub const ALL: [&str; 5] = [APPEND, FORWARD, READ_INDEX, PROMISE, FETCH];
+}
+
+/// Why a call has no answer. `Unreachable` and `Timeout` leave the outcome unknown (the
+/// peer may have acted on it); `Refused` means it answered and did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
     #[error("peer {0} unreachable")]
@@ -21,4 +35,11 @@ pub enum PeerError {
 #[async_trait]
 pub trait PeerNet: Send + Sync + std::fmt::Debug + 'static {
     async fn call(&self, peer: &str, method: &str, request: Bytes) -> Result<Bytes, PeerError>;
+}
+
+/// What a node answers on its peer port. An `Err` reaches the caller as
+/// [`PeerError::Refused`] with its message.
+#[async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    async fn handle(&self, method: &str, request: Bytes) -> Result<Bytes, String>;
 }

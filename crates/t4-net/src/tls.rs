@@ -40,11 +40,21 @@ impl TlsAcceptor {
     /// or SEC1). With `client_ca`, clients must present a certificate signed by it.
     /// `alpn` lists the protocols offered, most preferred first (e.g. `h2`, `http/1.1`).
     pub fn from_pem_files(cert: &Path, key: &Path, client_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<Self, TlsConfigError> {
+        Self::with_versions(cert, key, client_ca, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn with_versions(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, TlsConfigError> {
         let chain = read_certificates(cert)?;
         let key = read_key(key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|error| TlsConfigError(format!("TLS protocol versions: {error}")))?;
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
@@ -89,11 +99,21 @@ impl std::fmt::Debug for TlsConnector {
 impl TlsConnector {
     /// Trusts the CAs in `ca` only and presents `cert`/`key` to servers that ask.
     pub fn from_pem_files(ca: &Path, cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Self, TlsConfigError> {
+        Self::with_versions(ca, cert, key, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn with_versions(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, TlsConfigError> {
         let chain = read_certificates(cert)?;
         let key = read_key(key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|error| TlsConfigError(format!("TLS protocol versions: {error}")))?
             .with_root_certificates(read_roots(ca)?)
             .with_client_auth_cert(chain, key)
@@ -117,10 +137,10 @@ impl TlsConnector {
     }
 }
 
-/// Mutual TLS between nodes (`--peer-tls-ca/--peer-tls-cert/--peer-tls-key`): each node
-/// accepts only peers whose certificate the CA signed and connects only to such peers,
-/// presenting its own. Loaded and checked at start; the peer port that will use it comes
-/// with clustering (README).
+/// Mutual TLS between nodes (`--peer-tls-ca/--peer-tls-cert/--peer-tls-key`), TLS 1.3 only:
+/// each node accepts only peers whose certificate the CA signed and connects only to such
+/// peers, presenting its own. Loaded and checked at start; `t4_server::peer` uses it on the
+/// peer port.
 #[derive(Debug, Clone)]
 pub struct PeerTls {
     pub acceptor: TlsAcceptor,
@@ -130,8 +150,8 @@ pub struct PeerTls {
 impl PeerTls {
     pub fn from_pem_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsConfigError> {
         Ok(Self {
-            acceptor: TlsAcceptor::from_pem_files(cert, key, Some(ca), &[b"h2"])?,
-            connector: TlsConnector::from_pem_files(ca, cert, key, &[b"h2"])?,
+            acceptor: TlsAcceptor::with_versions(cert, key, Some(ca), &[b"h2"], &[&rustls::version::TLS13])?,
+            connector: TlsConnector::with_versions(ca, cert, key, &[b"h2"], &[&rustls::version::TLS13])?,
         })
     }
 }

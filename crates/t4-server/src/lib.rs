@@ -22,6 +22,7 @@ pub mod etcd;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod peer;
 pub mod pings;
 use pings::PingPoliced;
 

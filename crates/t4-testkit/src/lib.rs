@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub mod pki;
+pub mod proxy;
 pub mod s4;
 
 /// A binary of the workspace (`t4`, `s4`), next to the test binary's directory
