@@ -19,7 +19,7 @@ use t4_proto::mvccpb::Event;
 
 use crate::env::{Disk, RedbBackend, StorageFence};
 use crate::error::{ClosedReason, Error, Result};
-use crate::wal::Record;
+use crate::wal::{Record, RecordBody};
 
 use super::codec::StoredKv;
 use super::range::{self, KeySpan};
@@ -38,6 +38,10 @@ const META_REVISION: &str = "revision";
 const META_COMPACT_REVISION: &str = "compact_revision";
 /// CRC32C over the three values above: a flipped bit in them is caught, not trusted.
 const META_CHECKSUM: &str = "position_crc";
+/// The term of the store's last record: the last term record (WAL kind 6) applied; 0 before
+/// any (a single node writes none). Not part of the position's checksum, which older stores
+/// lack it from.
+pub(super) const META_LOG_TERM: &str = "log_term";
 
 fn position_checksum(position: Position) -> u64 {
     let mut bytes = Vec::with_capacity(24);
@@ -126,6 +130,8 @@ pub struct Store {
     /// Revision and index the writer has applied (possibly not yet durable in the WAL).
     applied_revision: AtomicI64,
     applied_index: AtomicU64,
+    /// The term of the record at `applied_index` (META_LOG_TERM).
+    applied_term: AtomicU64,
     compact_revision: AtomicI64,
     /// Live snapshots: closing waits for them (a read transaction alive when redb closes
     /// would defer its clean-shutdown write past the release of the lock).
@@ -168,7 +174,7 @@ impl Store {
         let size = backend.size_gauge();
         let db = redb::Builder::new().create_with_backend(backend)?;
         let txn = db.begin_write()?;
-        let (format, position) = {
+        let (format, position, term) = {
             txn.open_table(KV_REV)?;
             txn.open_table(KV_INDEX)?;
             txn.open_table(KV_LATEST)?;
@@ -182,7 +188,8 @@ impl Store {
                 meta.insert(META_FORMAT, STORE_FORMAT)?;
                 write_position(&mut meta, Position { revision: 1, index: 0, compact_revision: -1 })?;
             }
-            (format.unwrap_or(STORE_FORMAT), read_position(&meta)?)
+            let term = meta.get(META_LOG_TERM)?.map_or(0, |value| value.value());
+            (format.unwrap_or(STORE_FORMAT), read_position(&meta)?, term)
         };
         if format != STORE_FORMAT {
             return Err(Error::Corrupt(format!("store format {format} is not {STORE_FORMAT}")));
@@ -192,6 +199,7 @@ impl Store {
             db: RwLock::new(Some(db)),
             applied_revision: AtomicI64::new(position.revision),
             applied_index: AtomicU64::new(position.index),
+            applied_term: AtomicU64::new(term),
             compact_revision: AtomicI64::new(position.compact_revision),
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
@@ -227,6 +235,12 @@ impl Store {
 
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(Ordering::SeqCst)
+    }
+
+    /// The term of the last record applied (0 before any term record: a single node's log).
+    /// With `applied_index` it is a member's log floor (docs/clustering.md "Replication").
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term.load(Ordering::SeqCst)
     }
 
     pub fn applied_revision(&self) -> i64 {
@@ -381,6 +395,13 @@ impl Store {
             };
             txn.commit()?;
             self.publish_applied(position);
+            let terms = chunk.iter().filter_map(|record| match record.body {
+                RecordBody::Term { term } => Some(term),
+                _ => None,
+            });
+            if let Some(term) = terms.last() {
+                self.applied_term.store(term, Ordering::SeqCst);
+            }
         }
         Ok(events)
     }

@@ -460,7 +460,7 @@ fn leases_attach_detach_revoke_at_one_revision_and_replay_the_same() {
 }
 
 #[test]
-fn a_term_record_moves_the_index_and_nothing_else() {
+fn a_term_record_moves_the_index_and_the_term_and_nothing_else() {
     use crate::wal::{Record, RecordBody};
     let disk = SimDisk::new();
     let store = Store::open(&disk, StorageFence::default()).unwrap();
@@ -477,4 +477,12 @@ fn a_term_record_moves_the_index_and_nothing_else() {
     assert_eq!(events.len(), 1, "only the put made an event");
     let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
     assert_eq!(store.range(&all, 2).unwrap().kvs.len(), 1);
+    assert_eq!(store.applied_term(), 4, "the store keeps the term of its last record");
+    store.sync_durable().unwrap();
+    store.close();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    assert_eq!((store.applied_index(), store.applied_term()), (3, 4), "and finds it again at open");
+    let older = [Record { index: 4, body: RecordBody::Term { term: 2 } }];
+    let refused = store.apply_records(&older).unwrap_err();
+    assert!(refused.to_string().contains("invariant terms-only-up"), "{refused}");
 }

@@ -25,7 +25,7 @@ use crate::wal::{Change, ChangeKind, Record, RecordBody};
 use super::codec::StoredKv;
 use super::intervals::check_duplicate_keys;
 use super::range::KeySpan;
-use super::store::{keys_of_lease, write_position};
+use super::store::{keys_of_lease, write_position, META_LOG_TERM};
 use super::store::{range_in, read_auth_state, Applied, AuthApplied, RevisionEvents, WriteRequest, WriteResponse};
 use super::view::{event_of, Fetch, View, AUTH, AUTH_STATE_KEY, KV_INDEX, KV_LATEST, KV_REV, LEASES, LEASE_BYTES, LEASE_KEYS, META};
 use crate::auth::state::AuthChange;
@@ -219,8 +219,18 @@ impl<'t> Writer<'t> {
                 })?;
                 self.auth.insert(AUTH_STATE_KEY, state.encode().as_slice())?;
             }
-            // Which term wrote what is the log's business; the store only moves its index.
-            RecordBody::Term { .. } => {}
+            // The store keeps the term of its last record (a member's log floor: see
+            // `Store::applied_term`); terms only go up along a log.
+            RecordBody::Term { term } => {
+                let current = self.meta.get(META_LOG_TERM)?.map_or(0, |value| value.value());
+                if *term < current {
+                    return Err(Error::Corrupt(format!(
+                        "invariant terms-only-up: wal record {} starts term {term} after term {current}",
+                        record.index
+                    )));
+                }
+                self.meta.insert(META_LOG_TERM, *term)?;
+            }
         }
         self.position.index = record.index;
         Ok(events)
