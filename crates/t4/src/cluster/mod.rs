@@ -13,8 +13,10 @@
 pub mod ascension;
 pub mod ledger;
 pub mod log_terms;
+pub mod member_log;
 pub mod members;
 pub mod progress;
+pub mod promise;
 pub mod quorum;
 pub mod replica;
 pub mod wire;

@@ -87,6 +87,24 @@ impl Replica {
         Ok(self.log.last())
     }
 
+    /// The leader's own records `first ..= first + count - 1`, of its term (the promised
+    /// one), now follow its log durably.
+    pub fn appended_own(&mut self, first: u64, count: u64, term: u64) -> Result<()> {
+        if term != self.promised {
+            return Err(crate::error::Error::Corrupt(format!(
+                "log: a leader of term {term} appending while following term {}",
+                self.promised
+            )));
+        }
+        self.log.append(first, count, term)
+    }
+
+    /// The leader counted `index` committed (`quorum::commit_index`): never past its own
+    /// log, never back.
+    pub fn committed(&mut self, index: u64) {
+        self.commit = self.commit.max(index.min(self.log.last().index));
+    }
+
     /// Plans an append (nothing changes until [`Replica::appended`]).
     pub fn plan(&self, append: &Append) -> AppendPlan {
         // promise
