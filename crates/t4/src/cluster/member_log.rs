@@ -52,7 +52,7 @@ impl TailBatch {
     }
 
     /// This batch from record `index` on (re-encoded when that is not its first).
-    fn from_index(&self, index: u64) -> Result<Self> {
+    fn starting_at(&self, index: u64) -> Result<Self> {
         if index <= self.first() {
             return Ok(self.clone());
         }
@@ -221,7 +221,7 @@ impl MemberLog {
             if !batches.is_empty() && bytes + batch.bytes.len() > bytes_max {
                 break;
             }
-            let batch = batch.from_index(next)?;
+            let batch = batch.starting_at(next)?;
             bytes += batch.bytes.len();
             batches.push(batch.to_wire());
         }

@@ -395,11 +395,11 @@ impl Store {
             };
             txn.commit()?;
             self.publish_applied(position);
-            let terms = chunk.iter().filter_map(|record| match record.body {
+            let mut terms = chunk.iter().filter_map(|record| match record.body {
                 RecordBody::Term { term } => Some(term),
                 _ => None,
             });
-            if let Some(term) = terms.last() {
+            if let Some(term) = terms.next_back() {
                 self.applied_term.store(term, Ordering::SeqCst);
             }
         }
