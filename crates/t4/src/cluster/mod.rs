@@ -19,6 +19,8 @@ pub mod progress;
 pub mod promise;
 pub mod quorum;
 pub mod replica;
+pub mod replicator;
+pub mod service;
 pub mod wire;
 
 pub use log_terms::{Fit, LogTerms, Position};

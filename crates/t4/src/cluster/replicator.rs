@@ -1,0 +1,277 @@
+//! The leader's side of replication (docs/clustering.md "Replication"): one task per
+//! follower sends appends from the member log, takes the answers, and moves the commit
+//! index by [`quorum::commit_index`] (majority-of-voters, commit-own-term, commit-only-up).
+//!
+//! - Each follower gets one append at a time: what the log holds past where the follower
+//!   stands, up to [`APPEND_BYTES_MAX`], or an empty one every heartbeat interval (it carries
+//!   the commit index and the lock's ETag, which the follower's election counts its takeover
+//!   wait from). A refusal backs the follower up to where its log stops matching; a lost
+//!   answer resends from past what it was known to hold.
+//! - An answer with a newer term ends this leadership: the replicator reports the term and
+//!   its tasks stop.
+//! - The leader counts itself once its own records are fsynced ([`Replicator::own_durable`]).
+//! - `healthy` tells the election whether a majority of the voters answered within the
+//!   lease (renew-with-quorum).
+//!
+//! A follower whose next record is no longer in the leader's memory must catch up from the
+//! bucket: not built yet; such a follower is reported in the log and retried, and counts
+//! for nothing meanwhile (so it can cost availability, never safety).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use t4_proto::peer::AppendResponse;
+use tokio::sync::watch;
+
+use super::member_log::MemberLog;
+use super::members::Members;
+use super::progress::Progress;
+use super::quorum::{commit_index, WaitMode};
+use super::service::cluster_id_text;
+use crate::env::{peer_methods, Clock, PeerNet};
+
+/// The most bytes of records one append carries (at least one batch always goes).
+pub const APPEND_BYTES_MAX: usize = 4 << 20;
+/// Bytes sent to one follower and not yet answered, at most.
+const IN_FLIGHT_BYTES_MAX: usize = 16 << 20;
+/// Pause before resending after a failed call.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// What one leadership replicates under.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub term: u64,
+    /// This node's id (a voter of `members`).
+    pub me: String,
+    pub members: Members,
+    pub mode: WaitMode,
+    /// The index of this term's term record: nothing is committed by counting below it.
+    pub term_start: u64,
+    /// How often an idle follower hears from the leader.
+    pub heartbeat: Duration,
+}
+
+/// The lock as the leader last renewed it, for its appends to carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockSeen {
+    pub etag: String,
+    pub lease_ms: u64,
+}
+
+struct Shared {
+    leadership: Leadership,
+    cluster_id: String,
+    log: Arc<Mutex<MemberLog>>,
+    peers: Arc<dyn PeerNet>,
+    clock: Arc<dyn Clock>,
+    /// Each voter's durable, matching index as last heard (the leader's own included).
+    durable: Mutex<BTreeMap<String, u64>>,
+    /// When each follower last answered (monotonic).
+    heard: Mutex<BTreeMap<String, Duration>>,
+    commit: watch::Sender<u64>,
+    /// Set to the newer term that ended this leadership.
+    deposed: watch::Sender<Option<u64>>,
+    /// The leader's last durable index: followers wake on it.
+    appended: watch::Sender<u64>,
+    lock: watch::Receiver<LockSeen>,
+}
+
+/// The running replication of one leadership; dropping it stops its tasks.
+pub struct Replicator {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Replicator {
+    /// Starts one task per other member of `leadership.members` (learners too: they get the
+    /// log and count for nothing).
+    pub fn start(
+        leadership: Leadership,
+        log: Arc<Mutex<MemberLog>>,
+        peers: Arc<dyn PeerNet>,
+        clock: Arc<dyn Clock>,
+        lock: watch::Receiver<LockSeen>,
+    ) -> Self {
+        let (last, commit) = {
+            let log = log.lock().expect("member log lock");
+            (log.last().index, log.commit())
+        };
+        let cluster_id = cluster_id_text(leadership.members.cluster_id);
+        let others: Vec<(String, String)> = leadership
+            .members
+            .members
+            .iter()
+            .filter(|member| member.name != leadership.me)
+            .map(|member| (member.name.clone(), member.peer_url.clone()))
+            .collect();
+        let mut durable = BTreeMap::new();
+        durable.insert(leadership.me.clone(), last);
+        let shared = Arc::new(Shared {
+            leadership,
+            cluster_id,
+            log,
+            peers,
+            clock,
+            durable: Mutex::new(durable),
+            heard: Mutex::new(BTreeMap::new()),
+            commit: watch::Sender::new(commit),
+            deposed: watch::Sender::new(None),
+            appended: watch::Sender::new(last),
+            lock,
+        });
+        shared.recount();
+        let tasks = others.into_iter().map(|(name, url)| tokio::spawn(follow(shared.clone(), name, url, last))).collect();
+        Self { shared, tasks }
+    }
+
+    /// The leader's own records through `index` are fsynced: it counts itself for them.
+    pub fn own_durable(&self, index: u64) {
+        self.shared.durable.lock().expect("durable lock").insert(self.shared.leadership.me.clone(), index);
+        self.shared.appended.send_replace(index);
+        self.shared.recount();
+    }
+
+    /// The commit index as it moves.
+    pub fn commit(&self) -> watch::Receiver<u64> {
+        self.shared.commit.subscribe()
+    }
+
+    /// Set once an answer named a newer term.
+    pub fn deposed(&self) -> watch::Receiver<Option<u64>> {
+        self.shared.deposed.subscribe()
+    }
+
+    /// Whether a majority of the voters (the leader counted) answered within `within` of
+    /// `now` (renew-with-quorum).
+    pub fn healthy(&self, now: Duration, within: Duration) -> bool {
+        let members = &self.shared.leadership.members;
+        let heard = self.shared.heard.lock().expect("heard lock");
+        let me = &self.shared.leadership.me;
+        let fresh = members
+            .voters()
+            .filter(|voter| &voter.name == me || heard.get(&voter.name).is_some_and(|at| now.saturating_sub(*at) <= within))
+            .count();
+        fresh >= members.quorum()
+    }
+}
+
+impl Shared {
+    /// Moves the commit index if the voters' durable indexes allow it.
+    fn recount(&self) {
+        let leadership = &self.leadership;
+        let previous = *self.commit.borrow();
+        let counted = {
+            let durable = self.durable.lock().expect("durable lock");
+            commit_index(&leadership.members, &durable, &leadership.me, leadership.mode, leadership.term_start, previous)
+        };
+        if counted > previous {
+            self.log.lock().expect("member log lock").committed(counted);
+            self.commit.send_if_modified(|commit| {
+                let moved = counted > *commit;
+                *commit = (*commit).max(counted);
+                moved
+            });
+        }
+    }
+}
+
+/// Keeps one follower up with the log until the leadership ends.
+async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
+    let leadership = &shared.leadership;
+    let mut progress = Progress::new(last, IN_FLIGHT_BYTES_MAX);
+    let mut appended = shared.appended.subscribe();
+    let mut commit = shared.commit.subscribe();
+    let mut warned_behind = false;
+    loop {
+        if shared.deposed.borrow().is_some() {
+            return;
+        }
+        let request = {
+            let log = shared.log.lock().expect("member log lock");
+            log.append_request(leadership.term, &leadership.me, progress.next(), APPEND_BYTES_MAX)
+        };
+        let mut request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                if !warned_behind {
+                    warned_behind = true;
+                    tracing::warn!(follower = %name, next = progress.next(), "cluster: a follower needs records this leader no longer holds; catching up from the bucket is not built yet");
+                }
+                shared.clock.sleep(leadership.heartbeat).await;
+                progress.lost();
+                continue;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cluster: could not build an append");
+                shared.clock.sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        request.cluster_id = shared.cluster_id.clone();
+        let lock = shared.lock.borrow().clone();
+        (request.lock_etag, request.lease_ms) = (lock.etag, lock.lease_ms);
+        let through = request.batches.last().map_or(progress.next() - 1, |batch| batch.first_index + batch.count - 1);
+        let carried_records = !request.batches.is_empty();
+        let bytes: usize = request.batches.iter().map(|batch| batch.wal_bytes.len()).sum();
+        progress.sent(through, bytes);
+        let answer = shared.peers.call(&url, peer_methods::APPEND, Bytes::from(request.encode_to_vec())).await;
+        let answer = answer
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| AppendResponse::decode(bytes).map_err(|error| format!("an append answer that does not decode: {error}")));
+        match answer {
+            Ok(response) => {
+                shared.heard.lock().expect("heard lock").insert(name.clone(), shared.clock.monotonic());
+                if response.term > leadership.term {
+                    tracing::info!(term = leadership.term, newer = response.term, follower = %name, "cluster: a follower follows a newer term");
+                    shared.deposed.send_replace(Some(response.term));
+                    return;
+                }
+                if response.accepted {
+                    let durable = response.durable.map_or(0, |position| position.index);
+                    progress.taken(durable);
+                    warned_behind = false;
+                    if leadership.members.get(&name).is_some() {
+                        shared.durable.lock().expect("durable lock").insert(name.clone(), progress.matched());
+                        shared.recount();
+                    }
+                } else {
+                    progress.refused(response.mismatch_index);
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(follower = %name, %error, "cluster: append lost");
+                progress.lost();
+                shared.clock.sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        }
+        // Caught up: wait for more records, a commit index to pass on, or the heartbeat.
+        if carried_records && progress.next() <= *appended.borrow() {
+            continue;
+        }
+        let told = *commit.borrow_and_update();
+        let _ = appended.borrow_and_update();
+        tokio::select! {
+            biased; // see node/writer.rs: no random pick in the simulator
+            _ = appended.changed() => {}
+            _ = commit.wait_for(|index| *index > told) => {}
+            _ = shared.clock.sleep(leadership.heartbeat) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "replicator_test.rs"]
+mod replicator_test;

@@ -1,0 +1,120 @@
+//! What a member answers on its peer port about its log: a leader's appends and a new
+//! leader's promise requests, over the member log (`member_log.rs`), for either transport
+//! (`crate::env::PeerHandler`). Every request is checked before it is believed: it must name
+//! this cluster, decode, and pass `wire::receive_append`. After a storage failure the
+//! member answers nothing more (fail-stop: what it holds is no longer known to be durable).
+//!
+//! Each append taken tells the election that the leader was heard (its lock's ETag and
+//! lease: the takeover wait counts from here) and publishes the commit index, which the
+//! node applies up to.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use prost::Message;
+use t4_proto::peer::{AppendRequest, PromiseRequest};
+use tokio::sync::watch;
+
+use super::member_log::MemberLog;
+use super::wire::receive_append;
+use crate::election::member::HeartbeatSeen;
+use crate::env::{peer_methods, Clock, PeerHandler};
+use crate::error::Error;
+
+/// The text form of a cluster id on the wire.
+pub fn cluster_id_text(cluster_id: u64) -> String {
+    format!("{cluster_id:016x}")
+}
+
+pub struct MemberService {
+    cluster_id: String,
+    log: Arc<Mutex<MemberLog>>,
+    clock: Arc<dyn Clock>,
+    heartbeats: watch::Sender<Option<HeartbeatSeen>>,
+    commit: watch::Sender<u64>,
+    failed: Mutex<Option<Error>>,
+}
+
+impl MemberService {
+    pub fn new(
+        cluster_id: u64,
+        log: Arc<Mutex<MemberLog>>,
+        clock: Arc<dyn Clock>,
+        heartbeats: watch::Sender<Option<HeartbeatSeen>>,
+        commit: watch::Sender<u64>,
+    ) -> Self {
+        Self { cluster_id: cluster_id_text(cluster_id), log, clock, heartbeats, commit, failed: Mutex::new(None) }
+    }
+
+    /// The failure that stopped this member from answering, if one did.
+    pub fn failure(&self) -> Option<Error> {
+        self.failed.lock().expect("failed lock").clone()
+    }
+
+    fn check_cluster(&self, theirs: &str) -> Result<(), String> {
+        if theirs != self.cluster_id {
+            return Err(format!("this member belongs to cluster {}, not {theirs:?}", self.cluster_id));
+        }
+        if let Some(failure) = self.failure() {
+            return Err(format!("this member stopped: {failure}"));
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on the log off the async workers; a storage failure stops the member.
+    async fn on_log<R: Send + 'static>(&self, work: impl FnOnce(&mut MemberLog) -> crate::Result<R> + Send + 'static) -> Result<R, String> {
+        let log = self.log.clone();
+        let done = crate::env::blocking(move || work(&mut log.lock().expect("member log lock"))).await;
+        done.map_err(|error| {
+            if matches!(error, Error::StorageFailure(_) | Error::Corrupt(_)) {
+                tracing::error!(%error, "cluster: this member stops answering its peers");
+                self.failed.lock().expect("failed lock").get_or_insert(error.clone());
+            }
+            error.to_string()
+        })
+    }
+
+    async fn append(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = AppendRequest::decode(request).map_err(|error| format!("an append that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        let (term, leader, lock_etag, lease_ms) = (request.term, request.leader_id.clone(), request.lock_etag.clone(), request.lease_ms);
+        let received = receive_append(request).map_err(|error| error.to_string())?;
+        let (response, commit) = self
+            .on_log(move |log| {
+                let response = log.append(&received)?;
+                Ok((response, log.commit()))
+            })
+            .await?;
+        if response.accepted {
+            self.commit.send_if_modified(|current| {
+                let moved = commit > *current;
+                *current = (*current).max(commit);
+                moved
+            });
+            if !lock_etag.is_empty() {
+                let received = self.clock.monotonic();
+                self.heartbeats.send_replace(Some(HeartbeatSeen { received, term, lock_etag, lease_ms, leader }));
+            }
+        }
+        Ok(response.encode_to_vec().into())
+    }
+
+    async fn promise(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = PromiseRequest::decode(request).map_err(|error| format!("a promise request that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        let term = request.term;
+        let response = self.on_log(move |log| log.promise(term)).await?;
+        Ok(response.encode_to_vec().into())
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerHandler for MemberService {
+    async fn handle(&self, method: &str, request: Bytes) -> Result<Bytes, String> {
+        match method {
+            peer_methods::APPEND => self.append(request).await,
+            peer_methods::PROMISE => self.promise(request).await,
+            other => Err(format!("{other}: not served by this member yet")),
+        }
+    }
+}
