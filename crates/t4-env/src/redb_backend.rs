@@ -49,6 +49,13 @@ impl RedbBackend {
         Self { file, fence, size }
     }
 
+    /// As [`RedbBackend::new`], keeping its length in an existing gauge (a store reopened in
+    /// place keeps the gauge its readers hold).
+    pub fn with_gauge(file: Box<dyn DiskFile>, fence: StorageFence, size: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        size.store(file.len().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        Self { file, fence, size }
+    }
+
     /// The file's length, kept current as redb grows or shrinks it.
     pub fn size_gauge(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.size.clone()

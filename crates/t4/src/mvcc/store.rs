@@ -140,6 +140,8 @@ pub struct Store {
     dir_lock: Mutex<Option<DirLock>>,
     /// The store file's length (redb's own view, updated as it grows or shrinks).
     size: Arc<AtomicU64>,
+    /// The fence of the backend in use (a reset replaces both).
+    fence: Mutex<StorageFence>,
     /// Most live leases a grant may leave (`writer::LEASES_MAX`).
     leases_max: AtomicU64,
     /// Most bytes of keys and values one range answer collects.
@@ -170,7 +172,7 @@ impl Store {
         } else {
             start_over_if_never_initialised(file.as_ref())?;
         }
-        let backend = RedbBackend::new(file, fence);
+        let backend = RedbBackend::new(file, fence.clone());
         let size = backend.size_gauge();
         let db = redb::Builder::new().create_with_backend(backend)?;
         let txn = db.begin_write()?;
@@ -204,6 +206,7 @@ impl Store {
             snapshots: Arc::default(),
             dir_lock: Mutex::new(Some(dir_lock)),
             size,
+            fence: Mutex::new(fence),
             leases_max: AtomicU64::new(super::writer::LEASES_MAX),
             response_bytes_max: AtomicU64::new(super::writer::RESPONSE_BYTES_MAX as u64),
         })
@@ -382,10 +385,14 @@ impl Store {
     }
 
     fn replay_unguarded(&self, records: &[Record], want_events: bool) -> Result<Vec<RevisionEvents>> {
+        let db = self.db()?;
+        self.replay_into(db.as_ref().expect("open"), records, want_events)
+    }
+
+    fn replay_into(&self, db: &Database, records: &[Record], want_events: bool) -> Result<Vec<RevisionEvents>> {
         let mut events = Vec::new();
         for chunk in records.chunks(1024) {
-            let db = self.db()?;
-            let txn = Self::begin(db.as_ref().expect("open"))?;
+            let txn = Self::begin(db)?;
             let position = {
                 let mut writer = self.writer(&txn)?;
                 for record in chunk {
@@ -404,6 +411,45 @@ impl Store {
             }
         }
         Ok(events)
+    }
+
+    /// Raises the fence of the backend in use: redb writes nothing more to the file, which
+    /// keeps its last durable commit (fail-stop).
+    pub fn raise_fence(&self) {
+        self.fence.lock().expect("fence lock").raise();
+    }
+
+    /// Drops every commit since the last durable one (a deposed leader's records that no
+    /// majority may hold), then applies `records` (the committed ones above the durable
+    /// point): the old backend's fence is raised so redb writes nothing on its way out, and
+    /// the file is reopened behind a fresh fence. Readers wait until the records are applied,
+    /// so none sees the store between. Revisions may go back here, and only here. Blocking.
+    pub fn reset_to_durable(&self, disk: &dyn Disk, records: &[Record]) -> Result<()> {
+        guarded("reset", || {
+            let mut db = self.db.write().expect("store lock");
+            if db.is_none() {
+                return Err(Error::Closed(ClosedReason::Closed));
+            }
+            self.raise_fence();
+            drop(db.take());
+            let fence = StorageFence::default();
+            let file = disk.open(STORE_FILE, false).map_err(|error| Error::storage("open store", error))?;
+            let reopened = redb::Builder::new().create_with_backend(RedbBackend::with_gauge(file, fence.clone(), self.size.clone()))?;
+            let (position, term) = {
+                let txn = reopened.begin_read()?;
+                let meta = txn.open_table(META)?;
+                let term = meta.get(META_LOG_TERM)?.map_or(0, |value| value.value());
+                (read_position(&meta)?, term)
+            };
+            *self.fence.lock().expect("fence lock") = fence;
+            self.applied_revision.store(position.revision, Ordering::SeqCst);
+            self.applied_index.store(position.index, Ordering::SeqCst);
+            self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
+            self.applied_term.store(term, Ordering::SeqCst);
+            let replayed = self.replay_into(&reopened, records, false);
+            *db = Some(reopened);
+            replayed.map(drop)
+        })
     }
 
     fn begin(db: &Database) -> Result<WriteTransaction> {

@@ -486,3 +486,33 @@ fn a_term_record_moves_the_index_and_the_term_and_nothing_else() {
     let refused = store.apply_records(&older).unwrap_err();
     assert!(refused.to_string().contains("invariant terms-only-up"), "{refused}");
 }
+
+#[test]
+fn a_reset_drops_what_is_not_durable_and_applies_what_it_is_given() {
+    use crate::wal::{Change, ChangeKind, Record, RecordBody};
+    let put = |index: u64, revision: i64, key: &str| Record {
+        index,
+        body: RecordBody::Txn {
+            revision,
+            changes: vec![Change { key: key.as_bytes().to_vec(), kind: ChangeKind::Put { value: b"v".to_vec(), lease: 0 } }],
+        },
+    };
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    store.apply_records(&[Record { index: 1, body: RecordBody::Term { term: 1 } }, put(2, 2, "kept")]).unwrap();
+    store.sync_durable().unwrap();
+    store.apply_records(&[Record { index: 3, body: RecordBody::Term { term: 2 } }, put(4, 3, "deposed")]).unwrap();
+    assert_eq!((store.applied_index(), store.applied_term()), (4, 2));
+    store.reset_to_durable(&disk, &[put(3, 3, "committed")]).unwrap();
+    assert_eq!((store.applied_index(), store.applied_revision(), store.applied_term()), (3, 3, 1));
+    let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+    let keys: Vec<Vec<u8>> = store.range(&all, 3).unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, vec![b"committed".to_vec(), b"kept".to_vec()]);
+    // The reset store goes on as any other, across a reopen.
+    store.apply_records(&[put(4, 4, "after")]).unwrap();
+    store.sync_durable().unwrap();
+    store.close();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    assert_eq!(store.applied_index(), 4);
+    assert_eq!(store.range(&all, 4).unwrap().kvs.len(), 3);
+}

@@ -29,6 +29,7 @@ impl Shared {
     /// (the first one, if it had already stopped).
     pub(super) fn fail(&self, error: Error) -> Error {
         self.fence.raise();
+        self.store.raise_fence();
         let mut failure = self.failure.lock().expect("failure lock");
         if failure.is_none() {
             tracing::error!(%error, "t4: this node stops acknowledging writes until reopened");
