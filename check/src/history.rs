@@ -63,7 +63,14 @@ pub struct Op {
 /// Whether an op answered by `error` may still have taken effect: the node failed or
 /// closed while it was in flight (else the error refused it before any effect).
 pub fn outcome_unknown_after(error: &t4::Error) -> bool {
-    matches!(error.kind(), t4::ErrorKind::StorageFailure | t4::ErrorKind::Fenced | t4::ErrorKind::Closed | t4::ErrorKind::Corrupt)
+    matches!(
+        error.kind(),
+        t4::ErrorKind::StorageFailure
+            | t4::ErrorKind::Fenced
+            | t4::ErrorKind::Closed
+            | t4::ErrorKind::Corrupt
+            | t4::ErrorKind::LeaderChanged
+    )
 }
 
 impl OpKind {

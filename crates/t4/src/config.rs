@@ -43,6 +43,27 @@ pub struct Config {
     pub watch_bytes_buffered_max: usize,
     /// Keep the log in a bucket too (docs/design.md §5); `None`: local disk only.
     pub bucket: Option<crate::durability::BucketDurability>,
+    /// Run as a member of a cluster on the bucket (docs/clustering.md); needs `bucket`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster member's settings (`t4 run --node-id … --peer-listen …`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `--node-id`: unique in the cluster, kept across restarts (the member id derives
+    /// from it).
+    pub node_id: String,
+    /// The URL peers reach this node's peer port at (`--advertise-peer`).
+    pub peer_url: String,
+    /// The URL clients reach this node at (what followers name in "not leader" answers and
+    /// `member list` shows).
+    pub client_url: String,
+    /// How this node calls its peers (tonic in production, the simulator's network there).
+    pub peers: std::sync::Arc<dyn crate::env::PeerNet>,
+    /// `--follower-wait-mode`.
+    pub wait_mode: crate::cluster::WaitMode,
+    /// `--leader-lease-ms` and `--max-clock-drift-ms`.
+    pub timing: crate::election::LeaseTiming,
 }
 
 impl Config {
@@ -62,6 +83,7 @@ impl Config {
             watch_events_buffered_max: 65_536,
             watch_bytes_buffered_max: crate::watch::RING_BYTES_MAX,
             bucket: None,
+            cluster: None,
         }
     }
 }

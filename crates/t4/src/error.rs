@@ -30,6 +30,9 @@ pub enum ErrorKind {
     NotLeader,
     /// No node leads at the moment (an election is under way): retry shortly.
     NoLeader,
+    /// The leader lost its leadership while the write was on its way: it may or may not
+    /// have taken effect (a later leader decides). Retry, reading first if that matters.
+    LeaderChanged,
     /// The node's storage failed; it stopped acknowledging writes and must be reopened.
     StorageFailure,
     /// A newer term took the bucket: this node stopped acknowledging writes and serving, and
@@ -97,6 +100,10 @@ pub enum Error {
     /// No node holds leadership now (an election is under way).
     #[error("etcdserver: no leader")]
     NoLeader,
+    /// This node stopped leading between taking a write and acknowledging it: the write may
+    /// be committed by the next leader or lost (etcd's `ErrLeaderChanged`).
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
     StorageFailure(String),
     /// A newer term sealed this node's log or holds the bucket's lock (docs/design.md §5).
@@ -126,6 +133,7 @@ impl Error {
             Error::Closed(_) => ErrorKind::Closed,
             Error::NotLeader { .. } => ErrorKind::NotLeader,
             Error::NoLeader => ErrorKind::NoLeader,
+            Error::LeaderChanged => ErrorKind::LeaderChanged,
             Error::StorageFailure(_) => ErrorKind::StorageFailure,
             Error::Fenced(_) => ErrorKind::Fenced,
             Error::Corrupt(_) => ErrorKind::Corrupt,

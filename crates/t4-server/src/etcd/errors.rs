@@ -21,7 +21,12 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
         Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => Code::ResourceExhausted,
-        Error::Closed(_) | Error::NotLeader { .. } | Error::NoLeader | Error::StorageFailure(_) | Error::Fenced(_) => Code::Unavailable,
+        Error::Closed(_)
+        | Error::NotLeader { .. }
+        | Error::NoLeader
+        | Error::LeaderChanged
+        | Error::StorageFailure(_)
+        | Error::Fenced(_) => Code::Unavailable,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Auth(error) => match error.kind() {
             ErrorKind::InvalidArgument => Code::InvalidArgument,

@@ -245,6 +245,21 @@ impl MemberLog {
         records
     }
 
+    /// Every record above `after` (to the log's end), in order.
+    pub fn records_after(&self, after: u64) -> Vec<Record> {
+        let mut records = Vec::new();
+        for batch in self.tail.iter().filter(|batch| batch.last() > after) {
+            records.extend(batch.records.iter().filter(|record| record.index > after).cloned());
+        }
+        records
+    }
+
+    /// Removes the WAL's segments whose records are all at or below `index` (the store
+    /// holds them durably); the tail keeps what it holds. Blocking.
+    pub fn remove_through(&mut self, index: u64) -> Result<usize> {
+        self.wal.remove_through(index)
+    }
+
     /// Forgets the tail's batches that end at or below `index` (applied, and sent to every
     /// follower or given up on).
     pub fn release_through(&mut self, index: u64) {

@@ -63,6 +63,8 @@ pub struct LockSeen {
 
 struct Shared {
     leadership: Leadership,
+    /// The members counted (a promotion changes them while the leadership runs).
+    members: Mutex<Members>,
     cluster_id: String,
     log: Arc<Mutex<MemberLog>>,
     peers: Arc<dyn PeerNet>,
@@ -82,12 +84,13 @@ struct Shared {
 /// The running replication of one leadership; dropping it stops its tasks.
 pub struct Replicator {
     shared: Arc<Shared>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each follower's task, by name.
+    tasks: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Replicator {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.lock().expect("tasks lock").values() {
             task.abort();
         }
     }
@@ -118,6 +121,7 @@ impl Replicator {
         let mut durable = BTreeMap::new();
         durable.insert(leadership.me.clone(), last);
         let shared = Arc::new(Shared {
+            members: Mutex::new(leadership.members.clone()),
             leadership,
             cluster_id,
             log,
@@ -131,8 +135,25 @@ impl Replicator {
             lock,
         });
         shared.recount();
-        let tasks = others.into_iter().map(|(name, url)| tokio::spawn(follow(shared.clone(), name, url, last))).collect();
-        Self { shared, tasks }
+        let tasks = others.into_iter().map(|(name, url)| (name.clone(), tokio::spawn(follow(shared.clone(), name, url, last)))).collect();
+        Self { shared, tasks: Mutex::new(tasks) }
+    }
+
+    /// Counts under `members` from now on, and starts sending to any member it names that
+    /// has no task yet (a node that joined as a learner while this leadership runs).
+    pub fn set_members(&self, members: Members) {
+        {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            let last = self.shared.log.lock().expect("member log lock").last().index;
+            for member in members.members.iter().filter(|member| member.name != self.shared.leadership.me) {
+                if !tasks.contains_key(&member.name) {
+                    let task = tokio::spawn(follow(self.shared.clone(), member.name.clone(), member.peer_url.clone(), last));
+                    tasks.insert(member.name.clone(), task);
+                }
+            }
+        }
+        *self.shared.members.lock().expect("members lock") = members;
+        self.shared.recount();
     }
 
     /// The leader's own records through `index` are fsynced: it counts itself for them.
@@ -152,17 +173,23 @@ impl Replicator {
         self.shared.deposed.subscribe()
     }
 
+    /// What `name` was last heard to hold durably and matching (0: nothing known).
+    pub fn matched(&self, name: &str) -> u64 {
+        self.shared.durable.lock().expect("durable lock").get(name).copied().unwrap_or(0)
+    }
+
     /// Whether a majority of the voters (the leader counted) answered within `within` of
     /// `now` (renew-with-quorum).
     pub fn healthy(&self, now: Duration, within: Duration) -> bool {
-        let members = &self.shared.leadership.members;
+        let members = self.shared.members.lock().expect("members lock").clone();
         let heard = self.shared.heard.lock().expect("heard lock");
         let me = &self.shared.leadership.me;
         let fresh = members
             .voters()
             .filter(|voter| &voter.name == me || heard.get(&voter.name).is_some_and(|at| now.saturating_sub(*at) <= within))
             .count();
-        fresh >= members.quorum()
+        let quorum = members.quorum();
+        fresh >= quorum
     }
 }
 
@@ -172,8 +199,9 @@ impl Shared {
         let leadership = &self.leadership;
         let previous = *self.commit.borrow();
         let counted = {
+            let members = self.members.lock().expect("members lock");
             let durable = self.durable.lock().expect("durable lock");
-            commit_index(&leadership.members, &durable, &leadership.me, leadership.mode, leadership.term_start, previous)
+            commit_index(&members, &durable, &leadership.me, leadership.mode, leadership.term_start, previous)
         };
         if counted > previous {
             self.log.lock().expect("member log lock").committed(counted);
@@ -241,10 +269,8 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
                     let durable = response.durable.map_or(0, |position| position.index);
                     progress.taken(durable);
                     warned_behind = false;
-                    if leadership.members.get(&name).is_some() {
-                        shared.durable.lock().expect("durable lock").insert(name.clone(), progress.matched());
-                        shared.recount();
-                    }
+                    shared.durable.lock().expect("durable lock").insert(name.clone(), progress.matched());
+                    shared.recount();
                 } else {
                     progress.refused(response.mismatch_index);
                     continue;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prost::Message;
-use t4_proto::peer::{AppendRequest, PromiseRequest};
+use t4_proto::peer::{AppendRequest, FetchRequest, FetchResponse, PromiseRequest};
 use tokio::sync::watch;
 
 use super::member_log::MemberLog;
@@ -33,6 +33,10 @@ pub struct MemberService {
     heartbeats: watch::Sender<Option<HeartbeatSeen>>,
     commit: watch::Sender<u64>,
     failed: Mutex<Option<Error>>,
+    /// Set while this member leads (or ascends): it takes no appends or promises of
+    /// another term meanwhile, whose records would interleave with its own; the other
+    /// leader retries once this one's lease ran out and it stepped down.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl MemberService {
@@ -43,7 +47,27 @@ impl MemberService {
         heartbeats: watch::Sender<Option<HeartbeatSeen>>,
         commit: watch::Sender<u64>,
     ) -> Self {
-        Self { cluster_id: cluster_id_text(cluster_id), log, clock, heartbeats, commit, failed: Mutex::new(None) }
+        Self {
+            cluster_id: cluster_id_text(cluster_id),
+            log,
+            clock,
+            heartbeats,
+            commit,
+            failed: Mutex::new(None),
+            leading: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// This member starts (`true`) or stops leading.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_not_leading(&self) -> Result<(), String> {
+        if self.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("this member leads its own term until its lease runs out".into());
+        }
+        Ok(())
     }
 
     /// The failure that stopped this member from answering, if one did.
@@ -78,6 +102,7 @@ impl MemberService {
         let request = AppendRequest::decode(request).map_err(|error| format!("an append that does not decode: {error}"))?;
         self.check_cluster(&request.cluster_id)?;
         let (term, leader, lock_etag, lease_ms) = (request.term, request.leader_id.clone(), request.lock_etag.clone(), request.lease_ms);
+        self.check_not_leading()?;
         let received = receive_append(request).map_err(|error| error.to_string())?;
         let (response, commit) = self
             .on_log(move |log| {
@@ -102,8 +127,24 @@ impl MemberService {
     async fn promise(&self, request: Bytes) -> Result<Bytes, String> {
         let request = PromiseRequest::decode(request).map_err(|error| format!("a promise request that does not decode: {error}"))?;
         self.check_cluster(&request.cluster_id)?;
+        self.check_not_leading()?;
         let term = request.term;
         let response = self.on_log(move |log| log.promise(term)).await?;
+        Ok(response.encode_to_vec().into())
+    }
+
+    /// A new leader fetches the records it lacks from the member with the best log.
+    async fn fetch(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = FetchRequest::decode(request).map_err(|error| format!("a fetch request that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        let from = request.from_index.max(1);
+        let bytes_max = if request.max_bytes == 0 { super::replicator::APPEND_BYTES_MAX } else { request.max_bytes as usize };
+        let response = self
+            .on_log(move |log| match log.append_request(0, "", from, bytes_max)? {
+                Some(append) => Ok(FetchResponse { batches: append.batches }),
+                None => Err(Error::InvalidArgument(format!("records from {from} are no longer held here"))),
+            })
+            .await?;
         Ok(response.encode_to_vec().into())
     }
 }
@@ -114,6 +155,7 @@ impl PeerHandler for MemberService {
         match method {
             peer_methods::APPEND => self.append(request).await,
             peer_methods::PROMISE => self.promise(request).await,
+            peer_methods::FETCH => self.fetch(request).await,
             other => Err(format!("{other}: not served by this member yet")),
         }
     }

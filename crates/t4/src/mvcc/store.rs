@@ -420,11 +420,11 @@ impl Store {
     }
 
     /// Drops every commit since the last durable one (a deposed leader's records that no
-    /// majority may hold), then applies `records` (the committed ones above the durable
-    /// point): the old backend's fence is raised so redb writes nothing on its way out, and
+    /// majority may hold), then applies the records `committed_after` gives for the durable
+    /// index it went back to (the committed ones above it): the old backend's fence is raised so redb writes nothing on its way out, and
     /// the file is reopened behind a fresh fence. Readers wait until the records are applied,
     /// so none sees the store between. Revisions may go back here, and only here. Blocking.
-    pub fn reset_to_durable(&self, disk: &dyn Disk, records: &[Record]) -> Result<()> {
+    pub fn reset_to_durable(&self, disk: &dyn Disk, committed_after: impl FnOnce(u64) -> Vec<Record>) -> Result<()> {
         guarded("reset", || {
             let mut db = self.db.write().expect("store lock");
             if db.is_none() {
@@ -446,7 +446,8 @@ impl Store {
             self.applied_index.store(position.index, Ordering::SeqCst);
             self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
             self.applied_term.store(term, Ordering::SeqCst);
-            let replayed = self.replay_into(&reopened, records, false);
+            let records = committed_after(position.index);
+            let replayed = self.replay_into(&reopened, &records, false);
             *db = Some(reopened);
             replayed.map(drop)
         })

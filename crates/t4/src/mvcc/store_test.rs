@@ -503,7 +503,12 @@ fn a_reset_drops_what_is_not_durable_and_applies_what_it_is_given() {
     store.sync_durable().unwrap();
     store.apply_records(&[Record { index: 3, body: RecordBody::Term { term: 2 } }, put(4, 3, "deposed")]).unwrap();
     assert_eq!((store.applied_index(), store.applied_term()), (4, 2));
-    store.reset_to_durable(&disk, &[put(3, 3, "committed")]).unwrap();
+    store
+        .reset_to_durable(&disk, |durable| {
+            assert_eq!(durable, 2, "back to the last durable commit");
+            vec![put(3, 3, "committed")]
+        })
+        .unwrap();
     assert_eq!((store.applied_index(), store.applied_revision(), store.applied_term()), (3, 3, 1));
     let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
     let keys: Vec<Vec<u8>> = store.range(&all, 3).unwrap().kvs.into_iter().map(|kv| kv.key).collect();

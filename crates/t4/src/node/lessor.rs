@@ -33,6 +33,12 @@ impl Lessor {
         Self { leases: Mutex::new(table) }
     }
 
+    /// Replaces every lease with the store's, each with its whole TTL from `now` (after the
+    /// store was reset: a deposed leader's grants no majority took are gone).
+    pub fn reload(&self, leases: &[(i64, i64)], now: Duration) {
+        *self.table() = Self::load(leases, now).leases.into_inner().expect("fresh lock");
+    }
+
     pub fn granted(&self, id: i64, ttl: i64, now: Duration) {
         self.table().insert(id, Deadline { ttl, expires: now + seconds(ttl) });
     }

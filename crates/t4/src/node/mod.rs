@@ -15,8 +15,10 @@
 //! newest one whose batch is durable, never one that a crash could take back.
 
 mod checkpointer;
+mod cluster;
 mod commit;
 mod counters;
+mod leading;
 mod lessor;
 mod lock_watch;
 mod open;
@@ -46,6 +48,7 @@ use crate::object::metered::MeteredStore;
 use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
+pub use cluster::{ClusterRole, LeaderSeen};
 pub use counters::NodeStats;
 
 /// An open t4 node. Cheap to clone; every clone is the same node.
@@ -90,6 +93,15 @@ struct Shared {
     expiry: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Users, roles and whether auth is on, as of the last auth change applied.
     auth: std::sync::RwLock<Arc<AuthState>>,
+    /// A cluster member's half (`None`: a single node).
+    cluster: Option<cluster::ClusterState>,
+}
+
+/// How a node came up: alone (with or without a bucket), or as a cluster member.
+#[allow(clippy::large_enum_variant, reason = "one value, for a moment, at open")]
+enum Started {
+    Single(open::Opened),
+    Member(cluster::OpenedMember),
 }
 
 /// What [`Node::lease_time_to_live`] reports of a lease.
@@ -117,14 +129,17 @@ impl Node {
 
     /// Opens the node on the given seams (the simulator's, or a test's).
     pub async fn open_with_env(config: Config, env: Env) -> Result<Self> {
+        if config.cluster.is_some() && config.bucket.is_none() {
+            return Err(Error::InvalidArgument("a cluster member needs a bucket (the lock and the members record live there)".into()));
+        }
         let disk = env.disk.clone();
         let segment_bytes_max = config.wal_segment_bytes_max;
         let mut local = crate::env::blocking(move || open::open_local(&disk)).await?;
         let disk = env.disk.clone();
         let object_meters = Arc::new(crate::object::metered::StoreMeters::default());
-        let opened = match &config.bucket {
-            None => crate::env::blocking(move || open::finish_local(disk, local, segment_bytes_max)).await?,
-            Some(durability) => {
+        let started = match (&config.bucket, &config.cluster) {
+            (None, _) => Started::Single(crate::env::blocking(move || open::finish_local(disk, local, segment_bytes_max)).await?),
+            (Some(durability), cluster) => {
                 // Ambiguous outcomes must be settled by reading back, never by a blind retry
                 // of a create (that would look like a seal): always through the retry layer.
                 // A few quick retries for blips; an outage is waited out by the upload loop
@@ -133,13 +148,23 @@ impl Node {
                 let metered: Arc<dyn crate::env::ObjectStore> =
                     Arc::new(MeteredStore::new(durability.store.clone(), env.clock.clone(), object_meters.clone()));
                 let retrying: Arc<dyn crate::env::ObjectStore> = Arc::new(RetryingStore::new(metered, env.clock.clone(), policy));
-                let durability = BucketDurability { store: retrying, ..durability.clone() };
-                let records = std::mem::take(&mut local.recovered.records);
-                let recovery = crate::durability::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
-                crate::env::blocking(move || open::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?
+                match cluster {
+                    Some(cluster) => Started::Member(cluster::open_member(&env, cluster, retrying, local, segment_bytes_max).await?),
+                    None => {
+                        let durability = BucketDurability { store: retrying, ..durability.clone() };
+                        let records = std::mem::take(&mut local.recovered.records);
+                        let recovery = crate::durability::recover(&durability, &env.disk, &env.clock, &local.store, records).await?;
+                        Started::Single(
+                            crate::env::blocking(move || open::finish_from_bucket(disk, local, recovery, segment_bytes_max)).await?,
+                        )
+                    }
+                }
             }
         };
-        let open::Opened { store, wal, fence, log, election } = opened;
+        let (store, fence) = match &started {
+            Started::Single(opened) => (opened.store.clone(), opened.fence.clone()),
+            Started::Member(member) => (member.store.clone(), member.fence.clone()),
+        };
         store.set_response_bytes_max(config.response_bytes_max);
         let over_quota = config.quota_backend_bytes.is_some_and(|quota| store.size_bytes() > quota);
         if over_quota {
@@ -150,11 +175,25 @@ impl Node {
             crate::env::blocking(move || Ok::<_, Error>((store.leases()?, store.auth_state()?))).await?
         };
         let lessor = lessor::Lessor::load(&leases, env.clock.monotonic());
-        let term = log.as_ref().map(|log| log.term);
+        let term = match &started {
+            Started::Single(opened) => opened.log.as_ref().map(|log| log.term),
+            Started::Member(_) => None,
+        };
         let visible = store.applied_revision();
         let hub = Arc::new(WatchHub::new(visible, config.watch_events_buffered_max, config.watch_bytes_buffered_max));
         let (jobs_tx, jobs_rx) = mpsc::channel(config.write_queue_max);
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (started, cluster_state) = match started {
+            Started::Member(member) => {
+                let (state, election) = member.into_state();
+                (None, Some((state, election)))
+            }
+            single => (Some(single), None),
+        };
+        let (cluster, election) = match cluster_state {
+            Some((state, election)) => (Some(state), Some(election)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             config,
             env,
@@ -174,11 +213,18 @@ impl Node {
             lessor,
             expiry: Mutex::new(None),
             auth: std::sync::RwLock::new(Arc::new(auth)),
+            cluster,
         });
-        if let (Some(log), Some(election)) = (&log, election) {
-            lock_watch::spawn_lock_watch(&shared, log, election);
+        match (started, election) {
+            (Some(Started::Single(open::Opened { wal, log, election, .. })), _) => {
+                if let (Some(log), Some(election)) = (&log, election) {
+                    lock_watch::spawn_lock_watch(&shared, log, election);
+                }
+                pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
+            }
+            (_, Some(election)) => cluster::start(&shared, election, jobs_rx, stopped_tx),
+            _ => unreachable!("a node is single or a member"),
         }
-        pipeline::start(shared.clone(), wal, log, jobs_rx, stopped_tx);
         let expiry = tokio::spawn(expire_leases(Arc::downgrade(&shared)));
         *shared.expiry.lock().expect("expiry lock") = Some(expiry);
         tracing::info!(revision = visible, term, leases = leases.len(), "t4 node open");
@@ -224,12 +270,40 @@ impl Node {
         if prost::Message::encoded_len(&request) > self.shared.config.request_bytes_max {
             return Err(Error::RequestTooLarge);
         }
+        // A linearizable read in a cluster is served by the leader while its lease holds
+        // (read-index-in-lease); a follower refuses it until read index is built.
+        if let Some(cluster) = &self.shared.cluster {
+            if !request.serializable && !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
+                return Err(cluster.not_leader());
+            }
+        }
         let shared = self.shared.clone();
         crate::env::blocking(move || {
             let visible = shared.visible.load(Ordering::SeqCst);
             shared.store.range(&request, visible)
         })
         .await
+    }
+
+    /// A cluster member's role now (`None`: a single node).
+    pub fn cluster_role(&self) -> Option<ClusterRole> {
+        self.shared.cluster.as_ref().map(|cluster| cluster.role.borrow().clone())
+    }
+
+    /// A cluster member's role as it changes (`None`: a single node).
+    pub fn cluster_roles(&self) -> Option<tokio::sync::watch::Receiver<ClusterRole>> {
+        self.shared.cluster.as_ref().map(|cluster| cluster.role.subscribe())
+    }
+
+    /// What a cluster member answers on its peer port (serve it with the transport:
+    /// `t4_server::peer` or the simulator's twin). `None`: a single node.
+    pub fn peer_handler(&self) -> Option<Arc<dyn crate::env::PeerHandler>> {
+        self.shared.cluster.as_ref().map(|cluster| cluster.service.clone() as Arc<dyn crate::env::PeerHandler>)
+    }
+
+    /// The commit index of a cluster member's log (the leader's, or the last it sent here).
+    pub fn commit_index(&self) -> Option<u64> {
+        self.shared.cluster.as_ref().map(|cluster| cluster.log.lock().expect("member log lock").commit())
     }
 
     pub async fn put_request(&self, request: PutRequest) -> Result<PutResponse> {
@@ -282,6 +356,12 @@ impl Node {
     /// exist (or has expired), as etcd's keepalive answers. Writes nothing.
     pub fn lease_keep_alive(&self, id: i64) -> Result<i64> {
         self.check_open()?;
+        // Leases expire by the leader's decision only: keepalives go to the leader.
+        if let Some(cluster) = &self.shared.cluster {
+            if !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
+                return Err(cluster.not_leader());
+            }
+        }
         Ok(self.shared.lessor.keep_alive(id, self.shared.env.clock.monotonic()).unwrap_or(0))
     }
 
@@ -502,6 +582,9 @@ impl Node {
             task.abort();
             let _ = task.await;
         }
+        if self.shared.cluster.is_some() {
+            cluster::stop(&self.shared).await;
+        }
         let checkpoints = self.shared.checkpoints.lock().expect("checkpoints lock").take();
         if let Some((checkpoints, task)) = checkpoints {
             task.abort();
@@ -571,6 +654,10 @@ async fn expire_leases(shared: std::sync::Weak<Shared>) {
     loop {
         clock.sleep(LEASE_EXPIRY_POLL).await;
         let Some(shared) = shared.upgrade() else { return };
+        // In a cluster only the leader, while its lease holds, revokes expired leases.
+        if shared.cluster.as_ref().is_some_and(|cluster| !cluster.serves_linearizable(clock.monotonic())) {
+            continue;
+        }
         let node = Node { shared };
         let expired = node.shared.lessor.expired(clock.monotonic());
         for ids in expired.chunks(LEASE_REVOKES_IN_FLIGHT) {

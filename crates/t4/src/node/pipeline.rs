@@ -53,6 +53,8 @@ pub(super) type Reply = (Answer, Result<WriteResponse>);
 #[derive(Debug, Clone)]
 pub(super) struct WalBatch {
     pub bytes: Bytes,
+    /// The records the bytes hold (a cluster leader keeps them to send on).
+    pub records: Arc<[crate::wal::Record]>,
     pub first: u64,
     pub count: u64,
 }

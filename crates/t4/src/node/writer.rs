@@ -265,7 +265,10 @@ fn sync_job(
     let wal = match records.first() {
         None => None,
         Some(first) => match encode_batch(&records) {
-            Ok(bytes) => Some(WalBatch { bytes: bytes.into(), first: first.index, count: records.len() as u64 }),
+            Ok(bytes) => {
+                let (first, count) = (first.index, records.len() as u64);
+                Some(WalBatch { bytes: bytes.into(), records: records.into(), first, count })
+            }
             Err(error) => return Err((error, replies.into_iter().map(|(sender, _)| sender).collect())),
         },
     };

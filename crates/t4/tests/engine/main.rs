@@ -2,6 +2,7 @@
 //! (`node_api`), recovery after crashes and disk faults (`node_recovery`), watches
 //! (`node_watch`), the fuzz corpora (`fuzz_corpus`).
 
+mod cluster;
 mod fuzz_corpus;
 mod node_api;
 mod node_recovery;

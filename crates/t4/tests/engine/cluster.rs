@@ -1,0 +1,256 @@
+//! Three members in one process, on one in-memory bucket, calling each other through an
+//! in-process network whose links the tests cut: one leads, the others follow and apply
+//! what it commits; writes to a follower are refused with the leader's URL; when the
+//! leader goes, another takes over with every acknowledged write, and the old one comes
+//! back as a follower.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use t4::cluster::WaitMode;
+use t4::config::ClusterConfig;
+use t4::durability::BucketDurability;
+use t4::election::LeaseTiming;
+use t4::env::{Env, MemObjectStore, ObjectStore, PeerError, PeerHandler, PeerNet, RealClock, SimDisk};
+use t4::node::ClusterRole;
+use t4::{Config, Error, Node};
+use t4_proto::etcdserverpb::RangeRequest;
+
+const TIMING: LeaseTiming = LeaseTiming { lease: Duration::from_millis(600), drift: Duration::from_millis(60) };
+
+/// Calls reach the node serving a URL unless its links are cut.
+#[derive(Default)]
+struct Network {
+    nodes: Mutex<BTreeMap<String, Arc<dyn PeerHandler>>>,
+    cut: Mutex<BTreeMap<String, Arc<AtomicBool>>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Network")
+    }
+}
+
+/// One node's end of the network: its calls fail while either end is cut.
+#[derive(Debug)]
+struct Link {
+    network: Arc<Network>,
+    me: String,
+}
+
+#[async_trait::async_trait]
+impl PeerNet for Link {
+    async fn call(&self, peer: &str, method: &str, request: Bytes) -> Result<Bytes, PeerError> {
+        let cut = |name: &str| self.network.cut.lock().unwrap().get(name).is_some_and(|cut| cut.load(Ordering::SeqCst));
+        let handler = self.network.nodes.lock().unwrap().get(peer).cloned();
+        match handler {
+            Some(handler) if !cut(&self.me) && !cut(peer) => handler.handle(method, request).await.map_err(PeerError::Refused),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Err(PeerError::Unreachable(peer.into()))
+            }
+        }
+    }
+}
+
+struct Cluster {
+    network: Arc<Network>,
+    bucket: Arc<dyn ObjectStore>,
+    disks: BTreeMap<String, SimDisk>,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Cluster {
+    fn new(names: &[&str]) -> Self {
+        let disks = names.iter().map(|name| (name.to_string(), SimDisk::new())).collect();
+        Self { network: Arc::default(), bucket: Arc::new(MemObjectStore::new()), disks, nodes: BTreeMap::new() }
+    }
+
+    async fn start(&mut self, name: &str) {
+        let peers: Arc<dyn PeerNet> = Arc::new(Link { network: self.network.clone(), me: name.to_string() });
+        let cluster = ClusterConfig {
+            node_id: name.to_string(),
+            peer_url: name.to_string(),
+            client_url: format!("http://{name}:2379"),
+            peers,
+            wait_mode: WaitMode::Quorum,
+            timing: TIMING,
+        };
+        let config =
+            Config { bucket: Some(BucketDurability::new(self.bucket.clone(), name)), cluster: Some(cluster), ..Config::new("/unused") };
+        let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(self.disks[name].clone()) };
+        let node = Node::open_with_env(config, env).await.expect("open member");
+        self.network.nodes.lock().unwrap().insert(name.to_string(), node.peer_handler().expect("a member"));
+        self.network.cut.lock().unwrap().entry(name.to_string()).or_default().store(false, Ordering::SeqCst);
+        self.nodes.insert(name.to_string(), node);
+    }
+
+    async fn stop(&mut self, name: &str) {
+        self.network.nodes.lock().unwrap().remove(name);
+        let node = self.nodes.remove(name).expect("running");
+        node.close().await.expect("close");
+    }
+
+    fn cut(&self, name: &str, cut: bool) {
+        self.network.cut.lock().unwrap().entry(name.to_string()).or_default().store(cut, Ordering::SeqCst);
+    }
+
+    /// Waits until exactly one running node leads; returns its name.
+    async fn leader(&self) -> String {
+        for _ in 0..400 {
+            let leaders: Vec<&String> = self
+                .nodes
+                .iter()
+                .filter(|(_, node)| matches!(node.cluster_role(), Some(ClusterRole::Leader { .. })))
+                .map(|(name, _)| name)
+                .collect();
+            if let [leader] = leaders[..] {
+                return leader.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no single leader: {:?}", self.nodes.iter().map(|(name, node)| (name, node.cluster_role())).collect::<Vec<_>>());
+    }
+
+    /// Puts through the leader, retrying while leadership moves.
+    async fn put(&self, key: &str, value: &str) -> i64 {
+        for _ in 0..200 {
+            let leader = self.leader().await;
+            match self.nodes[&leader].put(key, value).await {
+                Ok(revision) => return revision,
+                Err(Error::LeaderChanged | Error::NoLeader | Error::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(25)).await
+                }
+                Err(error) => panic!("put {key}: {error}"),
+            }
+        }
+        panic!("put {key}: never acknowledged");
+    }
+
+    async fn voters(&self) -> usize {
+        let (members, _) = t4::cluster::members::read_members(self.bucket.as_ref()).await.unwrap().expect("members");
+        members.voter_count()
+    }
+}
+
+/// A serializable read of `key` on `node`.
+async fn local_get(node: &Node, key: &str) -> Option<(Vec<u8>, i64)> {
+    let request = RangeRequest { key: key.as_bytes().to_vec(), serializable: true, ..Default::default() };
+    let kv = node.range(request).await.unwrap().kvs.into_iter().next()?;
+    Some((kv.value, kv.mod_revision))
+}
+
+async fn eventually_on(node: &Node, key: &str, expected: Option<(&str, i64)>) {
+    let expected = expected.map(|(value, revision)| (value.as_bytes().to_vec(), revision));
+    for _ in 0..400 {
+        if local_get(node, key).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} on a member: {:?}, expected {expected:?}", local_get(node, key).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_refuse_writes_on_followers_and_survive_the_leader() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    cluster.start("a").await;
+    assert_eq!(cluster.leader().await, "a", "the first member forms the cluster and leads it");
+    cluster.start("b").await;
+    cluster.start("c").await;
+    // learner-first: the leader promotes each once it holds everything committed.
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3);
+
+    let revision = cluster.put("k", "v1").await;
+    for name in ["a", "b", "c"] {
+        eventually_on(&cluster.nodes[name], "k", Some(("v1", revision))).await;
+    }
+    let follower = &cluster.nodes["b"];
+    match follower.put("k", "nope").await {
+        Err(Error::NotLeader { leader }) => assert_eq!(leader.as_deref(), Some("http://a:2379")),
+        other => panic!("a follower took a write: {other:?}"),
+    }
+    let linearizable = RangeRequest { key: b"k".to_vec(), ..Default::default() };
+    assert!(matches!(follower.range(linearizable).await, Err(Error::NotLeader { .. })), "no read index yet: refused, not stale");
+
+    // One follower cut off: the other and the leader still commit.
+    cluster.cut("c", true);
+    let second = cluster.put("k", "v2").await;
+    eventually_on(&cluster.nodes["b"], "k", Some(("v2", second))).await;
+    cluster.cut("c", false);
+    eventually_on(&cluster.nodes["c"], "k", Some(("v2", second))).await;
+
+    // The leader goes: another takes over with every acknowledged write.
+    cluster.stop("a").await;
+    let next = cluster.leader().await;
+    assert_ne!(next, "a");
+    eventually_on(&cluster.nodes[&next], "k", Some(("v2", second))).await;
+    let third = cluster.put("k", "v3").await;
+    assert!(third > second);
+    // The old leader comes back as a follower and catches up.
+    cluster.start("a").await;
+    eventually_on(&cluster.nodes["a"], "k", Some(("v3", third))).await;
+    assert_eq!(cluster.leader().await, next, "a returning member does not take over a live leader");
+    for name in ["a", "b", "c"] {
+        cluster.stop(name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_acknowledges_nothing_and_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    for name in ["a", "b", "c"] {
+        cluster.start(name).await;
+    }
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let acknowledged = cluster.put("k", "before").await;
+    let old = cluster.leader().await;
+    cluster.cut(&old, true);
+    // The isolated leader cannot reach a majority: its write is never acknowledged.
+    let stale = tokio::time::timeout(Duration::from_secs(5), cluster.nodes[&old].put("k", "isolated")).await.expect("answered in time");
+    assert!(matches!(stale, Err(Error::LeaderChanged)), "{stale:?}");
+    // The others elect a leader once the old lease ran out, with the acknowledged write.
+    let mut next = old.clone();
+    for _ in 0..400 {
+        let leaders: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|(name, node)| **name != old && matches!(node.cluster_role(), Some(ClusterRole::Leader { .. })))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let [leader] = &leaders[..] {
+            next = leader.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_ne!(next, old, "no new leader");
+    eventually_on(&cluster.nodes[&next], "k", Some(("before", acknowledged))).await;
+    let after = loop {
+        match cluster.nodes[&next].put("k", "after").await {
+            Ok(revision) => break revision,
+            Err(Error::LeaderChanged) => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(error) => panic!("{error}"),
+        }
+    };
+    // Healed, the old leader drops its unacknowledged write and takes the new log.
+    cluster.cut(&old, false);
+    eventually_on(&cluster.nodes[&old], "k", Some(("after", after))).await;
+    for name in ["a", "b", "c"] {
+        cluster.stop(name).await;
+    }
+}
