@@ -45,6 +45,9 @@ pub enum Fault {
     MemberCutFromBucket,
     /// ... no majority hears a member for 0.2-2.5 s (a holder then stops renewing).
     MemberUnheard,
+    /// Replicated worlds: the peer links between the member and one other (or all others)
+    /// are cut, one way or both, for 0.1-1.5 s.
+    PartitionPeers,
 }
 
 impl Fault {
@@ -80,7 +83,15 @@ impl World {
         match fault {
             Fault::CrashLoseUnsynced => self.restart(handle, process, server, Some(CrashMode::LoseUnsynced)),
             Fault::CrashTorn => self.restart(handle, process, server, Some(torn)),
-            Fault::DiskWipe => self.restart(handle, process, server, Some(CrashMode::Wipe)),
+            Fault::DiskWipe => {
+                // A cluster loses nothing to a minority of voters losing their disks, one
+                // at a time: never the only voter's (that is all of them).
+                if self.spec.replicated && self.voters().await < 2 {
+                    self.fold("disk wipe skipped: fewer than two voters");
+                    return;
+                }
+                self.restart(handle, process, server, Some(CrashMode::Wipe))
+            }
             Fault::CrashMidCommit => {
                 let after = thread_rng().gen_range(0..4);
                 self.fold(&format!("crash on sync #{after}"));
@@ -205,7 +216,45 @@ impl World {
                     sleep(Duration::from_millis(thread_rng().gen_range(1..20))).await;
                 }
             }
-            Fault::MemberKill | Fault::MemberPause | Fault::MemberCutFromBucket | Fault::MemberUnheard => {
+            Fault::MemberPause => {
+                // SIGSTOP past the lease, then SIGCONT: the member must neither acknowledge
+                // nor serve a stale read when it wakes.
+                let paused = Duration::from_millis(thread_rng().gen_range(200..2500));
+                self.fold(&format!("pause {} for {paused:?}", process.name));
+                handle.pause(server);
+                sleep(paused).await;
+                handle.resume(server);
+            }
+            Fault::PartitionPeers => {
+                let servers = self.servers.lock().unwrap().clone();
+                let others: Vec<NodeId> = servers.iter().copied().filter(|other| *other != server).collect();
+                // The leader is cut from every other member (an isolated leader), any
+                // other member from all or one of them.
+                let leader = self.leader_index() == Some(which);
+                let cut: Vec<NodeId> = if leader || thread_rng().gen_range(0..2) == 0 {
+                    others.clone()
+                } else {
+                    vec![others[thread_rng().gen_range(0..others.len())]]
+                };
+                let way = thread_rng().gen_range(0..3);
+                let (out, back) = (way != 1, way != 2);
+                self.fold(&format!("cut {} from {} peers: out {out}, back {back}", process.name, cut.len()));
+                let net = madsim::net::NetSim::current();
+                for other in &cut {
+                    if out {
+                        net.clog_link(server, *other);
+                    }
+                    if back {
+                        net.clog_link(*other, server);
+                    }
+                }
+                sleep(Duration::from_millis(thread_rng().gen_range(100..1500))).await;
+                for other in &cut {
+                    net.unclog_link(server, *other);
+                    net.unclog_link(*other, server);
+                }
+            }
+            Fault::MemberKill | Fault::MemberCutFromBucket | Fault::MemberUnheard => {
                 unreachable!("{fault:?} is a cluster world's fault (crate::cluster)")
             }
         }

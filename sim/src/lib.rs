@@ -11,7 +11,9 @@
 //! check every watcher (see `docs/simulation.md`).
 //!
 //! The leadership scenarios run a cluster world instead ([`cluster`]): 3 or 5 members'
-//! elections on one bucket, under kills, pauses, cuts and clock drift.
+//! elections on one bucket, under kills, pauses, cuts and clock drift. The replicated
+//! scenarios run the usual world with its processes as one cluster (t4 nodes talking over
+//! [`peer`], madsim's network).
 //!
 //! Only built with `RUSTFLAGS="--cfg madsim"` (use `CARGO_TARGET_DIR=target/sim`).
 

@@ -35,6 +35,9 @@ pub(crate) const WORKLOAD_DURATION: Duration = Duration::from_secs(3);
 pub(crate) const LEASE_WORKLOAD_DURATION: Duration = Duration::from_secs(6);
 /// An op with no answer after this is recorded as unknown.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// ... in a cluster, where a client gives up on a member sooner and tries another (as etcd's
+/// clients do with several endpoints).
+pub(crate) const CLUSTER_OP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Clients that grant leases, attach two keys and keep them alive (lease scenario).
 pub(crate) const LEASE_CLIENTS: usize = 4;
 /// Clients that watch the workload's keys (scenarios with watchers).
@@ -50,9 +53,35 @@ pub(crate) struct ClientContext {
     pub(crate) trace: Arc<Mutex<TraceHash>>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) started: Instant,
+    /// The processes are one cluster: ops go mostly to whoever leads, and every read is
+    /// held to linearizability.
+    pub(crate) replicated: bool,
 }
 
 impl ClientContext {
+    /// The process to send the next op to: with a cluster, three times in four the one that
+    /// leads now (a client that followed the "not leader" answers), else any.
+    fn pick(&self) -> usize {
+        if self.processes.len() == 1 {
+            return 0;
+        }
+        let any = thread_rng().gen_range(0..self.processes.len());
+        if !self.replicated || thread_rng().gen_range(0..4) == 0 {
+            return any;
+        }
+        // The newest term's leader (a deposed one may not know yet).
+        let leading = self
+            .processes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, process)| match process.current()?.0.cluster_role()? {
+                t4::node::ClusterRole::Leader { term } => Some((term, index)),
+                _ => None,
+            })
+            .max();
+        leading.map_or(any, |(_, index)| index)
+    }
+
     /// `over_net`: through SimNet to the node's EtcdCore, else through the embedded API.
     pub(crate) async fn run(self, over_net: bool) {
         let mut remote = if over_net { Some(net::Client::new(NET_TIMEOUT).await.expect("bind a client endpoint")) } else { None };
@@ -60,7 +89,7 @@ impl ClientContext {
         let mut last_seen = [0i64; KEYS];
         while !self.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_micros(thread_rng().gen_range(0..2000))).await;
-            let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
+            let which = self.pick();
             let Some((node, generation)) = self.processes[which].current() else { continue };
             sequence += 1;
             let key_index = thread_rng().gen_range(0..KEYS);
@@ -101,7 +130,8 @@ impl ClientContext {
 
     async fn perform(&self, process: &Process, mut transport: Transport<'_>, generation: u64, kind: OpKind) -> Op {
         let invoke_ns = self.started.elapsed().as_nanos();
-        let outcome = match timeout(OP_TIMEOUT, execute(&mut transport, &kind)).await {
+        let deadline = if self.replicated { CLUSTER_OP_TIMEOUT } else { OP_TIMEOUT };
+        let outcome = match timeout(deadline, execute(&mut transport, &kind)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Unknown("timed out".into()),
         };
@@ -115,9 +145,10 @@ impl ClientContext {
         } else {
             outcome
         };
-        // With several processes, one that does not know yet that it was fenced still serves
-        // what it has (docs/durability.md): its answers that changed nothing may be stale.
-        Op { client: self.client, kind, invoke_ns, complete_ns, outcome, serializable: self.processes.len() > 1 }
+        // With several processes on one prefix, one that does not know yet that it was
+        // fenced still serves what it has (docs/durability.md): its answers that changed
+        // nothing may be stale. A cluster's reads are linearizable, and checked so.
+        Op { client: self.client, kind, invoke_ns, complete_ns, outcome, serializable: self.processes.len() > 1 && !self.replicated }
     }
 }
 

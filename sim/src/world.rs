@@ -97,13 +97,24 @@ pub(crate) struct World {
     pub(crate) wgl_inconclusive: std::sync::atomic::AtomicUsize,
     /// The bucket, in the scenarios that use one (it outlives the node's crashes).
     pub(crate) bucket: Option<Arc<SimS3>>,
+    /// The processes' madsim nodes, in order.
+    pub(crate) servers: Mutex<Vec<NodeId>>,
 }
+
+/// A cluster member's lease and drift bound in the replicated worlds; each member's clock
+/// drifts within ±2% (the bound allows 10%).
+const MEMBER_TIMING: t4::election::LeaseTiming =
+    t4::election::LeaseTiming { lease: Duration::from_millis(1000), drift: Duration::from_millis(100) };
+const MEMBER_DRIFT_PPM: i64 = 20_000;
 
 impl World {
     pub(crate) fn new(scenario: Scenario, seed: u64) -> Self {
         let spec = scenario.spec();
-        let processes =
-            ["t4", "t4-second"].into_iter().take(spec.processes).zip(0..).map(|(name, index)| Process::new(name, index)).collect();
+        let processes = if spec.replicated {
+            (0..spec.processes).map(|index| Process::new(format!("m{index}"), index as u8)).collect()
+        } else {
+            ["t4", "t4-second"].into_iter().take(spec.processes).zip(0..).map(|(name, index)| Process::new(name, index)).collect()
+        };
         Self {
             scenario,
             spec,
@@ -123,6 +134,7 @@ impl World {
             compactions: Arc::new(Mutex::new(BTreeSet::new())),
             client_nodes: Mutex::new(Vec::new()),
             wgl_inconclusive: std::sync::atomic::AtomicUsize::new(0),
+            servers: Mutex::new(Vec::new()),
             bucket: scenario.spec().bucket.is_some().then(|| {
                 let bucket = SimS3::new(seed ^ 0x5133_5133, Arc::new(SimClock::new(0, 0)));
                 // Requests travel on a node of their own: a killed sender's still commit.
@@ -158,8 +170,10 @@ impl World {
         let mut servers = Vec::new();
         for process in &self.processes {
             servers.push(self.start_server(&handle, process).id());
+            *self.servers.lock().unwrap() = servers.clone();
             if self.processes.len() > 1 {
-                // One at a time: the second takes its term after the first is up.
+                // One at a time: the second takes its term (or joins the cluster) after the
+                // first is up.
                 self.await_node(process).await;
             }
         }
@@ -171,6 +185,9 @@ impl World {
             let first = CLIENTS + 1 + LEASE_CLIENTS;
             clients.extend((first..first + WATCHERS).map(|client| self.start_watcher(&handle, client)));
             clients.push(self.start_compactor(&handle, first + WATCHERS));
+        }
+        if self.spec.replicated {
+            self.await_voters().await;
         }
         let faults = self.nemesis(&handle, &servers).await;
         self.stop.store(true, Ordering::SeqCst);
@@ -184,6 +201,13 @@ impl World {
         if let Some(bucket) = &self.bucket {
             bucket.set_faults(SimS3Faults::default());
             self.fold(&format!("bucket faults injected {}", bucket.faults_injected()));
+        }
+        if self.spec.replicated {
+            let report = self.verify_replicated(&handle, faults).await;
+            for (process, server) in self.processes.iter().zip(&servers) {
+                self.kill(&handle, process, *server);
+            }
+            return report;
         }
         // Every process but the first stays down; the first comes back, and with a bucket it
         // comes back with no disk: what it then holds is what the bucket kept.
@@ -208,6 +232,12 @@ impl World {
         let bucket = self.bucket.clone();
         let name = process.name.clone();
         let uses_net = self.spec.over_net;
+        let replicated = self.spec.replicated;
+        let ip = process.ip;
+        let drift = if replicated { thread_rng().gen_range(-MEMBER_DRIFT_PPM..=MEMBER_DRIFT_PPM) } else { drift };
+        if replicated {
+            self.fold(&format!("{name} drift {drift} ppm"));
+        }
         handle
             .create_node()
             .name(&name)
@@ -230,6 +260,17 @@ impl World {
                             ..BucketDurability::new(store, name.clone())
                         });
                     }
+                    if replicated {
+                        let peers = crate::peer::SimPeers::new(Duration::from_millis(500)).await.expect("bind a peer endpoint");
+                        config.cluster = Some(t4::config::ClusterConfig {
+                            node_id: name.clone(),
+                            peer_url: crate::peer::peer_url(ip),
+                            client_url: format!("http://{name}:2379"),
+                            peers: Arc::new(peers),
+                            wait_mode: t4::cluster::WaitMode::Quorum,
+                            timing: MEMBER_TIMING,
+                        });
+                    }
                     // The supervisor (systemd, say) starts the process again when it
                     // exits because the bucket or the disk failed it (an injected fault
                     // fired) while it opened; any other failure to open is a finding.
@@ -248,6 +289,9 @@ impl World {
                     };
                     match opened {
                         Ok(node) => {
+                            if let Some(handler) = node.peer_handler() {
+                                tokio::spawn(crate::peer::serve_peers(handler));
+                            }
                             if uses_net {
                                 let member = MemberInfo { name: name.clone(), client_urls: Vec::new(), peer_urls: Vec::new() };
                                 let core = Arc::new(EtcdCore::new(node.clone(), member, Duration::from_secs(300)));
@@ -292,7 +336,23 @@ impl World {
         while Instant::now() < end {
             sleep(Duration::from_millis(thread_rng().gen_range(self.spec.pause_ms.clone()))).await;
             let Some(fault) = Fault::pick(self.spec.faults) else { continue };
-            let which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
+            let mut which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
+            // Half the faults of a cluster go to whoever leads now (Jepsen's "the leader"):
+            // pauses and partitions; kills go to followers only until a member that falls
+            // behind the leader's log can catch up by snapshot (docs/clustering.md "Status":
+            // a killed leader's successor holds its log only from its own last open).
+            if self.spec.replicated {
+                let leader = self.leader_index();
+                let kill = matches!(fault, Fault::CrashLoseUnsynced | Fault::CrashTorn);
+                if !kill && thread_rng().gen_range(0..2) == 0 {
+                    if let Some(leader) = leader {
+                        which = leader;
+                    }
+                }
+                if kill && Some(which) == leader {
+                    which = (which + 1 + thread_rng().gen_range(0..self.processes.len() - 1)) % self.processes.len();
+                }
+            }
             faults += 1;
             self.inject(handle, which, servers[which], fault).await;
         }
@@ -319,6 +379,7 @@ impl World {
             trace: self.trace.clone(),
             stop: self.stop.clone(),
             started: self.started,
+            replicated: self.spec.replicated,
         }
     }
 
@@ -402,6 +463,132 @@ impl World {
         let pairs = self.lease_pairs.lock().unwrap().clone();
         violations.extend(checker::check_lease_pairs(&log, &pairs));
         violations.extend(checker::check_watches(&log, &self.watches.lock().unwrap(), &self.compactions.lock().unwrap()));
+        self.fold(&format!("final revision {final_revision}"));
+        self.report(faults, final_revision, violations)
+    }
+
+    /// The voters the bucket's members record names (0 when it cannot be read).
+    pub(crate) async fn voters(&self) -> usize {
+        let Some(bucket) = &self.bucket else { return 0 };
+        match t4::cluster::members::read_members(bucket.as_ref()).await {
+            Ok(Some((members, _))) => members.voter_count(),
+            _ => 0,
+        }
+    }
+
+    /// Waits (bounded) until every process of the cluster is a voter: the faults start on a
+    /// cluster whose majority can lose a member.
+    async fn await_voters(&self) {
+        for _ in 0..200 {
+            if self.voters().await == self.processes.len() {
+                self.fold("every member votes");
+                return;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        self.fold("not every member votes");
+    }
+
+    /// The process whose node leads now, if one does.
+    pub(crate) fn leader_index(&self) -> Option<usize> {
+        self.processes.iter().position(|process| {
+            process.current().is_some_and(|(node, _)| matches!(node.cluster_role(), Some(t4::node::ClusterRole::Leader { .. })))
+        })
+    }
+
+    /// After healing a cluster: every member up, one leader that takes a write, the history
+    /// judged against the leader's log, and every member's store the same at the final
+    /// revision (the followers applied exactly what the leader committed).
+    async fn verify_replicated(&self, _handle: &Handle, faults: usize) -> SeedReport {
+        let mut nodes = Vec::new();
+        for process in &self.processes {
+            match self.await_node(process).await {
+                Some(node) => nodes.push(node),
+                None => {
+                    let mut violations = self.open_failures.lock().unwrap().clone();
+                    violations.push(format!("liveness: {} did not come up within 10s after healing", process.name));
+                    return self.report(faults, 0, violations);
+                }
+            }
+        }
+        let mut violations: Vec<String> = self.open_failures.lock().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 0;
+        let (leader, written) = loop {
+            if let Some(leader) = self.leader_index() {
+                // Each attempt its own value, recorded whatever it was told: one that timed
+                // out or lost its leader may still take effect.
+                attempt += 1;
+                let value = format!("after-healing-{attempt}");
+                let invoke_ns = self.started.elapsed().as_nanos();
+                let answer = timeout(Duration::from_secs(2), nodes[leader].put("liveness", value.clone())).await;
+                let outcome = match &answer {
+                    Ok(Ok(revision)) => Outcome::Wrote { revision: *revision, succeeded: true, deleted: 0 },
+                    Ok(Err(error)) if !crate::history::outcome_unknown_after(error) => Outcome::Refused(error.to_string()),
+                    Ok(Err(error)) => Outcome::Unknown(error.to_string()),
+                    Err(_) => Outcome::Unknown("timed out".into()),
+                };
+                self.history.lock().unwrap().push(Op {
+                    client: CLIENTS,
+                    kind: OpKind::Put { key: "liveness".into(), value },
+                    invoke_ns,
+                    complete_ns: self.started.elapsed().as_nanos(),
+                    outcome,
+                    serializable: false,
+                });
+                if let Ok(Ok(revision)) = answer {
+                    break (leader, revision);
+                }
+            }
+            if Instant::now() > deadline {
+                let roles: Vec<_> = nodes.iter().map(|node| node.cluster_role()).collect();
+                violations.push(format!("liveness: no leader took a write within 20s after healing; roles {roles:?}"));
+                return self.report(faults, 0, violations);
+            }
+            sleep(Duration::from_millis(50)).await;
+        };
+        self.fold(&format!("leader after healing: {}", self.processes[leader].name));
+        let history = self.history.lock().unwrap().clone();
+        let (log, final_revision, final_state) = match read_back(&nodes[leader], Vec::new()).await {
+            Ok(read) => read,
+            Err(error) => {
+                violations.push(format!("could not read the committed log back from the leader: {error}"));
+                return self.report(faults, 0, violations);
+            }
+        };
+        violations.extend(checker::check(&history, &log, final_revision, &final_state));
+        let wgl = crate::wgl::check(&history);
+        violations.extend(wgl.violations);
+        self.wgl_inconclusive.store(wgl.inconclusive.len(), Ordering::SeqCst);
+        // Every member converges on the leader's store.
+        let expected = nodes[leader].hash_kv(written).await;
+        for (process, node) in self.processes.iter().zip(&nodes) {
+            let mut reached = false;
+            for _ in 0..1000 {
+                if node.current_revision() >= written {
+                    reached = true;
+                    break;
+                }
+                sleep(Duration::from_millis(10)).await;
+            }
+            if !reached {
+                violations.push(format!(
+                    "{} never applied revision {written} after healing: at revision {}, commit index {:?}, role {:?}, health {:?}, last refusal {:?}",
+                    process.name,
+                    node.current_revision(),
+                    node.commit_index(),
+                    node.cluster_role(),
+                    node.health(),
+                    node.last_peer_refusal()
+                ));
+                violations.push(format!("the leader's view of its followers: {:?}", nodes[leader].replication()));
+                continue;
+            }
+            let hash = node.hash_kv(written).await;
+            if hash.as_ref().ok() != expected.as_ref().ok() {
+                violations.push(format!("{}: hash at revision {written} is {hash:?}, the leader's {expected:?}", process.name));
+            }
+        }
         self.fold(&format!("final revision {final_revision}"));
         self.report(faults, final_revision, violations)
     }

@@ -31,6 +31,14 @@ fn failing_seeds(bug: Bug, scenario: Scenario, seeds: u64) -> Vec<u64> {
     failed
 }
 
+/// Plants `bug`, runs the CI budget of `scenario`'s seeds, and requires at least `least` to
+/// fail (for bugs that only a rarer fault, such as an isolated leader, reveals).
+fn assert_caught_in_budget(bug: Bug, what: &str, scenario: Scenario, least: usize) {
+    let failed = failing_seeds(bug, scenario, CI_SEEDS_PER_SCENARIO);
+    eprintln!("{what}: {} of the first {CI_SEEDS_PER_SCENARIO} seeds of {} failed: {failed:?}", failed.len(), scenario.name());
+    assert!(failed.len() >= least, "only {failed:?} of the CI budget's {CI_SEEDS_PER_SCENARIO} seeds caught it");
+}
+
 /// Plants `bug`, runs the first 10 seeds of `scenario`, and requires at least 3 to fail.
 fn assert_caught(bug: Bug, what: &str, scenario: Scenario) {
     let failed = failing_seeds(bug, scenario, 10);
@@ -61,6 +69,21 @@ fn taking_over_without_waiting_for_the_lease_is_caught_within_the_ci_budget() {
     assert_caught(Bug::TakeoverWithoutWaiting, "takeover without waiting L + D", Scenario::Leadership3);
     let report = run_seed_with(Scenario::Leadership3, 1, || plant(Some(Bug::TakeoverWithoutWaiting)));
     assert!(report.violations.iter().any(|violation| violation.starts_with("one leader per instant")), "{:?}", report.violations);
+}
+
+#[test]
+fn acknowledging_before_a_majority_holds_it_is_caught_within_the_ci_budget() {
+    assert_caught_in_budget(Bug::AckBeforeMajority, "ack before a majority", Scenario::Replicated3, 2);
+}
+
+#[test]
+fn serving_reads_past_the_lease_is_caught_within_the_ci_budget() {
+    assert_caught_in_budget(Bug::ReadPastLease, "reads past the lease", Scenario::Replicated3, 2);
+}
+
+#[test]
+fn taking_appends_without_log_matching_is_caught_within_the_ci_budget() {
+    assert_caught(Bug::AppendWithoutMatching, "appends without log matching", Scenario::Replicated3);
 }
 
 /// A self-test of the harness: members' clocks drifting ±40%, four times the bound, let a

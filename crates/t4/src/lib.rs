@@ -8,6 +8,18 @@
 //! bucket, `election` the lock, and `node` ties them into the embedded API; `api` is
 //! etcd's semantics above it without gRPC.
 
+/// Whether the planted bug `$bug` (`planted::Bug`) is planted: always false in a build
+/// without the `planted-bugs` feature, which only the simulator's tests turn on.
+macro_rules! planted_bug {
+    ($bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let planted = $crate::planted::planted($crate::planted::Bug::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let planted = false;
+        planted
+    }};
+}
+
 pub mod api;
 pub mod auth;
 pub mod cluster;

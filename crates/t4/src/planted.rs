@@ -21,6 +21,13 @@ pub enum Bug {
     /// A cluster member takes the lock over after the drift bound alone, without waiting
     /// for the holder's lease to run out.
     TakeoverWithoutWaiting = 4,
+    /// A cluster leader acknowledges a batch once it is in its own log, before a majority
+    /// of the voters holds it.
+    AckBeforeMajority = 5,
+    /// A cluster leader serves linearizable reads by its role alone, past its lease.
+    ReadPastLease = 6,
+    /// A follower takes an append without checking that its log holds the append's `prev`.
+    AppendWithoutMatching = 7,
 }
 
 thread_local! {

@@ -63,7 +63,15 @@ impl LogTerms {
         if index < self.floor.index || index > self.last {
             return None;
         }
-        self.runs.iter().rev().find(|(first, _)| *first <= index).map(|(_, term)| *term)
+        // Records after the floor and before the first run are of the floor's term.
+        Some(self.runs.iter().rev().find(|(first, _)| *first <= index).map_or(self.floor.term, |(_, term)| *term))
+    }
+
+    /// The first index of the run of one term that holds `index` (the floor's successor
+    /// for records of the floor's term): where a leader probes next after a follower refused
+    /// an append whose `prev` was `index` — one whole term further back at a time.
+    pub fn run_start(&self, index: u64) -> u64 {
+        self.runs.iter().rev().find(|(first, _)| *first <= index).map_or(self.floor.index + 1, |(first, _)| *first).min(index.max(1))
     }
 
     /// Whether records after `prev` may follow this log.
@@ -154,8 +162,12 @@ mod tests {
         assert_eq!(terms, [Some(0), Some(1), Some(1), Some(1), Some(2), Some(2), Some(2), Some(4), Some(4), None]);
         assert_eq!(log.last(), at(8, 4));
         assert_eq!(log.runs(), [(1, 1), (4, 2), (7, 4)]);
-        let restored = LogTerms::new(at(100, 7));
+        assert_eq!([8, 7, 6, 4, 3, 1].map(|index| log.run_start(index)), [7, 7, 4, 4, 1, 1]);
+        let mut restored = LogTerms::new(at(100, 7));
         assert_eq!((restored.term_at(99), restored.term_at(100), restored.last()), (None, Some(7), at(100, 7)));
+        // Records of the floor's own term follow it without a run of their own.
+        restored.append(101, 2, 7).unwrap();
+        assert_eq!((restored.term_at(102), restored.last(), restored.runs()), (Some(7), at(102, 7), &[][..]));
     }
 
     #[test]

@@ -163,6 +163,14 @@ impl MemberLog {
             } else {
                 TailBatch::new(meta.term, records[*skip as usize..].into())?
             };
+            // Dense, or the plan was wrong: refused before the WAL is touched (fail-stop).
+            if batch.first() != self.wal.next_index() {
+                return Err(Error::Corrupt(format!(
+                    "log: an append's records from {} after a log that ends at {}",
+                    batch.first(),
+                    self.wal.next_index() - 1
+                )));
+            }
             self.wal.append(&batch.bytes, batch.first(), batch.records.len() as u64)?;
             self.push(batch);
         }

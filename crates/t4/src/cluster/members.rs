@@ -129,6 +129,22 @@ impl Members {
         Ok(next)
     }
 
+    /// The next version with voter `name` a learner again (a voter that lost its disk: it
+    /// holds nothing of what it acknowledged, so it must not count until it caught up). The
+    /// last voter stays one.
+    pub fn demoted(&self, name: &str) -> Result<Self> {
+        let mut next = self.next();
+        if self.voter_count() == 1 {
+            return Err(Error::InvalidArgument("etcdserver: the last voting member cannot be demoted".into()));
+        }
+        match next.members.iter_mut().find(|member| member.name == name) {
+            Some(member) if member.role == Role::Voter => member.role = Role::Learner,
+            Some(_) => return Err(Error::InvalidArgument("etcdserver: the member is not a voter".into())),
+            None => return Err(Error::InvalidArgument("etcdserver: member not found".into())),
+        }
+        Ok(next)
+    }
+
     /// The next version without member `id`. The last voter cannot be removed.
     pub fn without(&self, id: u64) -> Result<Self> {
         let mut next = self.next();
@@ -140,6 +156,12 @@ impl Members {
         }
         next.members.remove(at);
         Ok(next)
+    }
+
+    /// This record at `version` (two changes folded into one write).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
     }
 
     fn next(&self) -> Self {

@@ -2,13 +2,15 @@
 //! time by the bucket's `lock` (leased mode of [`crate::election`]), the log replicated to
 //! a majority of the voters recorded in `members`.
 //!
-//! Built so far: the membership record and its changes ([`members`]), the commit arithmetic
-//! ([`quorum`]), log matching ([`log_terms`]), a member's side of appends and promises
-//! ([`replica`]), the leader's view of each follower ([`progress`]) and what a new leader
-//! does before it serves ([`ascension`]), and the leader's memory of forwarded writes
-//! ([`ledger`]); [`wire`] turns the peer protocol's messages into these types, refusing
-//! malformed ones. Replication, forwarding and follower
-//! reads over the peer port are not built yet (README "Not built").
+//! The membership record and its changes ([`members`]), the commit arithmetic ([`quorum`]),
+//! log matching ([`log_terms`]), a member's side of appends and promises ([`replica`]), the
+//! leader's view of each follower ([`progress`]), what a new leader does before it serves
+//! ([`ascension`]) and the leader's memory of forwarded writes ([`ledger`]) are pure state
+//! machines; [`wire`] turns the peer protocol's messages into their types, refusing
+//! malformed ones. [`member_log`] (with [`promise`]) carries them out on a member's disk,
+//! [`service`] answers peers with it, and [`replicator`] is the leader's side. The node's
+//! roles are in `crate::node` (`node/cluster.rs`). Not built yet: forwarding, read index,
+//! catch-up by snapshot (docs/clustering.md "Status").
 
 pub mod ascension;
 pub mod ledger;

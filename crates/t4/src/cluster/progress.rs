@@ -12,8 +12,8 @@ pub struct Progress {
     next: u64,
     /// The highest index the follower holds durably and matching (0: not known).
     matched: u64,
-    /// Appends sent and not answered: (last index, bytes).
-    in_flight: VecDeque<(u64, usize)>,
+    /// Appends sent and not answered: (first index, last index, bytes).
+    in_flight: VecDeque<(u64, u64, usize)>,
     in_flight_bytes: usize,
     bytes_max: usize,
     probing: bool,
@@ -48,16 +48,16 @@ impl Progress {
 
     /// An append of records through `last`, `bytes` long, was sent.
     pub fn sent(&mut self, last: u64, bytes: usize) {
+        self.in_flight.push_back((self.next, last, bytes));
         self.next = last + 1;
-        self.in_flight.push_back((last, bytes));
         self.in_flight_bytes += bytes;
     }
 
     /// The follower took an append and holds through `durable`.
     pub fn taken(&mut self, durable: u64) {
         self.matched = self.matched.max(durable);
-        while self.in_flight.front().is_some_and(|(last, _)| *last <= durable) {
-            let (_, bytes) = self.in_flight.pop_front().expect("just seen");
+        while self.in_flight.front().is_some_and(|(_, last, _)| *last <= durable) {
+            let (_, _, bytes) = self.in_flight.pop_front().expect("just seen");
             self.in_flight_bytes -= bytes;
         }
         self.probing = false;
@@ -70,9 +70,12 @@ impl Progress {
         self.restart(from.max(self.matched + 1));
     }
 
-    /// The connection broke or an answer was lost: resend from past what it holds.
+    /// The connection broke or an answer was lost: resend what was not answered (never
+    /// below past what it holds). A follower not heard from yet is probed where the leader
+    /// was probing, not from the start of the log (which the leader may no longer hold).
     pub fn lost(&mut self) {
-        self.restart(self.matched + 1);
+        let from = self.in_flight.front().map_or(self.next, |(first, _, _)| *first);
+        self.restart(from.max(self.matched + 1));
     }
 
     fn restart(&mut self, next: u64) {
@@ -119,5 +122,12 @@ mod tests {
         assert_eq!((progress.next(), progress.in_flight_bytes()), (22, 0));
         progress.taken(19);
         assert_eq!(progress.matched(), 21, "an old answer never lowers what is held");
+        // Never heard from: a lost probe is sent again from where it started.
+        let mut fresh = Progress::new(500, 1 << 20);
+        fresh.sent(500, 10);
+        fresh.lost();
+        assert_eq!(fresh.next(), 501);
+        fresh.lost();
+        assert_eq!(fresh.next(), 501);
     }
 }

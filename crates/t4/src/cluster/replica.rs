@@ -49,6 +49,17 @@ pub enum AppendPlan {
     Take { promise: Option<u64>, truncate_after: Option<u64>, append: Vec<(usize, u64)>, matched: u64 },
 }
 
+impl Fit {
+    /// The fit, or `Matches` when checking is skipped (the planted bug).
+    fn into_checked(self, skip: bool) -> Fit {
+        if skip {
+            Fit::Matches
+        } else {
+            self
+        }
+    }
+}
+
 /// A member's log as replication sees it.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -111,8 +122,8 @@ impl Replica {
         if append.term < self.promised {
             return AppendPlan::Refuse { term: self.promised, from: 0 };
         }
-        // log-matching
-        if let Fit::Refused { from } = self.log.check_append(append.prev) {
+        // log-matching (planted, simulator tests only: not checked)
+        if let Fit::Refused { from } = self.log.check_append(append.prev).into_checked(planted_bug!(AppendWithoutMatching)) {
             return AppendPlan::Refuse { term: self.promised.max(append.term), from };
         }
         let promise = (append.term > self.promised).then_some(append.term);

@@ -65,6 +65,9 @@ struct Shared {
     leadership: Leadership,
     /// The members counted (a promotion changes them while the leadership runs).
     members: Mutex<Members>,
+    /// A learner about to be promoted: nothing more is committed unless it holds it too,
+    /// so it holds everything committed before it counts (learner-first).
+    required: Mutex<Option<String>>,
     cluster_id: String,
     log: Arc<Mutex<MemberLog>>,
     peers: Arc<dyn PeerNet>,
@@ -122,6 +125,7 @@ impl Replicator {
         durable.insert(leadership.me.clone(), last);
         let shared = Arc::new(Shared {
             members: Mutex::new(leadership.members.clone()),
+            required: Mutex::new(None),
             leadership,
             cluster_id,
             log,
@@ -173,6 +177,18 @@ impl Replicator {
         self.shared.deposed.subscribe()
     }
 
+    /// From now on nothing more is committed unless `learner` holds it too (`None`: as
+    /// before). Set before a promotion is written, cleared once it is (or failed).
+    pub fn require(&self, learner: Option<String>) {
+        *self.shared.required.lock().expect("required lock") = learner;
+        self.shared.recount();
+    }
+
+    /// Every member's durable, matching index as last heard (the leader's own included).
+    pub fn durable(&self) -> BTreeMap<String, u64> {
+        self.shared.durable.lock().expect("durable lock").clone()
+    }
+
     /// What `name` was last heard to hold durably and matching (0: nothing known).
     pub fn matched(&self, name: &str) -> u64 {
         self.shared.durable.lock().expect("durable lock").get(name).copied().unwrap_or(0)
@@ -201,7 +217,11 @@ impl Shared {
         let counted = {
             let members = self.members.lock().expect("members lock");
             let durable = self.durable.lock().expect("durable lock");
-            commit_index(&members, &durable, &leadership.me, leadership.mode, leadership.term_start, previous)
+            let counted = commit_index(&members, &durable, &leadership.me, leadership.mode, leadership.term_start, previous);
+            match &*self.required.lock().expect("required lock") {
+                Some(learner) => counted.min(durable.get(learner).copied().unwrap_or(0)).max(previous),
+                None => counted,
+            }
         };
         if counted > previous {
             self.log.lock().expect("member log lock").committed(counted);
@@ -247,6 +267,7 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
             }
         };
         request.cluster_id = shared.cluster_id.clone();
+        let request_prev = request.prev.as_ref().map_or(0, |prev| prev.index);
         let lock = shared.lock.borrow().clone();
         (request.lock_etag, request.lease_ms) = (lock.etag, lock.lease_ms);
         let through = request.batches.last().map_or(progress.next() - 1, |batch| batch.first_index + batch.count - 1);
@@ -272,7 +293,13 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
                     shared.durable.lock().expect("durable lock").insert(name.clone(), progress.matched());
                     shared.recount();
                 } else {
-                    progress.refused(response.mismatch_index);
+                    // Back up to where the follower's log stops matching, and at least over
+                    // the whole run of the term that wrote `prev` here: a follower holding a
+                    // deposed leader's tail names its term's start, which may be long before
+                    // this leader's records of that term end.
+                    let prev = request_prev;
+                    let run_start = shared.log.lock().expect("member log lock").terms().run_start(prev);
+                    progress.refused(response.mismatch_index.max(run_start));
                     continue;
                 }
             }

@@ -37,6 +37,8 @@ pub struct MemberService {
     /// another term meanwhile, whose records would interleave with its own; the other
     /// leader retries once this one's lease ran out and it stepped down.
     leading: std::sync::atomic::AtomicBool,
+    /// Why the last call was refused (for diagnostics).
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl MemberService {
@@ -55,6 +57,7 @@ impl MemberService {
             commit,
             failed: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
+            last_refusal: Mutex::new(None),
         }
     }
 
@@ -68,6 +71,12 @@ impl MemberService {
             return Err("this member leads its own term until its lease runs out".into());
         }
         Ok(())
+    }
+
+    /// Why this member last refused a peer's call, and whether it refuses other terms now.
+    pub fn last_refusal(&self) -> Option<String> {
+        let leading = self.leading.load(std::sync::atomic::Ordering::SeqCst);
+        self.last_refusal.lock().expect("refusal lock").clone().map(|refusal| format!("{refusal} (leading now: {leading})"))
     }
 
     /// The failure that stopped this member from answering, if one did.
@@ -152,11 +161,15 @@ impl MemberService {
 #[async_trait::async_trait]
 impl PeerHandler for MemberService {
     async fn handle(&self, method: &str, request: Bytes) -> Result<Bytes, String> {
-        match method {
+        let answer = match method {
             peer_methods::APPEND => self.append(request).await,
             peer_methods::PROMISE => self.promise(request).await,
             peer_methods::FETCH => self.fetch(request).await,
             other => Err(format!("{other}: not served by this member yet")),
+        };
+        if let Err(refusal) = &answer {
+            *self.last_refusal.lock().expect("refusal lock") = Some(format!("{method}: {refusal}"));
         }
+        answer
     }
 }

@@ -85,6 +85,8 @@ pub(super) struct ClusterState {
     pub running: AtomicBool,
     /// The term whose ascension failed (0: none): its holder lets the lease run out.
     pub gave_up: AtomicU64,
+    /// The term this member leads and has committed its term record in (0: none).
+    pub serving: Arc<AtomicU64>,
     pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -116,13 +118,22 @@ impl ClusterState {
 
     /// Whether this member may serve a linearizable read now (it leads, by its lease).
     pub fn serves_linearizable(&self, now: Duration) -> bool {
-        matches!(*self.role.borrow(), ClusterRole::Leader { term } if self.standing.borrow().leads_at(now) == Some(term))
+        // Planted (simulator tests only): the role alone, past the lease.
+        if planted_bug!(ReadPastLease) {
+            return matches!(*self.role.borrow(), ClusterRole::Leader { .. });
+        }
+        matches!(*self.role.borrow(), ClusterRole::Leader { term }
+            if self.standing.borrow().leads_at(now) == Some(term) && self.serving.load(Ordering::SeqCst) == term)
     }
 }
 
 /// Opens the parts of a cluster member that need the bucket and the peers; `store_floor`
 /// and `records` are the store's position and the local WAL above it.
-pub(super) async fn join_cluster(config: &ClusterConfig, bucket: &Arc<dyn ObjectStore>, wall_ms: u64) -> Result<Members> {
+///
+/// A voter whose data dir is empty (`fresh`: its disk was lost or replaced) joins as a
+/// learner again: it forgot what it acknowledged and what it promised, so counting it could
+/// let a majority lack an acknowledged record. The leader promotes it once it caught up.
+pub(super) async fn join_cluster(config: &ClusterConfig, bucket: &Arc<dyn ObjectStore>, wall_ms: u64, fresh: bool) -> Result<Members> {
     let me = Member::new(&config.node_id, Role::Learner, &config.peer_url, &config.client_url);
     for _ in 0..16 {
         let read = read_members(bucket.as_ref()).await?;
@@ -130,6 +141,10 @@ pub(super) async fn join_cluster(config: &ClusterConfig, bucket: &Arc<dyn Object
             // The first member forms the cluster, as its only voter.
             None => Members::bootstrap(member_id(&format!("{}/{wall_ms}", config.node_id)), me.clone()),
             Some((members, _)) => match members.get(&config.node_id) {
+                Some(known) if fresh && known.role == Role::Voter && members.voter_count() > 1 => {
+                    tracing::warn!(node = %config.node_id, "cluster: this voter's data dir is empty; it rejoins as a learner");
+                    members.demoted(&known.name)?.with_member(me.clone())?.with_version(members.version + 1)
+                }
                 Some(known) if known.peer_url == me.peer_url && known.client_url == me.client_url => return Ok(members.clone()),
                 // Known under other URLs: the same member moved (its id is its node id).
                 Some(known) => Members {
@@ -245,6 +260,13 @@ async fn roles(weak: Weak<Shared>) {
             let state = shared.cluster.as_ref().expect("member");
             if !state.running.load(Ordering::SeqCst) {
                 return;
+            }
+            // The peer service stopped on a storage failure or a broken invariant: so does
+            // the node (fail-stop, visible in its health).
+            if let Some(failure) = state.service.failure() {
+                if shared.failed().is_none() {
+                    shared.fail(failure);
+                }
             }
             let now = clock.monotonic();
             // A follower learns of its promotion (and of other members) from the bucket: a
@@ -440,7 +462,14 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     *state.replicator.lock().expect("replicator lock") = Some(replicator.clone());
 
     let (ended_tx, ended) = watch::channel(false);
-    let run = Arc::new(LeaderRun { term, log: state.log.clone(), replicator: replicator.clone(), standing: state.standing.clone(), ended });
+    let run = Arc::new(LeaderRun {
+        term,
+        log: state.log.clone(),
+        replicator: replicator.clone(),
+        standing: state.standing.clone(),
+        ended,
+        serving: state.serving.clone(),
+    });
     let first = Pending {
         through: Some(ascended.term_start),
         revision: shared.store.applied_revision(),
@@ -463,10 +492,12 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     let mut deposed = replicator.deposed();
     let upkeep_every = state.config.timing.lease / 3;
     let mut upkeep_at = clock.monotonic();
+    let mut commit_seen = 0;
     loop {
         if clock.monotonic() >= upkeep_at {
             upkeep_at = clock.monotonic() + upkeep_every;
-            keep_members(shared, &replicator, ascended.term_start).await;
+            keep_members(shared, &replicator, ascended.term_start, commit_seen).await;
+            commit_seen = *replicator.commit().borrow();
         }
         let seen = standing.borrow_and_update().clone();
         lock_tx.send_if_modified(|lock| {
@@ -491,6 +522,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     }
     tracing::info!(term, "cluster: leadership ends");
     state.leading.lock().expect("leading lock").take();
+    state.serving.store(0, Ordering::SeqCst);
     ended_tx.send_replace(true);
     let _ = writer.await;
     let _ = syncer.await;
@@ -498,9 +530,12 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
 }
 
 /// The leader's care of `members`: it follows joins (new learners get the log) and promotes
-/// one learner at a time once it holds everything committed (learner-first), by a
-/// conditional write of the next version, while its lease holds.
-async fn keep_members(shared: &Arc<Shared>, replicator: &Replicator, term_start: u64) {
+/// one learner at a time once it caught up, by a conditional write of the next version while
+/// its lease holds. learner-first: from the moment it decides until the write landed,
+/// nothing more is committed unless the learner holds it too, so the new voter holds every
+/// record committed under the old voters before it counts. `caught_up_to` is the commit index
+/// at the previous call: a learner that holds it is a round trip behind at most.
+async fn keep_members(shared: &Arc<Shared>, replicator: &Replicator, term_start: u64, caught_up_to: u64) {
     let state = shared.cluster.as_ref().expect("member");
     let Ok(Some((read, etag))) = read_members(state.bucket.as_ref()).await else { return };
     let known = state.members.lock().expect("members lock").clone();
@@ -508,23 +543,28 @@ async fn keep_members(shared: &Arc<Shared>, replicator: &Replicator, term_start:
         *state.members.lock().expect("members lock") = read.clone();
         replicator.set_members(read.clone());
     }
-    let commit = *replicator.commit().borrow();
-    if commit < term_start {
+    // Whether an earlier promotion's write landed or not, the record read says which voters
+    // count now.
+    replicator.require(None);
+    if caught_up_to < term_start {
         return;
     }
-    let caught_up = read.members.iter().find(|member| member.role == Role::Learner && replicator.matched(&member.name) >= commit);
+    let caught_up = read.members.iter().find(|member| member.role == Role::Learner && replicator.matched(&member.name) >= caught_up_to);
     let Some(learner) = caught_up else { return };
     let Ok(next) = read.promoted(&learner.name) else { return };
     if !state.serves_linearizable(shared.env.clock.monotonic()) {
         return;
     }
+    replicator.require(Some(learner.name.clone()));
     match write_members(state.bucket.as_ref(), Some((&read, &etag)), &next).await {
         Ok(Some(_)) => {
             tracing::info!(member = %learner.name, version = next.version, voters = next.voter_count(), "cluster: promoted a learner to voter");
             *state.members.lock().expect("members lock") = next.clone();
             replicator.set_members(next);
+            replicator.require(None);
         }
-        Ok(None) => {}
+        Ok(None) => replicator.require(None),
+        // It may have landed: the learner stays required until the next read says.
         Err(error) => tracing::warn!(%error, "cluster: could not write the members record"),
     }
 }
@@ -544,7 +584,14 @@ async fn step_down(shared: &Arc<Shared>) {
             shared.lessor.reload(&leases, shared.env.clock.monotonic());
             *shared.auth.write().expect("auth lock") = Arc::new(auth);
             let revision = shared.store.applied_revision();
-            if revision > shared.visible.load(Ordering::SeqCst) {
+            let visible = shared.visible.load(Ordering::SeqCst);
+            if revision < visible {
+                // It acknowledged (made visible) a revision that was not committed: only a
+                // broken invariant gets here. Stop rather than serve history twice.
+                shared.fail(Error::Corrupt(format!(
+                    "cluster: revision {visible} was visible here but the committed log ends at revision {revision}"
+                )));
+            } else if revision > visible {
                 // Committed here though not acknowledged by this member: visible now, and
                 // watchers read those revisions from the store.
                 shared.commit_visible(revision, None);
@@ -602,9 +649,17 @@ async fn apply_commits(weak: Weak<Shared>) {
         match applied {
             Ok((records, events, durable)) => {
                 durable_through = durable;
-                if !records.is_empty() {
+                let revision = shared.store.applied_revision();
+                if revision < shared.visible.load(Ordering::SeqCst) {
+                    // This member made visible a revision that was not committed (only a
+                    // broken invariant gets here): it stops rather than serve history twice.
+                    shared.fail(Error::Corrupt(format!(
+                        "cluster: revision {} was visible here but the committed log is at {revision}",
+                        shared.visible.load(Ordering::SeqCst)
+                    )));
+                } else if !records.is_empty() {
                     follow_records(&shared, &records);
-                    shared.commit_visible(shared.store.applied_revision(), Some(events));
+                    shared.commit_visible(revision, Some(events));
                 }
             }
             Err(error) => {
@@ -651,6 +706,9 @@ pub(super) async fn open_member(
         )));
     }
     let floor = Position { index: applied, term: store.applied_term() };
+    let fresh = applied == 0
+        && recovered.records.is_empty()
+        && !env.disk.exists(crate::cluster::promise::PROMISE_FILE).map_err(|error| Error::storage("stat promise file", error))?;
     let disk = env.disk.clone();
     let log = crate::env::blocking(move || {
         let next = recovered.records.last().map_or(floor.index + 1, |record| record.index + 1);
@@ -659,7 +717,7 @@ pub(super) async fn open_member(
     })
     .await?;
     tracing::info!(node = %config.node_id, last = ?log.last(), promised = log.promised(), store = applied, "cluster: member log open");
-    let members = join_cluster(config, &bucket, env.clock.wall_ms()).await?;
+    let members = join_cluster(config, &bucket, env.clock.wall_ms(), fresh).await?;
     let log = Arc::new(Mutex::new(log));
     let identity = Identity { node: config.node_id.clone(), peer_url: config.peer_url.clone(), client_url: config.client_url.clone() };
     let (standing_tx, standing) = watch::channel(Standing::default());
@@ -686,6 +744,7 @@ pub(super) async fn open_member(
         replicator: Mutex::new(None),
         running: AtomicBool::new(true),
         gave_up: AtomicU64::new(0),
+        serving: Arc::new(AtomicU64::new(0)),
         tasks: Mutex::new(Vec::new()),
     };
     Ok(OpenedMember { store, fence, state, election })

@@ -35,6 +35,10 @@ pub(super) struct LeaderRun {
     pub standing: watch::Receiver<Standing>,
     /// Turns true when the leadership ends.
     pub ended: watch::Receiver<bool>,
+    /// Set to the term once its first batch (the adopted log and the term record) is
+    /// committed and visible: only then does this leader serve linearizable reads (what an
+    /// older leader acknowledged is visible here from that moment).
+    pub serving: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LeaderRun {
@@ -120,17 +124,21 @@ async fn commit_in_order(
         let Some(batch) = batch else { break };
         let through = batch.through.unwrap_or(through_so_far).max(through_so_far);
         through_so_far = through;
-        let committed = synced.is_some() && {
-            let reached = tokio::select! {
-                biased;
-                reached = commit.wait_for(|index| *index >= through) => reached.is_ok(),
-                _ = ended.wait_for(|ended| *ended) => false,
+        // Planted (simulator tests only): acknowledged once in this leader's own log.
+        let committed = synced.is_some() && planted_bug!(AckBeforeMajority) && run.leads_now(&shared);
+        let committed = committed
+            || synced.is_some() && {
+                let reached = tokio::select! {
+                    biased;
+                    reached = commit.wait_for(|index| *index >= through) => reached.is_ok(),
+                    _ = ended.wait_for(|ended| *ended) => false,
+                };
+                reached && run.leads_now(&shared)
             };
-            reached && run.leads_now(&shared)
-        };
         match synced.as_ref().filter(|_| committed) {
             Some(synced) => {
                 shared.commit_visible(batch.revision, batch.events);
+                run.serving.store(run.term, std::sync::atomic::Ordering::SeqCst);
                 synced.send_replace(through);
                 drop(batch.ahead);
                 answer(batch.replies, Ok(()));

@@ -301,6 +301,19 @@ impl Node {
         self.shared.cluster.as_ref().map(|cluster| cluster.service.clone() as Arc<dyn crate::env::PeerHandler>)
     }
 
+    /// While this member leads: what each member was last heard to hold (diagnostics,
+    /// follower lag).
+    pub fn replication(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        let cluster = self.shared.cluster.as_ref()?;
+        let replicator = cluster.replicator.lock().expect("replicator lock").clone()?;
+        Some(replicator.durable())
+    }
+
+    /// Why a cluster member last refused a peer's call (diagnostics).
+    pub fn last_peer_refusal(&self) -> Option<String> {
+        self.shared.cluster.as_ref().and_then(|cluster| cluster.service.last_refusal())
+    }
+
     /// The commit index of a cluster member's log (the leader's, or the last it sent here).
     pub fn commit_index(&self) -> Option<u64> {
         self.shared.cluster.as_ref().map(|cluster| cluster.log.lock().expect("member log lock").commit())

@@ -57,6 +57,7 @@ pub fn recover(disk: &Arc<dyn Disk>, skip_through: u64) -> Result<Recovered> {
     firsts.sort_unstable();
     let mut recovered = Recovered::default();
     let mut expected: Option<u64> = None;
+    let mut cut_below_store: Option<(String, u64)> = None;
     for (position, first) in firsts.iter().copied().enumerate() {
         let is_last = position + 1 == firsts.len();
         let name = segment_name(first);
@@ -72,8 +73,11 @@ pub fn recover(disk: &Arc<dyn Disk>, skip_through: u64) -> Result<Recovered> {
             if first < expected {
                 // A cut (WalWriter::truncate_after): this segment supersedes what the older
                 // ones hold from its first index on.
-                if first <= skip_through {
-                    return Err(corrupt(&name, format!("cuts the log at {first}, below what the store holds ({skip_through})")));
+                // A cut at or below what the store holds is legal only if the log after it
+                // reaches the store again (a member cuts above its commit index, then takes
+                // and applies the new leader's records): checked once every segment is read.
+                if first <= skip_through && cut_below_store.is_none() {
+                    cut_below_store = Some((name.clone(), first));
                 }
                 recovered.records.retain(|record| record.index < first);
             }
@@ -89,6 +93,11 @@ pub fn recover(disk: &Arc<dyn Disk>, skip_through: u64) -> Result<Recovered> {
         recovered.records.extend(records.into_iter().filter(|record| record.index > skip_through));
         recovered.segments.push(first);
         recovered.last_len = valid_len;
+    }
+    if let Some((name, first)) = cut_below_store {
+        if recovered.end_index <= skip_through {
+            return Err(corrupt(&name, format!("cuts the log at {first}, below what the store holds ({skip_through})")));
+        }
     }
     if let Some(first) = recovered.records.first() {
         if first.index != skip_through + 1 {
@@ -377,5 +386,10 @@ mod truncation_tests {
         writer.truncate_after(3).unwrap();
         let error = recover(&disk, 6).unwrap_err();
         assert!(error.to_string().contains("below what the store holds"), "{error}");
+        // Once the log after the cut reaches the store again (a member took the new
+        // leader's records and applied them), the cut is history.
+        write(&mut writer, 4, 8, b'n');
+        let recovered = recover(&disk, 6).unwrap();
+        assert_eq!(values(&recovered.records), vec![(7, b'n'), (8, b'n')]);
     }
 }
