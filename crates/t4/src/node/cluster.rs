@@ -127,8 +127,9 @@ impl ClusterState {
     }
 }
 
-/// Opens the parts of a cluster member that need the bucket and the peers; `store_floor`
-/// and `records` are the store's position and the local WAL above it.
+/// Joins the bucket's `members` record (conditional writes, read again on a conflict): the
+/// first member forms the cluster as its only voter, a new one joins as a learner, a known one
+/// under new URLs updates them.
 ///
 /// A voter whose data dir is empty (`fresh`: its disk was lost or replaced) joins as a
 /// learner again: it forgot what it acknowledged and what it promised, so counting it could
