@@ -92,8 +92,10 @@ pub(super) struct ClusterState {
 
 /// How often an idle leader's followers hear from it, as a share of the lease.
 const HEARTBEATS_PER_LEASE: u32 = 10;
-/// The bytes of records a follower keeps in memory past what its store holds durably.
-const TAIL_BYTES_KEPT: usize = 64 << 20;
+/// The bytes of records a member keeps in memory (to apply, and as a leader to send on) past
+/// what its store holds durably; beyond it the oldest go, and a member that far behind
+/// would need a snapshot (not built yet).
+pub(super) const TAIL_BYTES_KEPT: usize = 64 << 20;
 /// How often a follower makes its store durable (then drops the WAL below it).
 const FOLLOWER_STORE_SYNC: Duration = Duration::from_secs(2);
 

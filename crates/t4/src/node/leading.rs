@@ -87,8 +87,19 @@ pub(super) async fn leader_syncer_loop(
                 let _ = pending_tx.send(Pending { through, revision, events, replies, ahead });
             }
             SyncJob::DropThrough(index) => {
+                // The store holds everything through `index` durably: the WAL below it can
+                // go. The records in memory stay while they fit the bound: a member that
+                // joins or falls behind later is sent them (past the bound it would need a
+                // snapshot, not built yet: docs/clustering.md "Status").
                 let log = run.log.clone();
-                let removed = crate::env::blocking(move || log.lock().expect("member log lock").remove_through(index)).await;
+                let removed = crate::env::blocking(move || {
+                    let mut log = log.lock().expect("member log lock");
+                    if log.tail_bytes() > super::cluster::TAIL_BYTES_KEPT {
+                        log.release_through(index);
+                    }
+                    log.remove_through(index)
+                })
+                .await;
                 if let Err(error) = removed {
                     tracing::warn!(%error, "wal: could not remove old segments; will retry at the next store sync");
                 }
