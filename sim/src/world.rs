@@ -269,6 +269,7 @@ impl World {
                             peers: Arc::new(peers),
                             wait_mode: t4::cluster::WaitMode::Quorum,
                             timing: MEMBER_TIMING,
+                            reads: Default::default(),
                         });
                     }
                     // The supervisor (systemd, say) starts the process again when it

@@ -123,13 +123,18 @@ struct RunArgs {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "T4_LOG_LEVEL", default_value = "info")]
     log_level: String,
-    /// Default read consistency. A single node serves both from its durable revision, so
-    /// both are linearizable today; the flag matters once followers serve reads.
+    /// What a read that does not ask for `serializable` gets in a cluster: linearizable
+    /// (etcd's default; the leader serves it within its lease, a follower answers "not
+    /// leader" with the leader's URL) or serializable (every member serves every read from
+    /// its own state, which may lag the leader). A single node serves both from its durable
+    /// revision: both are linearizable there.
     #[arg(long, env = "T4_READ_CONSISTENCY", value_enum, default_value = "linearizable")]
     read_consistency: ReadConsistency,
-    /// Member name reported by MemberList.
+    /// Member name reported by MemberList (a cluster member reports its --node-id).
     #[arg(long, env = "T4_NAME", default_value = "default")]
     name: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Client URLs reported by MemberList (default: http://<listen>).
     #[arg(long, env = "T4_ADVERTISE_CLIENT_URLS", value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
@@ -176,9 +181,9 @@ struct RunArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "T4_CLIENT_TLS_CA", requires = "client_tls_cert")]
     client_tls_ca: Option<PathBuf>,
-    /// The CA that signs every node's peer certificate (mutual TLS between nodes). The three
-    /// --peer-tls flags go together; they are loaded and checked at start, and the peer port
-    /// that uses them comes with clustering.
+    /// The CA that signs every node's peer certificate (mutual TLS 1.3 on the peer port and
+    /// on the calls to peers). The three --peer-tls flags go together; with them the
+    /// advertised peer URL is https.
     #[arg(long, env = "T4_PEER_TLS_CA", requires_all = ["peer_tls_cert", "peer_tls_key"])]
     peer_tls_ca: Option<PathBuf>,
     /// This node's peer certificate chain (PEM, leaf first), signed by --peer-tls-ca.
@@ -201,6 +206,73 @@ struct RunArgs {
     bucket: BucketArgs,
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// A cluster: several nodes on one bucket and prefix (docs/clustering.md).
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Run as a member of the cluster on --s3-bucket/--s3-prefix (or --object-dir), serving
+    /// the peer protocol on this address. Without it the node runs alone.
+    #[arg(long, env = "T4_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// This node's id in the cluster: unique, kept across restarts (its etcd member id
+    /// derives from it). Default: the host name.
+    #[arg(long, env = "T4_NODE_ID")]
+    node_id: Option<String>,
+    /// The address (host:port or URL) peers reach the peer port at. Default: --peer-listen.
+    #[arg(long, env = "T4_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+    /// Whose durable copy a write waits for before it is acknowledged: quorum (a majority of
+    /// the voters recorded in the bucket, the leader counting itself; loses nothing a
+    /// majority survives), all (every voter; one voter down stops writes), none (the leader
+    /// alone; a write not yet on a follower is lost with the leader's disk or a takeover).
+    #[arg(long, env = "T4_FOLLOWER_WAIT_MODE", default_value = "quorum", value_parser = parse_wait_mode)]
+    follower_wait_mode: t4::cluster::WaitMode,
+    /// The leader's lease on the bucket's lock, in ms: it renews every third of it and stops
+    /// acknowledging writes and serving linearizable reads when the lease, counted from the
+    /// last landed renewal's send time, has run out. Another member takes over only after
+    /// the lock stayed unchanged for the lease plus --max-clock-drift-ms on its own clock,
+    /// so failover takes about 1.1-1.5 leases.
+    #[arg(long, env = "T4_LEADER_LEASE_MS", default_value_t = 5000)]
+    leader_lease_ms: u64,
+    /// The most two members' clocks may run apart in rate over one lease, in ms (below half
+    /// the lease). The leader gives up its lease this much early; a taker waits this much
+    /// longer.
+    #[arg(long, env = "T4_MAX_CLOCK_DRIFT_MS", default_value_t = 500)]
+    max_clock_drift_ms: u64,
+    /// Accepted for T4's command lines; superseded: a leader here re-reads nothing on a
+    /// schedule, it renews the lock every --leader-lease-ms / 3 and stops when a renewal
+    /// does not land within the lease.
+    #[arg(long, env = "T4_LEADER_WATCH_INTERVAL_SEC", default_value_t = 300)]
+    leader_watch_interval_sec: u64,
+    /// Accepted for T4's command lines; superseded: a follower takes over after the lease
+    /// (--leader-lease-ms plus --max-clock-drift-ms) without counting failed streams.
+    #[arg(long, env = "T4_FOLLOWER_MAX_RETRIES", default_value_t = 5)]
+    follower_max_retries: u32,
+}
+
+fn parse_wait_mode(text: &str) -> Result<t4::cluster::WaitMode, String> {
+    text.parse()
+}
+
+/// The host name (the default --node-id).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "t4".into())
+}
+
+/// A peer URL from --advertise-peer (or --peer-listen): an address gets the scheme the peer
+/// port speaks.
+fn peer_url(advertised: &str, tls: bool) -> String {
+    if advertised.contains("://") {
+        advertised.to_string()
+    } else {
+        format!("{}://{advertised}", if tls { "https" } else { "http" })
+    }
 }
 
 /// The log's segments, its upload in the background, checkpoints and what GC keeps.
@@ -582,17 +654,29 @@ async fn run(args: RunArgs) -> i32 {
     }
     if let (Some(ca), Some(cert), Some(key)) = (&args.peer_tls_ca, &args.peer_tls_cert, &args.peer_tls_key) {
         match t4_net::tls::PeerTls::from_pem_files(ca, cert, key) {
-            Ok(peer_tls) => {
-                tracing::info!("peer TLS identity loaded; the peer port that uses it comes with clustering");
-                config.peer_tls = Some(peer_tls);
-            }
+            Ok(peer_tls) => config.peer_tls = Some(peer_tls),
             Err(error) => {
                 eprintln!("t4: peer TLS: {error}");
                 return 2;
             }
         }
     }
-    tracing::debug!(read_consistency = ?args.read_consistency, "configuration");
+    if let Some(peer_listen) = args.cluster.peer_listen {
+        match cluster_config(&args.cluster, args.listen, args.read_consistency, peer_listen, &config) {
+            Ok(cluster) => {
+                tracing::info!(node_id = %cluster.node_id, peer_url = %cluster.peer_url, wait_mode = ?cluster.wait_mode,
+                    lease = ?cluster.timing.lease, drift = ?cluster.timing.drift, "cluster member");
+                config.node.cluster = Some(cluster);
+                config.peer_listen = Some(peer_listen);
+            }
+            Err(error) => {
+                eprintln!("t4: {error}");
+                return 2;
+            }
+        }
+    } else if args.read_consistency == ReadConsistency::Serializable {
+        tracing::info!("--read-consistency serializable: a single node serves every read linearizably anyway");
+    }
     warn_if_exposed(&config);
     t4::env::raise_open_files_limit();
     match t4_server::run(config, shutdown_signal()).await {
@@ -603,6 +687,45 @@ async fn run(args: RunArgs) -> i32 {
             1
         }
     }
+}
+
+/// The cluster half of the node's configuration, from the cluster flags.
+fn cluster_config(
+    cluster: &ClusterArgs,
+    listen: SocketAddr,
+    reads: ReadConsistency,
+    peer_listen: SocketAddr,
+    config: &ServerConfig,
+) -> Result<t4::config::ClusterConfig, String> {
+    if config.node.bucket.is_none() {
+        return Err("--peer-listen: a cluster member needs --s3-bucket (or --object-dir): the lock and the members record live there".into());
+    }
+    let timing = t4::election::LeaseTiming {
+        lease: Duration::from_millis(cluster.leader_lease_ms),
+        drift: Duration::from_millis(cluster.max_clock_drift_ms),
+    };
+    timing.validate().map_err(|error| format!("--leader-lease-ms/--max-clock-drift-ms: {error}"))?;
+    let tls = config.peer_tls.is_some();
+    let advertised = cluster.advertise_peer.clone().unwrap_or_else(|| peer_listen.to_string());
+    if advertised.starts_with("0.0.0.0") || advertised.starts_with("[::]") {
+        return Err(format!("the peer URL would be {advertised}, which peers cannot reach: give --advertise-peer"));
+    }
+    let client_scheme = if config.client_tls.is_some() { "https" } else { "http" };
+    let client_url = config.advertise_client_urls.first().cloned().unwrap_or_else(|| format!("{client_scheme}://{listen}"));
+    let peer_timing = config.peer_timing;
+    let connector = config.peer_tls.as_ref().map(|tls| tls.connector.clone());
+    Ok(t4::config::ClusterConfig {
+        node_id: cluster.node_id.clone().unwrap_or_else(host_name),
+        peer_url: peer_url(&advertised, tls),
+        client_url,
+        peers: std::sync::Arc::new(t4_server::peer::TonicPeers::new(connector, peer_timing)),
+        wait_mode: cluster.follower_wait_mode,
+        timing,
+        reads: match reads {
+            ReadConsistency::Linearizable => t4::config::ReadConsistency::Linearizable,
+            ReadConsistency::Serializable => t4::config::ReadConsistency::Serializable,
+        },
+    })
 }
 
 /// Warns at start when a port other than loopback is served without protection: the client

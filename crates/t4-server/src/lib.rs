@@ -77,9 +77,12 @@ pub struct ServerConfig {
     /// if it does not exist (`--root-password`).
     pub auth_enabled: bool,
     pub root_password: Option<String>,
-    /// Mutual TLS between nodes (`--peer-tls-*`), loaded and checked at start; no peer port
-    /// uses it until clustering.
+    /// Mutual TLS between nodes (`--peer-tls-*`): the peer port accepts only peers with a
+    /// certificate the CA signed (and `node.cluster`'s calls present this node's).
     pub peer_tls: Option<t4_net::tls::PeerTls>,
+    /// The peer port (`--peer-listen`); a cluster member (`node.cluster`) needs one.
+    pub peer_listen: Option<SocketAddr>,
+    pub peer_timing: peer::PeerTiming,
 }
 
 impl ServerConfig {
@@ -99,6 +102,8 @@ impl ServerConfig {
             auth_enabled: false,
             root_password: None,
             peer_tls: None,
+            peer_listen: None,
+            peer_timing: peer::PeerTiming::DEFAULT,
         }
     }
 }
@@ -106,28 +111,67 @@ impl ServerConfig {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
-/// and closes the node (its store made durable).
+/// and closes the node (its store made durable). Every port is bound before the node opens,
+/// so a port in use fails the start at once.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|error| format!("listen on {}: {error}", config.listen))?;
     let metrics_listener = match config.metrics_addr {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| format!("metrics on {addr}: {error}"))?),
         None => None,
     };
-    serve(config, listener, metrics_listener, shutdown).await
+    let peer_listener = match config.peer_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| format!("peer port on {addr}: {error}"))?),
+        None => None,
+    };
+    serve_member(config, listener, metrics_listener, peer_listener, shutdown).await
 }
 
-/// Like [`run`] on listeners the caller bound (tests bind port 0).
+/// Like [`run`] on listeners the caller bound (tests bind port 0), for a single node.
 pub async fn serve(
     config: ServerConfig,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    serve_member(config, listener, metrics_listener, None, shutdown).await
+}
+
+/// Like [`run`] on listeners the caller bound, with the peer port of a cluster member.
+///
+/// A member serves its peer port from the moment its node is open until it has closed: the
+/// others may need its promise or its log while it steps down.
+pub async fn serve_member(
+    config: ServerConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    peer_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    if config.node.cluster.is_some() != peer_listener.is_some() {
+        return Err(if peer_listener.is_some() {
+            "a peer port without cluster configuration".into()
+        } else {
+            "a cluster member needs a peer port (--peer-listen)".into()
+        });
+    }
     let metrics = Arc::new(Metrics::new(Arc::new(RealClock::new())));
     let opened = Arc::new(tokio::sync::OnceCell::new());
     let probes = metrics_listener.map(|listener| tokio::spawn(crate::metrics::http::serve(listener, metrics.clone(), opened.clone())));
     let node = Node::open(config.node.clone()).await?;
     let _ = opened.set(node.clone());
+    let (peers_stop, peers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let peer_server = match (peer_listener, node.peer_handler()) {
+        (Some(peer_listener), Some(handler)) => {
+            let acceptor = config.peer_tls.as_ref().map(|tls| tls.acceptor.clone());
+            let peer_addr = peer_listener.local_addr()?;
+            tracing::info!(peer_listen = %peer_addr, tls = acceptor.is_some(), "t4 serving the peer port");
+            let stopped = async move {
+                let _ = peers_stopped.await;
+            };
+            Some(tokio::spawn(peer::serve_peers(peer_listener, acceptor, handler, config.peer_timing, stopped)))
+        }
+        _ => None,
+    };
     if config.auth_enabled {
         if let Err(error) = t4::api::bootstrap_auth(&node, config.root_password.clone()).await {
             let _ = node.close().await;
@@ -138,7 +182,10 @@ pub async fn serve(
     let scheme = if config.client_tls.is_some() { "https" } else { "http" };
     let client_urls =
         if config.advertise_client_urls.is_empty() { vec![format!("{scheme}://{local}")] } else { config.advertise_client_urls.clone() };
-    let member = MemberInfo { name: config.name.clone(), client_urls, peer_urls: Vec::new() };
+    let member = match &config.node.cluster {
+        Some(cluster) => MemberInfo { name: cluster.node_id.clone(), client_urls, peer_urls: vec![cluster.peer_url.clone()] },
+        None => MemberInfo { name: config.name.clone(), client_urls, peer_urls: Vec::new() },
+    };
     let service = Service::new(EtcdCore::new(node.clone(), member, config.token_ttl), metrics, config.watch);
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keepalive.interval))
@@ -167,6 +214,14 @@ pub async fn serve(
     };
     tracing::info!("t4 shutting down: closing the node");
     let closed = node.close().await;
+    let _ = peers_stop.send(());
+    if let Some(peer_server) = peer_server {
+        match peer_server.await {
+            Ok(Err(error)) => tracing::warn!(%error, "peer port"),
+            Err(error) => tracing::warn!(%error, "peer port task"),
+            Ok(Ok(())) => {}
+        }
+    }
     // The probe server holds a handle on the node; the data directory stays locked until
     // every handle is gone.
     if let Some(probes) = probes {

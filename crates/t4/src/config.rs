@@ -64,6 +64,21 @@ pub struct ClusterConfig {
     pub wait_mode: crate::cluster::WaitMode,
     /// `--leader-lease-ms` and `--max-clock-drift-ms`.
     pub timing: crate::election::LeaseTiming,
+    /// `--read-consistency`: what a read that does not say `serializable` gets.
+    pub reads: ReadConsistency,
+}
+
+/// What a cluster member does with a read that does not ask for `serializable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// etcd's default: the read sees every write acknowledged before it was sent (the
+    /// leader serves it within its lease; a follower refuses it with the leader's URL until
+    /// read index is built).
+    #[default]
+    Linearizable,
+    /// Every read is served from this member's own applied state, which may lag the leader
+    /// (as if each asked for `serializable`): a follower never refuses a read.
+    Serializable,
 }
 
 impl Config {

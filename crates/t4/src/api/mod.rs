@@ -67,13 +67,35 @@ const SINGLE_NODE_TERM: u64 = 1;
 pub struct EtcdCore {
     node: Node,
     member: MemberInfo,
+    /// etcd's member and cluster ids: a cluster member's from the bucket's `members`
+    /// record, a single node's derived from its name.
+    member_id: u64,
+    cluster_id: u64,
     gate: Arc<Gate>,
 }
 
 impl EtcdCore {
     /// Tokens from Authenticate live `token_ttl` after their last use.
     pub fn new(node: Node, member: MemberInfo, token_ttl: Duration) -> Self {
-        Self { node, member, gate: Arc::new(Gate::new(token_ttl)) }
+        let (member_id, cluster_id) = match node.cluster_view() {
+            Some(view) => (crate::cluster::members::member_id(&view.node_id), view.members.cluster_id),
+            None => (member.member_id(), member.cluster_id()),
+        };
+        Self { node, member, member_id, cluster_id, gate: Arc::new(Gate::new(token_ttl)) }
+    }
+
+    /// etcd's id of this member.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The raft term clients see: a cluster's leadership term, 1 on a single node.
+    fn raft_term(&self) -> u64 {
+        self.node.cluster_term().unwrap_or(SINGLE_NODE_TERM)
     }
 
     pub fn node(&self) -> &Node {
@@ -87,10 +109,10 @@ impl EtcdCore {
     /// A header for `revision`, with this member's identity.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.member.cluster_id(),
-            member_id: self.member.member_id(),
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
             revision,
-            raft_term: SINGLE_NODE_TERM,
+            raft_term: self.raft_term(),
         })
     }
 
@@ -258,37 +280,63 @@ impl EtcdCore {
     pub async fn status(&self) -> Result<StatusResponse> {
         let db_size = self.node.store_size_bytes().await? as i64;
         let index = self.node.applied_index();
+        // A cluster member: the leader as it knows it (0: none known, etcd's "no leader"),
+        // the commit index it knows of.
+        let (leader, raft_index, is_learner) = match self.node.cluster_view() {
+            Some(view) => (
+                view.leader().map_or(0, crate::cluster::members::member_id),
+                self.node.commit_index().unwrap_or(index).max(index),
+                view.is_learner(),
+            ),
+            None => (self.member_id, index, false),
+        };
         let mut errors = match self.node.health() {
             Ok(()) => Vec::new(),
             Err(error) => vec![error.to_string()],
         };
         if self.node.nospace_alarm() {
             // etcd lists raised alarms among the errors, in AlarmMember's text form.
-            errors.push(format!("memberID:{} alarm:NOSPACE ", self.member.member_id()));
+            errors.push(format!("memberID:{} alarm:NOSPACE ", self.member_id));
         }
         Ok(StatusResponse {
             header: self.header(self.node.current_revision()),
             version: format!("{ETCD_API_VERSION}+t4.{}", env!("CARGO_PKG_VERSION")),
             db_size,
-            leader: self.member.member_id(),
-            raft_index: index,
-            raft_term: SINGLE_NODE_TERM,
+            leader,
+            raft_index,
+            raft_term: self.raft_term(),
             raft_applied_index: index,
             errors,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner,
         })
     }
 
+    /// Every member: a cluster's from its `members` record (peer and client URLs as each
+    /// member registered them), a single node's itself.
     pub fn member_list(&self) -> MemberListResponse {
-        let member = Member {
-            id: self.member.member_id(),
-            name: self.member.name.clone(),
-            peer_ur_ls: self.member.peer_urls.clone(),
-            client_ur_ls: self.member.client_urls.clone(),
-            is_learner: false,
+        let members = match self.node.cluster_view() {
+            Some(view) => view
+                .members
+                .members
+                .iter()
+                .map(|member| Member {
+                    id: member.id,
+                    name: member.name.clone(),
+                    peer_ur_ls: vec![member.peer_url.clone()],
+                    client_ur_ls: vec![member.client_url.clone()],
+                    is_learner: member.role == crate::cluster::members::Role::Learner,
+                })
+                .collect(),
+            None => vec![Member {
+                id: self.member_id,
+                name: self.member.name.clone(),
+                peer_ur_ls: self.member.peer_urls.clone(),
+                client_ur_ls: self.member.client_urls.clone(),
+                is_learner: false,
+            }],
         };
-        MemberListResponse { header: self.header(self.node.current_revision()), members: vec![member] }
+        MemberListResponse { header: self.header(self.node.current_revision()), members }
     }
 
     /// A hash of every key's history at or below `revision` (0 = current), for comparing
@@ -319,7 +367,7 @@ impl EtcdCore {
     pub fn alarm(&self, credentials: &Credentials, request: AlarmRequest) -> Result<AlarmResponse> {
         use t4_proto::etcdserverpb::alarm_request::AlarmAction;
         use t4_proto::etcdserverpb::{AlarmMember, AlarmType};
-        let member_id = self.member.member_id();
+        let member_id = self.member_id;
         let nospace = || AlarmMember { member_id, alarm: AlarmType::Nospace as i32 };
         let mine = request.member_id == 0 || request.member_id == member_id;
         let alarms = match AlarmAction::try_from(request.action) {

@@ -58,6 +58,37 @@ pub enum ClusterRole {
     Leader { term: u64 },
 }
 
+/// A member's view of its cluster ([`super::Node::cluster_view`]).
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub node_id: String,
+    pub members: Members,
+    pub role: ClusterRole,
+}
+
+impl ClusterView {
+    /// The term this member last knew of (0 before it heard of any leader).
+    pub fn term(&self) -> u64 {
+        match &self.role {
+            ClusterRole::Leader { term } | ClusterRole::Ascending { term } => *term,
+            ClusterRole::Follower { leader } => leader.as_ref().map_or(0, |leader| leader.term),
+        }
+    }
+
+    /// The leader's node id as this member knows it.
+    pub fn leader(&self) -> Option<&str> {
+        match &self.role {
+            ClusterRole::Leader { .. } => Some(&self.node_id),
+            ClusterRole::Follower { leader: Some(leader) } => Some(&leader.node_id),
+            _ => None,
+        }
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.members.get(&self.node_id).is_some_and(|me| me.role == Role::Learner)
+    }
+}
+
 /// The leader as the lock names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderSeen {

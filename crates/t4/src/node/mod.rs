@@ -48,7 +48,7 @@ use crate::object::metered::MeteredStore;
 use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
-pub use cluster::{ClusterRole, LeaderSeen};
+pub use cluster::{ClusterRole, ClusterView, LeaderSeen};
 pub use counters::NodeStats;
 
 /// An open t4 node. Cheap to clone; every clone is the same node.
@@ -273,7 +273,8 @@ impl Node {
         // A linearizable read in a cluster is served by the leader while its lease holds
         // (read-index-in-lease); a follower refuses it until read index is built.
         if let Some(cluster) = &self.shared.cluster {
-            if !request.serializable && !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
+            let serializable = request.serializable || cluster.config.reads == crate::config::ReadConsistency::Serializable;
+            if !serializable && !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
                 return Err(cluster.not_leader());
             }
         }
@@ -288,6 +289,25 @@ impl Node {
     /// A cluster member's role now (`None`: a single node).
     pub fn cluster_role(&self) -> Option<ClusterRole> {
         self.shared.cluster.as_ref().map(|cluster| cluster.role.borrow().clone())
+    }
+
+    /// The cluster as this member sees it: the members record it last read or wrote, and its
+    /// role (`None`: a single node).
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        let cluster = self.shared.cluster.as_ref()?;
+        let members = cluster.members.lock().expect("members lock").clone();
+        let role = cluster.role.borrow().clone();
+        Some(ClusterView { node_id: cluster.config.node_id.clone(), members, role })
+    }
+
+    /// The term a cluster member last knew of (`None`: a single node); cheaper than the view.
+    pub fn cluster_term(&self) -> Option<u64> {
+        let cluster = self.shared.cluster.as_ref()?;
+        let term = match &*cluster.role.borrow() {
+            ClusterRole::Leader { term } | ClusterRole::Ascending { term } => *term,
+            ClusterRole::Follower { leader } => leader.as_ref().map_or(0, |leader| leader.term),
+        };
+        Some(term)
     }
 
     /// A cluster member's role as it changes (`None`: a single node).

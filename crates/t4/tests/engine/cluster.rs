@@ -78,6 +78,7 @@ impl Cluster {
             peers,
             wait_mode: WaitMode::Quorum,
             timing: TIMING,
+            reads: Default::default(),
         };
         let config =
             Config { bucket: Some(BucketDurability::new(self.bucket.clone(), name)), cluster: Some(cluster), ..Config::new("/unused") };
