@@ -23,9 +23,9 @@ use madsim::task::NodeId;
 use madsim::time::{sleep, Instant};
 use t4::election::member::{run_member, HeartbeatSeen, MemberElection, Standing};
 use t4::election::{Election, Identity, LeaseTiming};
+use t4::env::signal;
 use t4::env::{Clock, CutStore, ObjectStore, SimClock, SimS3, SimS3Faults};
 use t4::object::{RetryPolicy, RetryingStore};
-use tokio::sync::watch;
 
 use crate::fault::Fault;
 use crate::scenario::{Drift, Scenario, SeedReport};
@@ -51,9 +51,9 @@ pub struct ClusterSpec {
 }
 
 /// A running incarnation's clock and standing, as the checker reads them (None while down).
-type Running = Arc<Mutex<Option<(Arc<SimClock>, watch::Receiver<Standing>)>>>;
+type Running = Arc<Mutex<Option<(Arc<SimClock>, signal::Receiver<Standing>)>>>;
 /// Where a running incarnation receives heartbeats: its clock (to stamp arrivals) and inbox.
-type Inbox = Arc<Mutex<Option<(Arc<SimClock>, watch::Sender<Option<HeartbeatSeen>>)>>>;
+type Inbox = Arc<Mutex<Option<(Arc<SimClock>, signal::Sender<Option<HeartbeatSeen>>)>>>;
 
 /// One member: its madsim node, what the checker reads of its running incarnation, and
 /// the switches the nemesis flips.
@@ -309,8 +309,11 @@ fn start_member(
             async move {
                 // Members come up one after another, in order (as an operator starts them).
                 sleep(Duration::from_millis(50) * index as u32).await;
-                let clock = Arc::new(SimClock::new(drift_ppm, 0));
-                let (standing_tx, standing) = watch::channel(Standing::default());
+                // The machine's wall clock goes on across a restart of the process (only its
+                // monotonic clock starts again).
+                let wall_ms = madsim::time::TimeHandle::current().elapsed().as_millis() as i64;
+                let clock = Arc::new(SimClock::new(drift_ppm, wall_ms));
+                let (standing_tx, standing) = signal::channel(Standing::default());
                 *running.lock().unwrap() = Some((clock.clone(), standing));
                 let dyn_clock: Arc<dyn Clock> = clock.clone();
                 let reachable: Arc<dyn ObjectStore> = Arc::new(CutStore::new(bucket, cut, Duration::from_millis(300)));
@@ -319,7 +322,7 @@ fn start_member(
                 let store: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(reachable, dyn_clock.clone(), policy));
                 let identity =
                     Identity { node: name.clone(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
-                let (beats, heartbeats) = watch::channel(None);
+                let (beats, heartbeats) = signal::channel(None);
                 *inbox.lock().unwrap() = Some((clock.clone(), beats));
                 let standing_rx = standing_tx.subscribe();
                 let member = MemberElection {

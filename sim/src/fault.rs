@@ -1,6 +1,7 @@
 //! Faults: what the nemesis can do to a process, its disk, its network or its bucket. A
 //! scenario's row lists the faults it draws from ([`crate::scenario::Spec`]).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
@@ -221,9 +222,11 @@ impl World {
                 // nor serve a stale read when it wakes.
                 let paused = Duration::from_millis(thread_rng().gen_range(200..2500));
                 self.fold(&format!("pause {} for {paused:?}", process.name));
+                process.paused.send_replace(true);
                 handle.pause(server);
                 sleep(paused).await;
                 handle.resume(server);
+                process.paused.send_replace(false);
             }
             Fault::PartitionPeers => {
                 let servers = self.servers.lock().unwrap().clone();
@@ -254,7 +257,30 @@ impl World {
                     net.unclog_link(*other, server);
                 }
             }
-            Fault::MemberKill | Fault::MemberCutFromBucket | Fault::MemberUnheard => {
+            Fault::MemberCutFromBucket => {
+                // A member loses its own link to S3; a leader half the time loses its peers
+                // too (isolated but for its clients: it must stop acknowledging and serving
+                // reads once its lease runs out, by its clock alone).
+                let span = Duration::from_millis(thread_rng().gen_range(200..2500));
+                let isolated = self.leader_index() == Some(which) && thread_rng().gen_range(0..2) == 0;
+                let servers = self.servers.lock().unwrap().clone();
+                let others: Vec<NodeId> =
+                    if isolated { servers.iter().copied().filter(|other| *other != server).collect() } else { Vec::new() };
+                self.fold(&format!("cut {} from the bucket for {span:?}, from its peers {isolated}", process.name));
+                let net = madsim::net::NetSim::current();
+                for other in &others {
+                    net.clog_link(server, *other);
+                    net.clog_link(*other, server);
+                }
+                process.bucket_cut.store(true, Ordering::SeqCst);
+                sleep(span).await;
+                process.bucket_cut.store(false, Ordering::SeqCst);
+                for other in &others {
+                    net.unclog_link(server, *other);
+                    net.unclog_link(*other, server);
+                }
+            }
+            Fault::MemberKill | Fault::MemberUnheard => {
                 unreachable!("{fault:?} is a cluster world's fault (crate::cluster)")
             }
         }

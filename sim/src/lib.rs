@@ -31,5 +31,5 @@ pub mod world;
 
 // The history and its checkers live in t4-check, shared with the harness.
 pub use fault::Fault;
-pub use scenario::{run_seed, run_seed_with, Scenario, SeedReport, Spec};
+pub use scenario::{check_seed, run_seed, run_seed_with, Scenario, SeedReport, Spec};
 pub use t4_check::{checker, history, wgl};

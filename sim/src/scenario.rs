@@ -305,6 +305,7 @@ const REPLICATED_FAULTS: &[(Fault, u32)] = &[
     (Fault::CrashTorn, 2),
     (Fault::MemberPause, 2),
     (Fault::PartitionPeers, 3),
+    (Fault::MemberCutFromBucket, 2),
     (Fault::PartitionClientNode, 1),
 ];
 /// Between two member faults: long enough for a takeover (L + D = 0.66 s) to finish.
@@ -374,6 +375,26 @@ impl SeedReport {
 /// Runs one seed of `scenario` in a fresh simulated world.
 pub fn run_seed(scenario: Scenario, seed: u64) -> SeedReport {
     run_seed_with(scenario, seed, || {})
+}
+
+/// Runs one seed of `scenario` twice, each on a fresh thread, and panics at the first draw
+/// of the simulator's randomness where the second run departs from the first (madsim's
+/// determinism check; with `RUST_BACKTRACE=1` the panic shows the code that drew). A state
+/// kept across runs in one process (a `OnceLock`, a global counter) shows up here.
+pub fn check_seed(scenario: Scenario, seed: u64) -> SeedReport {
+    static CHECKED: std::sync::Mutex<Option<(Scenario, u64)>> = std::sync::Mutex::new(None);
+    *CHECKED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((scenario, seed));
+    fn world() -> std::pin::Pin<Box<dyn std::future::Future<Output = SeedReport>>> {
+        let (scenario, seed) = CHECKED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).expect("check_seed set the seed");
+        Box::pin(async move {
+            let spec = scenario.spec();
+            match spec.cluster {
+                Some(cluster) => crate::cluster::run(scenario, seed, cluster, spec.faults, spec.pause_ms).await,
+                None => World::new(scenario, seed).run().await,
+            }
+        })
+    }
+    Runtime::check_determinism(seed, madsim::Config::default(), world)
 }
 
 /// Like [`run_seed`], calling `prepare` first on the thread the world will run on (the

@@ -59,11 +59,23 @@ pub(crate) struct ClientContext {
 }
 
 impl ClientContext {
-    /// The process to send the next op to: with a cluster, three times in four the one that
-    /// leads now (a client that followed the "not leader" answers), else any.
-    fn pick(&self) -> usize {
+    /// The process to send the next op to. In a cluster, even-numbered clients are given
+    /// one member's endpoint alone (as an etcd client configured with one endpoint) and
+    /// keep to it whatever it answers: a deposed leader that still believes it leads, or a
+    /// stopped one that runs again, has clients asking it all along. The others stay with
+    /// the member they used last, as an etcd client keeps its connection, until that member
+    /// refused or failed an op (or one time in eight); then, three times in four, they go
+    /// to the one that leads now (a client that followed the "not leader" answers), else
+    /// to any.
+    fn pick(&self, last: Option<usize>) -> usize {
         if self.processes.len() == 1 {
             return 0;
+        }
+        if self.replicated && self.client.is_multiple_of(2) {
+            return (self.client / 2) % self.processes.len();
+        }
+        if let Some(last) = last.filter(|_| self.replicated && thread_rng().gen_range(0..8) > 0) {
+            return last;
         }
         let any = thread_rng().gen_range(0..self.processes.len());
         if !self.replicated || thread_rng().gen_range(0..4) == 0 {
@@ -87,10 +99,14 @@ impl ClientContext {
         let mut remote = if over_net { Some(net::Client::new(NET_TIMEOUT).await.expect("bind a client endpoint")) } else { None };
         let mut sequence = 0u64;
         let mut last_seen = [0i64; KEYS];
+        let mut stay_with = None;
         while !self.stop.load(Ordering::SeqCst) {
             sleep(Duration::from_micros(thread_rng().gen_range(0..2000))).await;
-            let which = self.pick();
-            let Some((node, generation)) = self.processes[which].current() else { continue };
+            let which = self.pick(stay_with);
+            let Some((node, generation)) = self.processes[which].current() else {
+                stay_with = None;
+                continue;
+            };
             sequence += 1;
             let key_index = thread_rng().gen_range(0..KEYS);
             let key = format!("k{key_index}");
@@ -113,6 +129,10 @@ impl ClientContext {
                 None => Transport::Local(&node),
             };
             let op = self.perform(&self.processes[which], transport, generation, kind).await;
+            stay_with = match op.outcome {
+                Outcome::Refused(_) | Outcome::Unknown(_) => None,
+                _ => Some(which),
+            };
             match &op.outcome {
                 Outcome::Read { found, .. } => last_seen[key_index] = found.as_ref().map_or(0, |(_, mod_revision)| *mod_revision),
                 Outcome::Scanned { kvs, .. } => {
@@ -123,7 +143,7 @@ impl ClientContext {
                 }
                 _ => {}
             }
-            self.trace.lock().unwrap().fold(&format!("{} {} {:?} {:?}", op.complete_ns, op.client, op.kind, op.outcome));
+            self.trace.lock().unwrap().fold(&format!("{} {}@{which} {:?} {:?}", op.complete_ns, op.client, op.kind, op.outcome));
             self.history.lock().unwrap().push(op);
         }
     }
@@ -131,7 +151,14 @@ impl ClientContext {
     async fn perform(&self, process: &Process, mut transport: Transport<'_>, generation: u64, kind: OpKind) -> Op {
         let invoke_ns = self.started.elapsed().as_nanos();
         let deadline = if self.replicated { CLUSTER_OP_TIMEOUT } else { OP_TIMEOUT };
-        let outcome = match timeout(deadline, execute(&mut transport, &kind)).await {
+        // A stopped process takes the call when it runs again (over SimNet its tasks wait
+        // by themselves; the embedded API would otherwise run in the client's task).
+        let mut resumed = process.paused.subscribe();
+        let call = async {
+            let _ = resumed.wait_for(|paused| !*paused).await;
+            execute(&mut transport, &kind).await
+        };
+        let outcome = match timeout(deadline, call).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Unknown("timed out".into()),
         };
@@ -345,7 +372,7 @@ impl LeaseClient {
             sleep(period.mul_f64(thread_rng().gen_range(0.5..1.0))).await;
             let Some((node, generation)) = self.current() else { continue };
             let sent = Instant::now();
-            let Ok(renewed) = node.lease_keep_alive(id) else { continue };
+            let Ok(renewed) = node.lease_keep_alive(id).await else { continue };
             if !self.same_process(generation) {
                 continue;
             }

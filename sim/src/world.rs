@@ -40,6 +40,11 @@ pub(crate) struct Process {
     pub(crate) clock: Arc<Mutex<Option<Arc<SimClock>>>>,
     /// Its address on SimNet.
     pub(crate) ip: std::net::IpAddr,
+    /// Stopped (SIGSTOP) by the nemesis: a client's call waits until it runs again, as a
+    /// request to a stopped process waits in its socket.
+    pub(crate) paused: Arc<t4::env::signal::Sender<bool>>,
+    /// Cut from the bucket (a cluster member's own link to S3; its calls time out).
+    pub(crate) bucket_cut: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Process {
@@ -51,6 +56,8 @@ impl Process {
             slot: Arc::new(Mutex::new(None)),
             generation: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(Mutex::new(None)),
+            paused: Arc::new(t4::env::signal::Sender::new(false)),
+            bucket_cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -234,6 +241,7 @@ impl World {
         let uses_net = self.spec.over_net;
         let replicated = self.spec.replicated;
         let ip = process.ip;
+        let bucket_cut = process.bucket_cut.clone();
         let drift = if replicated { thread_rng().gen_range(-MEMBER_DRIFT_PPM..=MEMBER_DRIFT_PPM) } else { drift };
         if replicated {
             self.fold(&format!("{name} drift {drift} ppm"));
@@ -245,14 +253,21 @@ impl World {
             .init(move || {
                 let (disk, slot, failures) = (disk.clone(), slot.clone(), failures.clone());
                 let (bucket, name, detected, clock_slot) = (bucket.clone(), name.clone(), detected.clone(), clock_slot.clone());
+                let bucket_cut = bucket_cut.clone();
                 async move {
-                    let clock = Arc::new(SimClock::new(drift, 0));
+                    // The machine's wall clock goes on across a restart of the process (only its
+                    // monotonic clock starts again).
+                    let wall_ms = madsim::time::TimeHandle::current().elapsed().as_millis() as i64;
+                    let clock = Arc::new(SimClock::new(drift, wall_ms));
                     *clock_slot.lock().unwrap() = Some(clock.clone());
                     let env_disk = disk.clone();
                     let env = Env { clock, disk: Arc::new(disk) };
                     let mut config = sim_config();
                     if let Some(bucket) = bucket.clone() {
-                        let store: Arc<dyn ObjectStore> = bucket;
+                        let mut store: Arc<dyn ObjectStore> = bucket;
+                        if replicated {
+                            store = Arc::new(t4::env::CutStore::new(store, bucket_cut.clone(), Duration::from_millis(300)));
+                        }
                         config.bucket = Some(BucketDurability {
                             lock_check_interval: Duration::from_millis(100),
                             // Checkpoints and GC run within a seed.

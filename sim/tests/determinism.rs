@@ -20,8 +20,10 @@ fn same_seed_same_trace() {
         Scenario::PartitionNodeS3,
         Scenario::Leadership3,
         Scenario::Leadership5,
-        // Not the replicated worlds yet: their trace depends on the seeds the process ran
-        // before (docs/robustness.md #45, open). A sweep reproduces run for run.
+        // The replicated worlds: a seed's trace once depended on the seeds the process ran
+        // before it (docs/robustness.md #45).
+        Scenario::Replicated3,
+        Scenario::Replicated5,
     ] {
         for seed in [3, 17, 4242] {
             let first = run_seed(scenario, seed);

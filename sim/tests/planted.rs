@@ -16,7 +16,17 @@ fn failing_seeds(bug: Bug, scenario: Scenario, seeds: u64) -> Vec<u64> {
     assert!(seeds <= CI_SEEDS_PER_SCENARIO);
     let mut failed = Vec::new();
     for seed in 1..=seeds {
-        let report = run_seed_with(scenario, seed, move || plant(Some(bug)));
+        // A node's own invariant check (an assertion) that stops the world catches it too.
+        let run = std::panic::catch_unwind(|| run_seed_with(scenario, seed, move || plant(Some(bug))));
+        let report = match run {
+            Ok(report) => report,
+            Err(panic) => {
+                let why = panic.downcast_ref::<&str>().map(|why| why.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                eprintln!("seed {seed} caught it: a node's assertion: {}", why.unwrap_or_default());
+                failed.push(seed);
+                continue;
+            }
+        };
         if !report.passed() {
             eprintln!("seed {seed} caught it: {}", report.violations.first().map(String::as_str).unwrap_or_default());
             // The checkers that judge on their own, apart from the revision replay.

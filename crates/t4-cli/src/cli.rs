@@ -698,7 +698,9 @@ fn cluster_config(
     config: &ServerConfig,
 ) -> Result<t4::config::ClusterConfig, String> {
     if config.node.bucket.is_none() {
-        return Err("--peer-listen: a cluster member needs --s3-bucket (or --object-dir): the lock and the members record live there".into());
+        return Err(
+            "--peer-listen: a cluster member needs --s3-bucket (or --object-dir): the lock and the members record live there".into()
+        );
     }
     let timing = t4::election::LeaseTiming {
         lease: Duration::from_millis(cluster.leader_lease_ms),

@@ -17,6 +17,7 @@ mod object_store;
 mod os_disk;
 mod peer_net;
 mod redb_backend;
+pub mod signal;
 mod sim_disk;
 mod sim_s3;
 

@@ -4,6 +4,7 @@
 //! simrun --scenario crash_torn --seeds 100 [--base-seed N] [--time-budget SECONDS]
 //! simrun --scenario swarm --reproduce SEED
 //! simrun --regressions sim/regressions.txt
+//! simrun --scenario replicated_3 --reproduce SEED --check-determinism   # each seed twice, panics where they part
 //! RUST_LOG=t4=info simrun --scenario swarm --reproduce SEED   # with t4's log lines
 //! ```
 //! Exits non-zero on the first failing seed, printing the command that replays it.
@@ -28,7 +29,7 @@ fn main() {
 mod runner {
     use std::time::Instant;
 
-    use t4_sim::{run_seed, Scenario, SeedReport};
+    use t4_sim::{check_seed, run_seed, Scenario, SeedReport};
 
     struct Args {
         scenarios: Vec<Scenario>,
@@ -37,11 +38,19 @@ mod runner {
         time_budget_secs: Option<u64>,
         reproduce: Option<u64>,
         regressions: Option<String>,
+        check: bool,
     }
 
     fn parse(args: Vec<String>) -> Result<Args, String> {
-        let mut parsed =
-            Args { scenarios: Scenario::ALL.to_vec(), seeds: 10, base_seed: 1, time_budget_secs: None, reproduce: None, regressions: None };
+        let mut parsed = Args {
+            scenarios: Scenario::ALL.to_vec(),
+            seeds: 10,
+            base_seed: 1,
+            time_budget_secs: None,
+            reproduce: None,
+            regressions: None,
+            check: false,
+        };
         let mut iter = args.into_iter();
         while let Some(flag) = iter.next() {
             let mut value = || iter.next().ok_or(format!("{flag} needs a value"));
@@ -59,6 +68,7 @@ mod runner {
                 "--time-budget" => parsed.time_budget_secs = Some(value()?.parse().map_err(|_| "--time-budget takes seconds")?),
                 "--reproduce" => parsed.reproduce = Some(value()?.parse().map_err(|_| "--reproduce takes a seed")?),
                 "--regressions" => parsed.regressions = Some(value()?),
+                "--check-determinism" => parsed.check = true,
                 other => return Err(format!("unknown flag {other}")),
             }
         }
@@ -91,10 +101,10 @@ mod runner {
                 }
             }
         }
-        execute(&runs, args.time_budget_secs)
+        execute(&runs, args.time_budget_secs, args.check)
     }
 
-    fn execute(runs: &[(Scenario, u64)], time_budget_secs: Option<u64>) -> i32 {
+    fn execute(runs: &[(Scenario, u64)], time_budget_secs: Option<u64>, check: bool) -> i32 {
         let started = Instant::now();
         let mut done = 0;
         for &(scenario, seed) in runs {
@@ -102,7 +112,7 @@ mod runner {
                 println!("simrun: time budget reached");
                 break;
             }
-            let report = run_seed(scenario, seed);
+            let report = if check { check_seed(scenario, seed) } else { run_seed(scenario, seed) };
             print_report(&report);
             done += 1;
             if !report.passed() {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bucket_process;
+mod cluster_process;
 mod crash_binary;
 mod credentials_chain;
 mod differential;

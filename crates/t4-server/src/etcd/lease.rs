@@ -56,7 +56,7 @@ impl Lease for Service {
                 let answer = match next {
                     Ok(keep_alive) => {
                         let _timer = metrics.time("lease_keep_alive");
-                        core.lease_keep_alive(&credentials, keep_alive).map_err(status)
+                        core.lease_keep_alive(&credentials, keep_alive).await.map_err(status)
                     }
                     Err(_) => return,
                 };

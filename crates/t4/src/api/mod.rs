@@ -108,12 +108,7 @@ impl EtcdCore {
 
     /// A header for `revision`, with this member's identity.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            revision,
-            raft_term: self.raft_term(),
-        })
+        Some(ResponseHeader { cluster_id: self.cluster_id, member_id: self.member_id, revision, raft_term: self.raft_term() })
     }
 
     fn fill(&self, header: &mut Option<ResponseHeader>) {
@@ -235,9 +230,9 @@ impl EtcdCore {
     }
 
     /// TTL 0 for a lease that does not exist, as etcd answers (not an error).
-    pub fn lease_keep_alive(&self, credentials: &Credentials, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+    pub async fn lease_keep_alive(&self, credentials: &Credentials, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
         self.caller(credentials)?.require_user()?;
-        let ttl = self.node.lease_keep_alive(request.id)?;
+        let ttl = self.node.lease_keep_alive(request.id).await?;
         Ok(LeaseKeepAliveResponse { header: self.header(self.node.current_revision()), id: request.id, ttl })
     }
 

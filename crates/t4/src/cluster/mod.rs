@@ -13,6 +13,7 @@
 //! catch-up by snapshot (docs/clustering.md "Status").
 
 pub mod ascension;
+pub mod forward;
 pub mod ledger;
 pub mod log_terms;
 pub mod member_log;

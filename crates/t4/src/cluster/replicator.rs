@@ -21,10 +21,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::env::signal;
 use bytes::Bytes;
 use prost::Message;
 use t4_proto::peer::AppendResponse;
-use tokio::sync::watch;
 
 use super::member_log::MemberLog;
 use super::members::Members;
@@ -76,12 +76,12 @@ struct Shared {
     durable: Mutex<BTreeMap<String, u64>>,
     /// When each follower last answered (monotonic).
     heard: Mutex<BTreeMap<String, Duration>>,
-    commit: watch::Sender<u64>,
+    commit: signal::Sender<u64>,
     /// Set to the newer term that ended this leadership.
-    deposed: watch::Sender<Option<u64>>,
+    deposed: signal::Sender<Option<u64>>,
     /// The leader's last durable index: followers wake on it.
-    appended: watch::Sender<u64>,
-    lock: watch::Receiver<LockSeen>,
+    appended: signal::Sender<u64>,
+    lock: signal::Receiver<LockSeen>,
 }
 
 /// The running replication of one leadership; dropping it stops its tasks.
@@ -107,7 +107,7 @@ impl Replicator {
         log: Arc<Mutex<MemberLog>>,
         peers: Arc<dyn PeerNet>,
         clock: Arc<dyn Clock>,
-        lock: watch::Receiver<LockSeen>,
+        lock: signal::Receiver<LockSeen>,
     ) -> Self {
         let (last, commit) = {
             let log = log.lock().expect("member log lock");
@@ -133,9 +133,9 @@ impl Replicator {
             clock,
             durable: Mutex::new(durable),
             heard: Mutex::new(BTreeMap::new()),
-            commit: watch::Sender::new(commit),
-            deposed: watch::Sender::new(None),
-            appended: watch::Sender::new(last),
+            commit: signal::Sender::new(commit),
+            deposed: signal::Sender::new(None),
+            appended: signal::Sender::new(last),
             lock,
         });
         shared.recount();
@@ -168,12 +168,12 @@ impl Replicator {
     }
 
     /// The commit index as it moves.
-    pub fn commit(&self) -> watch::Receiver<u64> {
+    pub fn commit(&self) -> signal::Receiver<u64> {
         self.shared.commit.subscribe()
     }
 
     /// Set once an answer named a newer term.
-    pub fn deposed(&self) -> watch::Receiver<Option<u64>> {
+    pub fn deposed(&self) -> signal::Receiver<Option<u64>> {
         self.shared.deposed.subscribe()
     }
 

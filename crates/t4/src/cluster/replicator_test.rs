@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::env::signal;
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::*;
 use crate::cluster::member_log::MemberLog;
@@ -86,7 +86,7 @@ impl World {
         for name in ["f1", "f2"] {
             let log = open_log();
             let cut = Arc::new(AtomicBool::new(false));
-            let service = MemberService::new(9, log.clone(), clock.clone(), watch::Sender::new(None), watch::Sender::new(0));
+            let service = MemberService::new(9, log.clone(), clock.clone(), signal::Sender::new(None), signal::Sender::new(0));
             peers.members.lock().unwrap().insert(name.to_string(), (Arc::new(service), cut.clone()));
             followers.insert(name, (log, cut));
         }
@@ -105,7 +105,7 @@ impl World {
             start
         };
         let leadership = Leadership { term, me: "l".into(), members: voters(), mode, term_start, heartbeat: Duration::from_millis(20) };
-        let (_, lock) = watch::channel(LockSeen { etag: "\"e1\"".into(), lease_ms: 5000 });
+        let (_, lock) = signal::channel(LockSeen { etag: "\"e1\"".into(), lease_ms: 5000 });
         let replicator = Replicator::start(leadership, self.leader.clone(), self.peers.clone(), self.clock.clone(), lock);
         let last = self.leader.lock().unwrap().last().index;
         replicator.own_durable(last);

@@ -10,10 +10,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::env::signal;
 use bytes::Bytes;
 use prost::Message;
-use t4_proto::peer::{AppendRequest, FetchRequest, FetchResponse, PromiseRequest};
-use tokio::sync::watch;
+use t4_proto::peer::{
+    AppendRequest, FetchRequest, FetchResponse, ForwardRequest, ForwardResponse, PromiseRequest, ReadIndexRequest, ReadIndexResponse,
+};
 
 use super::member_log::MemberLog;
 use super::wire::receive_append;
@@ -26,12 +28,22 @@ pub fn cluster_id_text(cluster_id: u64) -> String {
     format!("{cluster_id:016x}")
 }
 
+/// What a member answers to forwarded writes and read-index questions: its node, which
+/// serves them only while it leads (`node/forwarding.rs`).
+#[async_trait::async_trait]
+pub trait Leads: Send + Sync {
+    async fn forward(&self, request: ForwardRequest) -> ForwardResponse;
+    async fn read_index(&self) -> Result<ReadIndexResponse, String>;
+}
+
 pub struct MemberService {
+    /// Set once the node is open.
+    leads: std::sync::OnceLock<Arc<dyn Leads>>,
     cluster_id: String,
     log: Arc<Mutex<MemberLog>>,
     clock: Arc<dyn Clock>,
-    heartbeats: watch::Sender<Option<HeartbeatSeen>>,
-    commit: watch::Sender<u64>,
+    heartbeats: signal::Sender<Option<HeartbeatSeen>>,
+    commit: signal::Sender<u64>,
     failed: Mutex<Option<Error>>,
     /// Set while this member leads (or ascends): it takes no appends or promises of
     /// another term meanwhile, whose records would interleave with its own; the other
@@ -46,10 +58,11 @@ impl MemberService {
         cluster_id: u64,
         log: Arc<Mutex<MemberLog>>,
         clock: Arc<dyn Clock>,
-        heartbeats: watch::Sender<Option<HeartbeatSeen>>,
-        commit: watch::Sender<u64>,
+        heartbeats: signal::Sender<Option<HeartbeatSeen>>,
+        commit: signal::Sender<u64>,
     ) -> Self {
         Self {
+            leads: std::sync::OnceLock::new(),
             cluster_id: cluster_id_text(cluster_id),
             log,
             clock,
@@ -59,6 +72,27 @@ impl MemberService {
             leading: std::sync::atomic::AtomicBool::new(false),
             last_refusal: Mutex::new(None),
         }
+    }
+
+    /// From now on forwards and read-index questions go to `leads`.
+    pub fn serve_leads(&self, leads: Arc<dyn Leads>) {
+        let _ = self.leads.set(leads);
+    }
+
+    fn leads(&self) -> Result<&Arc<dyn Leads>, String> {
+        self.leads.get().ok_or_else(|| "this member is still opening".to_string())
+    }
+
+    async fn forward(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = ForwardRequest::decode(request).map_err(|error| format!("a forward that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        Ok(self.leads()?.forward(request).await.encode_to_vec().into())
+    }
+
+    async fn read_index(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = ReadIndexRequest::decode(request).map_err(|error| format!("a read index request that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        Ok(self.leads()?.read_index().await?.encode_to_vec().into())
     }
 
     /// This member starts (`true`) or stops leading.
@@ -165,7 +199,9 @@ impl PeerHandler for MemberService {
             peer_methods::APPEND => self.append(request).await,
             peer_methods::PROMISE => self.promise(request).await,
             peer_methods::FETCH => self.fetch(request).await,
-            other => Err(format!("{other}: not served by this member yet")),
+            peer_methods::FORWARD => self.forward(request).await,
+            peer_methods::READ_INDEX => self.read_index(request).await,
+            other => Err(format!("{other}: not served by this member")),
         };
         if let Err(refusal) = &answer {
             *self.last_refusal.lock().expect("refusal lock") = Some(format!("{method}: {refusal}"));

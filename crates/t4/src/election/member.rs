@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::env::signal;
 
 use super::engine::{Command, Election, Event, WriteOutcome};
 use super::lock::{read_lock, write_lock, LockRecord};
@@ -54,9 +54,9 @@ pub struct MemberElection {
     pub store: Arc<dyn ObjectStore>,
     pub clock: Arc<dyn Clock>,
     /// The newest heartbeat received from a leader.
-    pub heartbeats: watch::Receiver<Option<HeartbeatSeen>>,
+    pub heartbeats: signal::Receiver<Option<HeartbeatSeen>>,
     /// Where the standing goes.
-    pub standing: watch::Sender<Standing>,
+    pub standing: signal::Sender<Standing>,
 }
 
 /// Runs the member's election until `keep_going` turns false. `healthy` is asked at each

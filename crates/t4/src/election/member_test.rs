@@ -18,7 +18,7 @@ const TIMING: LeaseTiming = LeaseTiming { lease: Duration::from_millis(300), dri
 struct Running {
     name: String,
     cut: Arc<AtomicBool>,
-    standing: watch::Receiver<Standing>,
+    standing: signal::Receiver<Standing>,
     running: Arc<AtomicBool>,
     healthy: Arc<AtomicBool>,
 }
@@ -27,8 +27,8 @@ fn start(bucket: &Arc<MemObjectStore>, clock: &Arc<dyn Clock>, name: &str) -> Ru
     let cut = Arc::new(AtomicBool::new(false));
     let store = Arc::new(CutStore::new(bucket.clone(), cut.clone(), Duration::ZERO));
     let identity = Identity { node: name.into(), peer_url: format!("http://{name}:3380"), client_url: format!("http://{name}:3379") };
-    let (standing_tx, standing) = watch::channel(Standing::default());
-    let (_beats, heartbeats) = watch::channel(None);
+    let (standing_tx, standing) = signal::channel(Standing::default());
+    let (_beats, heartbeats) = signal::channel(None);
     let (running, healthy) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
     let member = MemberElection {
         election: Election::leased(identity, TIMING),

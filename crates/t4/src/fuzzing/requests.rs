@@ -107,7 +107,7 @@ async fn drive(data: &[u8]) {
             4 => call!(CompactionRequest, |request| core.compact(c, request).await),
             5 => call!(LeaseGrantRequest, |request| core.lease_grant(c, request).await),
             6 => call!(LeaseRevokeRequest, |request| core.lease_revoke(c, request).await),
-            7 => call!(LeaseKeepAliveRequest, |request| core.lease_keep_alive(c, request)),
+            7 => call!(LeaseKeepAliveRequest, |request| core.lease_keep_alive(c, request).await),
             8 => call!(LeaseTimeToLiveRequest, |request| core.lease_time_to_live(c, request).await),
             9 => seen.answer("leases", core.lease_leases(c)),
             10 => seen.answer("status", core.status().await),

@@ -76,7 +76,7 @@ fn read_position(meta: &impl ReadableTable<&'static str, u64>) -> Result<Positio
 }
 
 /// A request that goes through the writer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WriteRequest {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),

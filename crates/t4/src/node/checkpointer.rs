@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::env::signal;
 
 use crate::error::{ClosedReason, Error, Result};
 
@@ -21,7 +21,7 @@ pub(super) struct Checkpoints {
     pub bucket: Arc<dyn crate::env::ObjectStore>,
     pub term: u64,
     pub retain: usize,
-    pub synced: watch::Receiver<u64>,
+    pub synced: signal::Receiver<u64>,
     /// One checkpoint at a time (the task's and any asked for through the API).
     pub running: Arc<tokio::sync::Mutex<()>>,
 }

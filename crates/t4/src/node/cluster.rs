@@ -24,10 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::env::signal;
 use bytes::Bytes;
 use prost::Message;
 use t4_proto::peer::{AppendRequest, FetchRequest, FetchResponse, PromiseRequest, PromiseResponse};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::cluster::ascension::{Ascension, Step};
 use crate::cluster::member_log::MemberLog;
@@ -94,6 +95,8 @@ impl ClusterView {
 pub struct LeaderSeen {
     pub node_id: String,
     pub client_url: String,
+    /// Where this member forwards writes and asks for the read index.
+    pub peer_url: String,
     pub term: u64,
 }
 
@@ -102,13 +105,13 @@ pub(super) struct ClusterState {
     pub config: ClusterConfig,
     pub log: Arc<Mutex<MemberLog>>,
     pub service: Arc<MemberService>,
-    pub standing: watch::Receiver<Standing>,
-    pub role: watch::Sender<ClusterRole>,
+    pub standing: signal::Receiver<Standing>,
+    pub role: signal::Sender<ClusterRole>,
     pub members: Mutex<Members>,
     /// The bucket (through the retry layer): the lock and `members`.
     pub bucket: Arc<dyn ObjectStore>,
     /// The commit index the leader last sent (the follower's apply loop follows it).
-    pub commit: watch::Receiver<u64>,
+    pub commit: signal::Receiver<u64>,
     /// The writer's queue while this member leads.
     pub leading: Mutex<Option<mpsc::Sender<Job>>>,
     pub replicator: Mutex<Option<Arc<Replicator>>>,
@@ -119,6 +122,15 @@ pub(super) struct ClusterState {
     /// The term this member leads and has committed its term record in (0: none).
     pub serving: Arc<AtomicU64>,
     pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The store's applied index on a follower, as its apply loop moves it (what a
+    /// linearizable read on a follower waits for).
+    pub applied: signal::Sender<u64>,
+    /// Forwarded writes' ids: `<node id>/<nonce of this open>/<count>`. Not the wall clock:
+    /// a clock set back (or a restart within its millisecond) would repeat an earlier open's
+    /// ids, and the leader would answer a new write with an old write's answer (the
+    /// simulator's replicated_3 seed 7004: its members' wall clocks restart at a crash).
+    pub forward_prefix: String,
+    pub forwards: AtomicU64,
 }
 
 /// How often an idle leader's followers hear from it, as a share of the lease.
@@ -135,6 +147,7 @@ impl ClusterState {
         holder.as_ref().filter(|record| !record.node.is_empty()).map(|record| LeaderSeen {
             node_id: record.node.clone(),
             client_url: record.client_url.clone(),
+            peer_url: record.peer_url.clone(),
             term: record.term,
         })
     }
@@ -146,6 +159,16 @@ impl ClusterState {
                 Error::NotLeader { leader: Some(leader.client_url.clone()).filter(|url| !url.is_empty()) }
             }
             _ => Error::NoLeader,
+        }
+    }
+
+    /// The leader while this member follows another that it knows of.
+    pub fn leader_elsewhere(&self) -> Option<LeaderSeen> {
+        match &*self.role.borrow() {
+            ClusterRole::Follower { leader: Some(leader) } if leader.node_id != self.config.node_id && !leader.peer_url.is_empty() => {
+                Some(leader.clone())
+            }
+            _ => None,
         }
     }
 
@@ -208,6 +231,7 @@ pub(super) async fn join_cluster(config: &ClusterConfig, bucket: &Arc<dyn Object
 pub(super) fn start(shared: &Arc<Shared>, election: MemberElection, jobs: mpsc::Receiver<Job>, stopped: oneshot::Sender<Result<()>>) {
     let state = shared.cluster.as_ref().expect("a cluster member");
     let weak = Arc::downgrade(shared);
+    state.service.serve_leads(Arc::new(super::forwarding::LeaderSide::new(weak.clone())));
     let (healthy, going) = (weak.clone(), weak.clone());
     let election_task = tokio::spawn(run_member(
         election,
@@ -273,7 +297,19 @@ async fn route_jobs(shared: Weak<Shared>, mut jobs: mpsc::Receiver<Job>, stopped
             None => Some(job),
         };
         if let Some(job) = refused {
-            let _ = job.reply.send(Err(state.not_leader()));
+            match state.leader_elsewhere() {
+                // forward-once: the leader applies it, this member answers as it would.
+                Some(leader) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let answer = super::forwarding::forward(&shared, &leader, &job.request, job.auth_revision).await;
+                        let _ = job.reply.send(answer);
+                    });
+                }
+                None => {
+                    let _ = job.reply.send(Err(state.not_leader()));
+                }
+            }
         }
     }
     let _ = stopped.send(Ok(()));
@@ -482,7 +518,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         }
     };
     follow_records(shared, &records);
-    let (lock_tx, lock_rx) = watch::channel(LockSeen::default());
+    let (lock_tx, lock_rx) = signal::channel(LockSeen::default());
     let leadership = Leadership {
         term,
         me: state.config.node_id.clone(),
@@ -495,7 +531,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     replicator.own_durable(ascended.term_start);
     *state.replicator.lock().expect("replicator lock") = Some(replicator.clone());
 
-    let (ended_tx, ended) = watch::channel(false);
+    let (ended_tx, ended) = signal::channel(false);
     let run = Arc::new(LeaderRun {
         term,
         log: state.log.clone(),
@@ -514,7 +550,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     let (jobs_tx, jobs_rx) = mpsc::channel(shared.config.write_queue_max);
     let (sync_tx, sync_rx) = mpsc::channel(1);
     let commit = state.log.lock().expect("member log lock").commit();
-    let (synced_tx, synced_rx) = watch::channel(commit);
+    let (synced_tx, synced_rx) = signal::channel(commit);
     let ahead = Some(Arc::new(Semaphore::new(super::uploader::BATCHES_AHEAD_MAX)));
     let syncer = tokio::spawn(leader_syncer_loop(shared.clone(), run.clone(), first, sync_rx, synced_tx));
     let writer = tokio::spawn(writer_loop(shared.clone(), jobs_rx, ahead, sync_tx, synced_rx));
@@ -543,7 +579,10 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         });
         let now = clock.monotonic();
         let leads = seen.leads_at(now) == Some(term);
-        if !leads || deposed.borrow().is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some() {
+        // A term whose writer or commit point stopped ends too: a holder that renews its
+        // lock but commits nothing would keep every other member from taking over.
+        let stopped = writer.is_finished() || syncer.is_finished();
+        if !leads || stopped || deposed.borrow().is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some() {
             break;
         }
         let until_lease_end = seen.until.saturating_sub(now).max(Duration::from_millis(1));
@@ -694,6 +733,7 @@ async fn apply_commits(weak: Weak<Shared>) {
                 } else if !records.is_empty() {
                     follow_records(&shared, &records);
                     shared.commit_visible(revision, Some(events));
+                    state.applied.send_replace(shared.store.applied_index());
                 }
             }
             Err(error) => {
@@ -754,8 +794,8 @@ pub(super) async fn open_member(
     let members = join_cluster(config, &bucket, env.clock.wall_ms(), fresh).await?;
     let log = Arc::new(Mutex::new(log));
     let identity = Identity { node: config.node_id.clone(), peer_url: config.peer_url.clone(), client_url: config.client_url.clone() };
-    let (standing_tx, standing) = watch::channel(Standing::default());
-    let (heartbeats_tx, heartbeats) = watch::channel(None);
+    let (standing_tx, standing) = signal::channel(Standing::default());
+    let (heartbeats_tx, heartbeats) = signal::channel(None);
     let election = MemberElection {
         election: Election::leased(identity, config.timing),
         store: bucket.clone(),
@@ -763,14 +803,14 @@ pub(super) async fn open_member(
         heartbeats,
         standing: standing_tx,
     };
-    let (commit_tx, commit) = watch::channel(applied);
+    let (commit_tx, commit) = signal::channel(applied);
     let service = Arc::new(MemberService::new(members.cluster_id, log.clone(), env.clock.clone(), heartbeats_tx, commit_tx));
     let state = ClusterState {
         config: config.clone(),
         log,
         service,
         standing,
-        role: watch::Sender::new(ClusterRole::Follower { leader: None }),
+        role: signal::Sender::new(ClusterRole::Follower { leader: None }),
         members: Mutex::new(members),
         bucket,
         commit,
@@ -780,6 +820,9 @@ pub(super) async fn open_member(
         gave_up: AtomicU64::new(0),
         serving: Arc::new(AtomicU64::new(0)),
         tasks: Mutex::new(Vec::new()),
+        applied: signal::Sender::new(applied),
+        forward_prefix: format!("{}/{:016x}", config.node_id, crate::env::nonce()),
+        forwards: AtomicU64::new(0),
     };
     Ok(OpenedMember { store, fence, state, election })
 }

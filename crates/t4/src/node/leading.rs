@@ -14,7 +14,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use crate::env::signal;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::cluster::member_log::{MemberLog, TailBatch};
 use crate::cluster::replicator::Replicator;
@@ -32,9 +33,9 @@ pub(super) struct LeaderRun {
     pub term: u64,
     pub log: Arc<Mutex<MemberLog>>,
     pub replicator: Arc<Replicator>,
-    pub standing: watch::Receiver<Standing>,
+    pub standing: signal::Receiver<Standing>,
     /// Turns true when the leadership ends.
-    pub ended: watch::Receiver<bool>,
+    pub ended: signal::Receiver<bool>,
     /// Set to the term once its first batch (the adopted log and the term record) is
     /// committed and visible: only then does this leader serve linearizable reads (what an
     /// older leader acknowledged is visible here from that moment).
@@ -65,7 +66,7 @@ pub(super) async fn leader_syncer_loop(
     run: Arc<LeaderRun>,
     first: Pending,
     mut jobs: mpsc::Receiver<SyncJob>,
-    synced: watch::Sender<u64>,
+    synced: signal::Sender<u64>,
 ) {
     let (pending_tx, pending_rx) = mpsc::unbounded_channel();
     let committer = tokio::spawn(commit_in_order(shared.clone(), run.clone(), pending_rx, synced));
@@ -117,7 +118,7 @@ async fn commit_in_order(
     shared: Arc<Shared>,
     run: Arc<LeaderRun>,
     mut pending: mpsc::UnboundedReceiver<Pending>,
-    synced: watch::Sender<u64>,
+    synced: signal::Sender<u64>,
 ) {
     let mut commit = run.replicator.commit();
     let mut ended = run.ended.clone();
@@ -136,23 +137,30 @@ async fn commit_in_order(
         let through = batch.through.unwrap_or(through_so_far).max(through_so_far);
         through_so_far = through;
         // Planted (simulator tests only): acknowledged once in this leader's own log.
-        let committed = synced.is_some() && planted_bug!(AckBeforeMajority) && run.leads_now(&shared);
-        let committed = committed
+        let planted = synced.is_some() && planted_bug!(AckBeforeMajority) && run.leads_now(&shared);
+        let committed = planted
             || synced.is_some() && {
-                let reached = tokio::select! {
+                tokio::select! {
                     biased;
                     reached = commit.wait_for(|index| *index >= through) => reached.is_ok(),
                     _ = ended.wait_for(|ended| *ended) => false,
-                };
-                reached && run.leads_now(&shared)
+                }
             };
         match synced.as_ref().filter(|_| committed) {
             Some(synced) => {
+                // Committed: a majority holds it, so every later leader does. It is history
+                // whatever the lease says, and is published in order (watchers must not
+                // miss it). Acknowledged only while the lease holds at this instant; in a
+                // lapse (a renewal late, then landing: nobody took over) its writers are told
+                // the outcome is unknown, and the term goes on (robustness #51: once, a
+                // lapse stopped this term's commits for good while it kept its lock).
+                let leads = run.leads_now(&shared);
                 shared.commit_visible(batch.revision, batch.events);
+                // The term record is committed (reads still need the lease, apart).
                 run.serving.store(run.term, std::sync::atomic::Ordering::SeqCst);
                 synced.send_replace(through);
                 drop(batch.ahead);
-                answer(batch.replies, Ok(()));
+                answer(batch.replies, if leads { Ok(()) } else { Err(Error::LeaderChanged) });
             }
             None => {
                 synced = None;

@@ -18,6 +18,7 @@ mod checkpointer;
 mod cluster;
 mod commit;
 mod counters;
+mod forwarding;
 mod leading;
 mod lessor;
 mod lock_watch;
@@ -76,7 +77,7 @@ struct Shared {
     /// disarming it. Kept in memory; an open whose store is already past the quota raises it.
     nospace: std::sync::atomic::AtomicBool,
     /// Turns true (once) when `failure` is set: health reporters wait on it.
-    failed: tokio::sync::watch::Sender<bool>,
+    failed: crate::env::signal::Sender<bool>,
     jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
     stopped: Mutex<Option<oneshot::Receiver<Result<()>>>>,
     stats: counters::Counters,
@@ -202,7 +203,7 @@ impl Node {
             visible: AtomicI64::new(visible),
             fence,
             failure: Mutex::new(None),
-            failed: tokio::sync::watch::Sender::new(false),
+            failed: crate::env::signal::Sender::new(false),
             nospace: std::sync::atomic::AtomicBool::new(over_quota),
             jobs: Mutex::new(Some(jobs_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
@@ -270,12 +271,13 @@ impl Node {
         if prost::Message::encoded_len(&request) > self.shared.config.request_bytes_max {
             return Err(Error::RequestTooLarge);
         }
-        // A linearizable read in a cluster is served by the leader while its lease holds
-        // (read-index-in-lease); a follower refuses it until read index is built.
+        // A linearizable read in a cluster is served by the leader while its lease holds,
+        // by a follower once it applied through the leader's commit index
+        // (read-index-in-lease, node/forwarding.rs).
         if let Some(cluster) = &self.shared.cluster {
             let serializable = request.serializable || cluster.config.reads == crate::config::ReadConsistency::Serializable;
             if !serializable && !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
-                return Err(cluster.not_leader());
+                forwarding::read_index(&self.shared).await?;
             }
         }
         let shared = self.shared.clone();
@@ -311,7 +313,7 @@ impl Node {
     }
 
     /// A cluster member's role as it changes (`None`: a single node).
-    pub fn cluster_roles(&self) -> Option<tokio::sync::watch::Receiver<ClusterRole>> {
+    pub fn cluster_roles(&self) -> Option<crate::env::signal::Receiver<ClusterRole>> {
         self.shared.cluster.as_ref().map(|cluster| cluster.role.subscribe())
     }
 
@@ -387,15 +389,21 @@ impl Node {
 
     /// Renews a lease for its whole TTL; returns that TTL, or 0 if the lease does not
     /// exist (or has expired), as etcd's keepalive answers. Writes nothing.
-    pub fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
         self.check_open()?;
-        // Leases expire by the leader's decision only: keepalives go to the leader.
+        // Leases expire by the leader's decision only: a follower hands keepalives to the
+        // leader (node/forwarding.rs).
         if let Some(cluster) = &self.shared.cluster {
             if !cluster.serves_linearizable(self.shared.env.clock.monotonic()) {
-                return Err(cluster.not_leader());
+                return forwarding::keep_alive(&self.shared, id).await;
             }
         }
-        Ok(self.shared.lessor.keep_alive(id, self.shared.env.clock.monotonic()).unwrap_or(0))
+        Ok(self.keep_alive_here(id))
+    }
+
+    /// A keepalive this node serves itself (a single node, or the leader in its lease).
+    fn keep_alive_here(&self, id: i64) -> i64 {
+        self.shared.lessor.keep_alive(id, self.shared.env.clock.monotonic()).unwrap_or(0)
     }
 
     /// A lease's time left and granted TTL, with its keys if `keys`; `None` if it does not

@@ -27,8 +27,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::env::signal;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::durability::TermLog;
 use crate::error::{Error, Result};
@@ -100,7 +101,7 @@ pub(super) fn start(
     stopped: oneshot::Sender<Result<()>>,
 ) {
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_MAX);
-    let (synced_tx, synced_rx) = watch::channel(shared.store.applied_index());
+    let (synced_tx, synced_rx) = signal::channel(shared.store.applied_index());
     if let (Some(log), Some(durability)) = (&log, &shared.config.bucket) {
         let checkpoints = Checkpoints {
             bucket: log.store.clone(),

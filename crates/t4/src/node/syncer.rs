@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use crate::env::signal;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::durability::TermLog;
 use crate::error::{ClosedReason, Error, Result};
@@ -44,7 +45,7 @@ pub(super) async fn syncer_loop(
     wal: WalWriter,
     log: Option<TermLog>,
     mut jobs: mpsc::Receiver<SyncJob>,
-    synced: watch::Sender<u64>,
+    synced: signal::Sender<u64>,
 ) {
     let mut wal = Some(wal);
     let mut uploaded = synced.subscribe();
@@ -125,7 +126,7 @@ pub(super) async fn syncer_loop(
 async fn wait_for_bucket_lag(
     shared: &Arc<Shared>,
     behind: &mut VecDeque<(u64, Duration)>,
-    uploaded: &mut watch::Receiver<u64>,
+    uploaded: &mut signal::Receiver<u64>,
     max_age: Duration,
 ) -> Result<()> {
     let mut warned = false;

@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use crate::env::signal;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::durability::bucket::UPLOADS_IN_FLIGHT_MAX;
 use crate::durability::TermLog;
@@ -52,7 +53,7 @@ pub(super) struct Upload {
 /// watchers, answered) only once their object and every earlier one are in the bucket and,
 /// with sync upload, the syncer has them on disk too; `synced` follows, so the store is never
 /// made durable past what the bucket and the local log both hold.
-pub(super) async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc::Receiver<Upload>, synced: watch::Sender<u64>) {
+pub(super) async fn uploader_loop(shared: Arc<Shared>, mut log: TermLog, mut uploads: mpsc::Receiver<Upload>, synced: signal::Sender<u64>) {
     use futures::stream::{FuturesOrdered, StreamExt};
     let mut in_flight = FuturesOrdered::new();
     let mut open = true;

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use crate::env::signal;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ClosedReason, Error, Result};
 use crate::mvcc::{Applied, WriteRequest};
@@ -47,7 +48,7 @@ impl DurableSchedule {
         &mut self,
         shared: &Arc<Shared>,
         sync_tx: &mpsc::Sender<SyncJob>,
-        synced: &mut watch::Receiver<u64>,
+        synced: &mut signal::Receiver<u64>,
     ) -> Result<()> {
         make_store_durable(shared, sync_tx, synced).await?;
         self.records_since = 0;
@@ -64,7 +65,7 @@ pub(super) async fn writer_loop(
     mut jobs: mpsc::Receiver<Job>,
     ahead: Option<Arc<Semaphore>>,
     sync_tx: mpsc::Sender<SyncJob>,
-    mut synced: watch::Receiver<u64>,
+    mut synced: signal::Receiver<u64>,
 ) -> Result<()> {
     let mut schedule = DurableSchedule { records_since: 0, at: shared.env.clock.monotonic() };
     // Jobs taken from the channel that a batch had no room for (see Store::apply_batch):
@@ -277,7 +278,7 @@ fn sync_job(
 
 /// Waits until the WAL holds every record the store applied, then makes the store durable
 /// and lets the syncer drop the segments below.
-async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob>, synced: &mut watch::Receiver<u64>) -> Result<()> {
+async fn make_store_durable(shared: &Arc<Shared>, sync_tx: &mpsc::Sender<SyncJob>, synced: &mut signal::Receiver<u64>) -> Result<()> {
     let target = shared.store.applied_index();
     let caught_up = synced.wait_for(|index| *index >= target).await.is_ok();
     if !caught_up || shared.failed().is_some() {

@@ -1,6 +1,7 @@
 //! Three members in one process, on one in-memory bucket, calling each other through an
 //! in-process network whose links the tests cut: one leads, the others follow and apply
-//! what it commits; writes to a follower are refused with the leader's URL; when the
+//! what it commits; writes, linearizable reads and keepalives on a follower go through the
+//! leader (forwarded, read index), a retried forward is applied once; when the
 //! leader goes, another takes over with every acknowledged write, and the old one comes
 //! back as a follower.
 
@@ -156,7 +157,7 @@ async fn eventually_on(node: &Node, key: &str, expected: Option<(&str, i64)>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_replicate_refuse_writes_on_followers_and_survive_the_leader() {
+async fn three_members_replicate_serve_followers_through_the_leader_and_survive_the_leader() {
     let mut cluster = Cluster::new(&["a", "b", "c"]);
     cluster.start("a").await;
     assert_eq!(cluster.leader().await, "a", "the first member forms the cluster and leads it");
@@ -175,13 +176,61 @@ async fn three_members_replicate_refuse_writes_on_followers_and_survive_the_lead
     for name in ["a", "b", "c"] {
         eventually_on(&cluster.nodes[name], "k", Some(("v1", revision))).await;
     }
+    // A write to a follower is forwarded: the leader applies it, and a linearizable read on
+    // the other follower, sent once it was acknowledged, sees it (read index).
     let follower = &cluster.nodes["b"];
-    match follower.put("k", "nope").await {
-        Err(Error::NotLeader { leader }) => assert_eq!(leader.as_deref(), Some("http://a:2379")),
-        other => panic!("a follower took a write: {other:?}"),
-    }
+    let forwarded = follower.put("k", "via-b").await.expect("forwarded to the leader");
+    assert!(forwarded > revision);
     let linearizable = RangeRequest { key: b"k".to_vec(), ..Default::default() };
-    assert!(matches!(follower.range(linearizable).await, Err(Error::NotLeader { .. })), "no read index yet: refused, not stale");
+    for name in ["c", "b", "a"] {
+        let read = cluster.nodes[name].range(linearizable.clone()).await.expect("a linearizable read on any member");
+        let kv = &read.kvs[0];
+        assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"via-b"[..], forwarded), "on {name}");
+    }
+    // Leases through a follower: granted by the leader, kept alive through the follower.
+    let lease = cluster.nodes["c"].lease_grant(t4_proto::etcdserverpb::LeaseGrantRequest { ttl: 30, id: 0 }).await.expect("grant").id;
+    assert_eq!(cluster.nodes["c"].lease_keep_alive(lease).await.expect("keepalive"), 30);
+    assert_eq!(cluster.nodes["b"].lease_keep_alive(lease + 1).await.expect("keepalive"), 0, "no such lease");
+
+    // forward-once: the same forward delivered twice to the leader is applied once, and
+    // both deliveries get the first answer.
+    let (method, bytes) = t4::cluster::forward::encode_request(&t4::mvcc::WriteRequest::Put(t4_proto::etcdserverpb::PutRequest {
+        key: b"once".to_vec(),
+        value: b"1".to_vec(),
+        ..Default::default()
+    }));
+    let cluster_id = cluster.nodes["a"].cluster_view().expect("member").members.cluster_id;
+    let forward = t4_proto::peer::ForwardRequest {
+        method: method.into(),
+        request: bytes,
+        request_id: "test/1/1".into(),
+        cluster_id: t4::cluster::service::cluster_id_text(cluster_id),
+        ..Default::default()
+    };
+    let leader = cluster.nodes["a"].peer_handler().expect("member");
+    let deliver = || async {
+        let answer = leader.handle(t4::env::peer_methods::FORWARD, prost::Message::encode_to_vec(&forward).into()).await.expect("answered");
+        <t4_proto::peer::ForwardResponse as prost::Message>::decode(answer).expect("decodes")
+    };
+    let (first, again) = (deliver().await, deliver().await);
+    assert_eq!(first.error_code, 0, "{}", first.error_message);
+    assert_eq!(first, again, "a retried forward gets the first answer");
+    let once = cluster.nodes["a"].get("once").await.unwrap().expect("applied");
+    assert_eq!(once.version, 1, "applied once");
+    // The same id with another request (a follower that repeated an earlier open's ids) is
+    // a new request: applied, and answered with its own outcome.
+    let (method, bytes) = t4::cluster::forward::encode_request(&t4::mvcc::WriteRequest::Put(t4_proto::etcdserverpb::PutRequest {
+        key: b"once".to_vec(),
+        value: b"2".to_vec(),
+        ..Default::default()
+    }));
+    let reused = t4_proto::peer::ForwardRequest { method: method.into(), request: bytes, ..forward.clone() };
+    let answer = leader.handle(t4::env::peer_methods::FORWARD, prost::Message::encode_to_vec(&reused).into()).await.expect("answered");
+    let answer = <t4_proto::peer::ForwardResponse as prost::Message>::decode(answer).expect("decodes");
+    assert_eq!(answer.error_code, 0, "{}", answer.error_message);
+    assert_ne!(answer, first, "another request under a known id is not told the first one's answer");
+    let twice = cluster.nodes["a"].get("once").await.unwrap().expect("applied");
+    assert_eq!((twice.version, twice.value.as_slice()), (2, &b"2"[..]));
 
     // One follower cut off: the other and the leader still commit.
     cluster.cut("c", true);

@@ -1,0 +1,313 @@
+//! Three `t4 run` processes on one `s4` form a cluster (docs/clustering.md): `member list`
+//! shows all three, writes survive kill -9 of the leader and a pause of the leader past its
+//! lease, and afterwards every member holds every acknowledged write at its revision, with
+//! equal hashes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::GetOptions;
+use tokio::time::Instant;
+
+use crate::bucket_process::{s4_with_bucket, BUCKET};
+use t4_testkit::s4::{S4Process, ACCESS, SECRET};
+
+const LEASE_MS: &str = "1000";
+const DRIFT_MS: &str = "100";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One member: its process (when running), ports and data dir.
+struct Member {
+    node_id: String,
+    endpoint: String,
+    peer: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn new(node_id: &str, root: &Path) -> Self {
+        Self {
+            node_id: node_id.into(),
+            endpoint: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: root.join(node_id),
+            child: None,
+        }
+    }
+
+    fn command(&self, s4: &S4Process) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_t4"));
+        command
+            .args(["run", "--listen", &self.endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--node-id", &self.node_id, "--peer-listen", &self.peer])
+            .args(["--leader-lease-ms", LEASE_MS, "--max-clock-drift-ms", DRIFT_MS])
+            .args(["--s3-bucket", BUCKET, "--s3-prefix", "cluster/", "--s3-endpoint", &s4.endpoint])
+            .env("T4_S3_ACCESS_KEY_ID", ACCESS)
+            .env("T4_S3_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    fn start(&mut self, s4: &S4Process) {
+        assert!(self.child.is_none(), "{} already running", self.node_id);
+        self.child = Some(self.command(s4).spawn().unwrap());
+    }
+
+    fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    async fn client(&self) -> Option<etcd_client::Client> {
+        let options = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(2));
+        etcd_client::Client::connect([self.endpoint.clone()], Some(options)).await.ok()
+    }
+
+    /// (its member id, the leader it knows, its raft term) from Status.
+    async fn status(&self) -> Option<(u64, u64, u64)> {
+        let status = self.client().await?.status().await.ok()?;
+        let header = status.header()?;
+        Some((header.member_id(), status.leader(), status.raft_term()))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until the running members agree on one leader among them; its index.
+async fn leader(members: &[Member], limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut seen = Vec::new();
+        for (index, member) in members.iter().enumerate().filter(|(_, member)| member.child.is_some()) {
+            seen.push((index, member.status().await));
+        }
+        let leaders: Vec<(usize, u64)> = seen
+            .iter()
+            .filter_map(|(index, status)| status.filter(|(me, leader, _)| me == leader).map(|(me, _, _)| (*index, me)))
+            .collect();
+        if let [(leader, id)] = leaders[..] {
+            if seen.iter().all(|(_, status)| status.is_some_and(|(_, known, _)| known == id)) {
+                return leader;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreed leader within {limit:?}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writers putting `/w/<writer>/<n>` to whichever member answers, moving on to the next on
+/// any error ("not leader", a dead or paused process), until `stop`; each returns what was
+/// acknowledged as (key, value, revision).
+fn writers(
+    endpoints: Vec<String>,
+    count: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, String, i64)>>> {
+    (0..count)
+        .map(|writer| {
+            let (endpoints, stop, acked) = (endpoints.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut target = writer % endpoints.len();
+                let mut client = None;
+                let mut index = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    if client.is_none() {
+                        let options = etcd_client::ConnectOptions::new().with_timeout(Duration::from_millis(1500));
+                        client = etcd_client::Client::connect([endpoints[target].clone()], Some(options)).await.ok();
+                    }
+                    let Some(connected) = client.as_mut() else {
+                        target = (target + 1) % endpoints.len();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let (key, value) = (format!("/w/{writer:02}/{index:06}"), format!("v{writer}-{index}"));
+                    index += 1; // a key whose outcome is unknown is never written again
+                    match connected.put(key.clone(), value.clone(), None).await {
+                        Ok(response) => {
+                            done.push((key, value, response.header().unwrap().revision()));
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => {
+                            client = None;
+                            target = (target + 1) % endpoints.len();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+async fn wait_for(counter: &AtomicUsize, at_least: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while counter.load(Ordering::SeqCst) < at_least {
+        assert!(Instant::now() < deadline, "only {} of {at_least} writes acknowledged in {limit:?}", counter.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a member holds under `/w/`, by serializable reads of its own state.
+async fn held(member: &Member) -> Option<BTreeMap<String, (String, i64)>> {
+    let mut client = member.client().await?;
+    let response = client.get("/w/", Some(GetOptions::new().with_prefix().with_serializable())).await.ok()?;
+    Some(
+        response
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_string(), (kv.value_str().unwrap().to_string(), kv.mod_revision())))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_replicate_fail_over_and_agree() {
+    let s4 = s4_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut members: Vec<Member> = ["n0", "n1", "n2"].iter().map(|id| Member::new(id, root.path())).collect();
+    for member in &mut members {
+        member.start(&s4);
+        // The first forms the cluster; the others join it as learners and are promoted.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let first = leader(&members, Duration::from_secs(30)).await;
+    // member list: every member with its URLs, all voters once promoted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = members[first].client().await.unwrap().member_list().await.unwrap();
+        let voters: Vec<(String, String, String)> = listed
+            .members()
+            .iter()
+            .filter(|member| !member.is_learner())
+            .map(|member| (member.name().to_string(), member.peer_urls()[0].clone(), member.client_urls()[0].clone()))
+            .collect();
+        if voters.len() == 3 {
+            for member in &members {
+                let want = (member.node_id.clone(), format!("http://{}", member.peer), format!("http://{}", member.endpoint));
+                assert!(voters.contains(&want), "{want:?} not in {voters:?}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "not three voters: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let endpoints: Vec<String> = members.iter().map(|member| member.endpoint.clone()).collect();
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writing = writers(endpoints, 8, stop.clone(), acked.clone());
+    wait_for(&acked, 200, Duration::from_secs(30)).await;
+
+    // kill -9 the leader under load: another takes over with every acknowledged write.
+    members[first].kill_9();
+    let second = leader(&members, Duration::from_secs(20)).await;
+    assert_ne!(second, first);
+    let before = acked.load(Ordering::SeqCst);
+    wait_for(&acked, before + 200, Duration::from_secs(30)).await;
+    members[first].start(&s4);
+
+    // SIGSTOP the new leader past its lease: a third term begins without it; once resumed
+    // it finds itself deposed and follows.
+    members[second].signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let others: Vec<usize> = (0..3).filter(|index| *index != second).collect();
+    let before = acked.load(Ordering::SeqCst);
+    wait_for(&acked, before + 200, Duration::from_secs(30)).await;
+    members[second].signal(libc::SIGCONT);
+    let third = leader(&members, Duration::from_secs(20)).await;
+    assert!(others.contains(&third), "the paused leader leads again: {third}");
+    let before = acked.load(Ordering::SeqCst);
+    wait_for(&acked, before + 100, Duration::from_secs(30)).await;
+
+    stop.store(true, Ordering::SeqCst);
+    let mut acknowledged = Vec::new();
+    for writer in writing {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    // No two acknowledged writes share a revision (one history, no split brain).
+    let mut revisions: Vec<i64> = acknowledged.iter().map(|(_, _, revision)| *revision).collect();
+    revisions.sort_unstable();
+    let total = revisions.len();
+    revisions.dedup();
+    assert_eq!(revisions.len(), total, "two acknowledged writes at one revision");
+
+    // Every member catches up to the same state, holding every acknowledged write.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut states = Vec::new();
+        let mut hashes = Vec::new();
+        for member in &members {
+            states.push(held(member).await);
+            let hash = match member.client().await {
+                Some(mut client) => client.hash_kv(0).await.ok().map(|hash| (hash.hash(), hash.header().unwrap().revision())),
+                None => None,
+            };
+            hashes.push(hash);
+        }
+        let complete = states.iter().all(|state| {
+            state
+                .as_ref()
+                .is_some_and(|state| acknowledged.iter().all(|(key, value, revision)| state.get(key) == Some(&(value.clone(), *revision))))
+        });
+        if complete && hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]) && states.iter().all(|state| *state == states[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members did not converge on every acknowledged write: hashes {hashes:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("cluster: {total} writes acknowledged across two failovers; {} members agree", members.len());
+}
+
+#[test]
+fn cluster_flags_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--listen", "127.0.0.1:0", "--metrics-addr", "off", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).to_string())
+    };
+    let (code, stderr) = run(&["--peer-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("needs --s3-bucket"), "{stderr}");
+    let objects = dir.path().join("objects");
+    let objects = objects.to_str().unwrap();
+    let (code, stderr) =
+        run(&["--peer-listen", "127.0.0.1:0", "--object-dir", objects, "--leader-lease-ms", "1000", "--max-clock-drift-ms", "600"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--max-clock-drift-ms"), "{stderr}");
+    let (code, stderr) = run(&["--peer-listen", "0.0.0.0:0", "--object-dir", objects]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--advertise-peer"), "{stderr}");
+    let (code, stderr) = run(&["--peer-listen", "127.0.0.1:0", "--object-dir", objects, "--follower-wait-mode", "most"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("most"), "{stderr}");
+}
