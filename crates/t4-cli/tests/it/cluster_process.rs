@@ -1,7 +1,8 @@
 //! Three `t4 run` processes on one `s4` form a cluster (docs/clustering.md): `member list`
-//! shows all three, writes survive kill -9 of the leader and a pause of the leader past its
-//! lease, and afterwards every member holds every acknowledged write at its revision, with
-//! equal hashes.
+//! shows all three, clients of followers see one cluster (writes, txns, leases and
+//! etcdctl through them; reads and watches on them), writes survive kill -9 of the leader
+//! and a pause of the leader past its lease, and afterwards every member holds every
+//! acknowledged write at its revision, with equal hashes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -186,6 +187,83 @@ async fn held(member: &Member) -> Option<BTreeMap<String, (String, i64)>> {
     )
 }
 
+/// `etcdctl` (ETCDCTL_API=3) against `endpoint`: its stdout, or its error line.
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let output = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run etcdctl ({error}): scripts/test.sh installs etcd-client 3.4"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    text + errors.lines().rfind(|line| !line.starts_with('{')).unwrap_or_default()
+}
+
+/// A client of a follower sees one cluster: its writes go through the leader, its
+/// linearizable reads see every write acknowledged anywhere before them, its leases live
+/// while it keeps them alive there, and its watches see the leader's writes.
+async fn through_the_followers(members: &[Member], leader: usize) {
+    let followers: Vec<&Member> = members.iter().enumerate().filter(|(index, _)| *index != leader).map(|(_, member)| member).collect();
+    let (one, other) = (followers[0], followers[1]);
+    let mut on_one = one.client().await.expect("a follower answers");
+    let mut on_other = other.client().await.expect("a follower answers");
+    let mut on_leader = members[leader].client().await.expect("the leader answers");
+
+    // Read-your-write across members, both ways, each read on another member at once.
+    for round in 0..20 {
+        let (writer, reader) = if round % 2 == 0 { (&mut on_one, &mut on_other) } else { (&mut on_other, &mut on_one) };
+        let value = format!("r{round}");
+        let put = writer.put("/f/ryw", value.clone(), None).await.expect("a put through a follower");
+        let got = reader.get("/f/ryw", None).await.expect("a linearizable read on a follower");
+        assert_eq!(got.kvs()[0].value_str().unwrap(), value, "round {round}: a read after an acknowledged write missed it");
+        assert!(got.header().unwrap().revision() >= put.header().unwrap().revision());
+    }
+    // A txn through a follower: compare-and-set on the revision it read.
+    let read = on_one.get("/f/ryw", None).await.unwrap();
+    let mod_revision = read.kvs()[0].mod_revision();
+    let swap = |expected: i64| {
+        etcd_client::Txn::new()
+            .when([etcd_client::Compare::mod_revision("/f/ryw", etcd_client::CompareOp::Equal, expected)])
+            .and_then([etcd_client::TxnOp::put("/f/ryw", "swapped", None)])
+    };
+    assert!(on_one.txn(swap(mod_revision)).await.unwrap().succeeded());
+    assert!(!on_other.txn(swap(mod_revision)).await.unwrap().succeeded(), "a second swap on the old revision");
+
+    // A watch on a follower sees a write made on the leader, and one through the other
+    // follower, in order.
+    let (_watcher, mut events) = on_other.watch("/f/watched", None).await.unwrap();
+    on_leader.put("/f/watched", "from the leader", None).await.unwrap();
+    on_one.put("/f/watched", "through a follower", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let response = tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("watch events").unwrap().unwrap();
+        seen.extend(response.events().iter().map(|event| event.kv().unwrap().value_str().unwrap().to_string()));
+    }
+    assert_eq!(seen, ["from the leader", "through a follower"]);
+
+    // A lease granted and kept alive through a follower outlives its TTL; its key is there.
+    let lease = on_one.lease_grant(2, None).await.unwrap().id();
+    on_one.put("/f/leased", "kept", Some(etcd_client::PutOptions::new().with_lease(lease))).await.unwrap();
+    let (mut keeper, mut kept) = on_one.lease_keep_alive(lease).await.unwrap();
+    for _ in 0..6 {
+        keeper.keep_alive().await.unwrap();
+        let answer = kept.message().await.unwrap().expect("a keepalive answer");
+        assert!(answer.ttl() > 0, "the lease ran out while kept alive through a follower");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(on_other.get("/f/leased", None).await.unwrap().kvs().len(), 1, "the leased key after 4 s of a 2 s TTL");
+    on_other.lease_revoke(lease).await.unwrap();
+    assert!(on_one.get("/f/leased", None).await.unwrap().kvs().is_empty(), "revoked through the other follower");
+
+    // etcdctl against a follower, as a person types it.
+    assert_eq!(etcdctl(&one.endpoint, &["put", "/f/ctl", "typed"]).trim(), "OK");
+    assert_eq!(etcdctl(&other.endpoint, &["get", "/f/ctl", "--print-value-only"]).trim(), "typed");
+    assert_eq!(etcdctl(&other.endpoint, &["del", "/f/ctl"]).trim(), "1");
+    let status = etcdctl(&one.endpoint, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains("\"leader\":"), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_replicate_fail_over_and_agree() {
     let s4 = s4_with_bucket().await;
@@ -217,6 +295,8 @@ async fn three_processes_replicate_fail_over_and_agree() {
         assert!(Instant::now() < deadline, "not three voters: {listed:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    through_the_followers(&members, first).await;
 
     let endpoints: Vec<String> = members.iter().map(|member| member.endpoint.clone()).collect();
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
