@@ -296,14 +296,14 @@ pub enum Drift {
 /// The faults of the leadership scenarios, one member at a time.
 const MEMBER_FAULTS: &[(Fault, u32)] =
     &[(Fault::MemberKill, 1), (Fault::MemberPause, 1), (Fault::MemberCutFromBucket, 1), (Fault::MemberUnheard, 1)];
-/// The faults of the replicated scenarios, one member at a time.
-/// A member's disk wipe is not among them yet: a wiped member rejoins as a learner and needs
-/// the leader's store sent to it once the leader no longer holds the log from its start
-/// (catch-up by snapshot: not built, docs/clustering.md "Status").
+/// The faults of the replicated scenarios, one member at a time. A wiped member rejoins as
+/// a learner and is sent the leader's store (catch-up by snapshot); the nemesis never wipes
+/// the only voter.
 const REPLICATED_FAULTS: &[(Fault, u32)] = &[
     (Fault::CrashLoseUnsynced, 2),
     (Fault::CrashTorn, 2),
-    (Fault::MemberPause, 2),
+    (Fault::DiskWipe, 1),
+    (Fault::MemberPause, 3),
     (Fault::PartitionPeers, 3),
     (Fault::MemberCutFromBucket, 2),
     (Fault::PartitionClientNode, 1),

@@ -143,7 +143,10 @@ impl ClientContext {
                 }
                 _ => {}
             }
-            self.trace.lock().unwrap().fold(&format!("{} {}@{which} {:?} {:?}", op.complete_ns, op.client, op.kind, op.outcome));
+            self.trace
+                .lock()
+                .unwrap()
+                .fold(&format!("{} {}@{which} from {} {:?} {:?}", op.complete_ns, op.client, op.invoke_ns, op.kind, op.outcome));
             self.history.lock().unwrap().push(op);
         }
     }

@@ -354,19 +354,10 @@ impl World {
             let Some(fault) = Fault::pick(self.spec.faults) else { continue };
             let mut which = if self.processes.len() > 1 { thread_rng().gen_range(0..self.processes.len()) } else { 0 };
             // Half the faults of a cluster go to whoever leads now (Jepsen's "the leader"):
-            // pauses and partitions; kills go to followers only until a member that falls
-            // behind the leader's log can catch up by snapshot (docs/clustering.md "Status":
-            // a killed leader's successor holds its log only from its own last open).
-            if self.spec.replicated {
-                let leader = self.leader_index();
-                let kill = matches!(fault, Fault::CrashLoseUnsynced | Fault::CrashTorn);
-                if !kill && thread_rng().gen_range(0..2) == 0 {
-                    if let Some(leader) = leader {
-                        which = leader;
-                    }
-                }
-                if kill && Some(which) == leader {
-                    which = (which + 1 + thread_rng().gen_range(0..self.processes.len() - 1)) % self.processes.len();
+            // kills, pauses, partitions and bucket cuts alike.
+            if self.spec.replicated && thread_rng().gen_range(0..2) == 0 {
+                if let Some(leader) = self.leader_index() {
+                    which = leader;
                 }
             }
             faults += 1;

@@ -16,8 +16,9 @@ pub mod methods {
     pub const READ_INDEX: &str = "ReadIndex";
     pub const PROMISE: &str = "Promise";
     pub const FETCH: &str = "Fetch";
+    pub const SNAPSHOT: &str = "Snapshot";
     /// Every method, for transports that route by name.
-    pub const ALL: [&str; 5] = [APPEND, FORWARD, READ_INDEX, PROMISE, FETCH];
+    pub const ALL: [&str; 6] = [APPEND, FORWARD, READ_INDEX, PROMISE, FETCH, SNAPSHOT];
 }
 
 /// Why a call has no answer. `Unreachable` and `Timeout` leave the outcome unknown (the

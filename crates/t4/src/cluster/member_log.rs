@@ -21,6 +21,7 @@ use t4_proto::peer::{AppendRequest, AppendResponse, LogBatch, PromiseResponse};
 use super::log_terms::{LogTerms, Position};
 use super::promise::Promise;
 use super::replica::{AppendPlan, Replica};
+use super::snapshot::Staging;
 use super::wire::{append_response, promise_response, ReceivedAppend};
 use crate::env::Disk;
 use crate::error::{Error, Result};
@@ -72,6 +73,8 @@ pub struct MemberLog {
     /// Records above the store's applied index (until released), oldest first.
     tail: VecDeque<TailBatch>,
     tail_bytes: usize,
+    /// A leader's snapshot being received (`cluster/snapshot.rs`).
+    staging: Option<Staging>,
 }
 
 impl std::fmt::Debug for MemberLog {
@@ -116,7 +119,7 @@ impl MemberLog {
         let promised = promise.term.max(log.last().term);
         let replica = Replica::new(log, promised, floor.index);
         let tail_bytes = tail.iter().map(|batch| batch.bytes.len()).sum();
-        Ok(Self { disk, wal, replica, promise, tail, tail_bytes })
+        Ok(Self { disk, wal, replica, promise, tail, tail_bytes, staging: None })
     }
 
     pub fn last(&self) -> Position {
@@ -260,6 +263,34 @@ impl MemberLog {
             records.extend(batch.records.iter().filter(|record| record.index > after).cloned());
         }
         records
+    }
+
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
+    }
+
+    /// Stages chunk `seq` of a leader's snapshot `snapshot_id` (`cluster/snapshot.rs`).
+    /// Blocking.
+    pub fn stage_snapshot(&mut self, snapshot_id: u64, seq: u64, payload: &[u8], crc: u32) -> Result<()> {
+        Staging::take(&mut self.staging, self.disk.as_ref(), snapshot_id, seq, payload, crc)
+    }
+
+    /// The snapshot staged so far, if chunks of `snapshot_id` came.
+    pub fn staged(&self, snapshot_id: u64) -> Option<&Staging> {
+        self.staging.as_ref().filter(|staging| staging.snapshot_id == snapshot_id)
+    }
+
+    /// After the store was restored to a snapshot at `floor`: the log starts over after it
+    /// (the WAL's segments go, the tail is emptied), committed through it, promised at least
+    /// `term`. Blocking.
+    pub fn install(&mut self, floor: Position, term: u64) -> Result<()> {
+        self.wal.restart_after(floor.index)?;
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.staging = None;
+        let promised = self.replica.promised().max(term);
+        self.replica = Replica::new(LogTerms::new(floor), promised, floor.index);
+        Ok(())
     }
 
     /// Removes the WAL's segments whose records are all at or below `index` (the store

@@ -8,9 +8,10 @@
 //! ([`ascension`]) and the leader's memory of forwarded writes ([`ledger`]) are pure state
 //! machines; [`wire`] turns the peer protocol's messages into their types, refusing
 //! malformed ones. [`member_log`] (with [`promise`]) carries them out on a member's disk,
-//! [`service`] answers peers with it, and [`replicator`] is the leader's side. The node's
-//! roles are in `crate::node` (`node/cluster.rs`). Not built yet: forwarding, read index,
-//! catch-up by snapshot (docs/clustering.md "Status").
+//! [`service`] answers peers with it, and [`replicator`] is the leader's side, sending a
+//! follower the leader's store ([`snapshot`]) when it needs records the leader no longer
+//! holds. [`forward`] carries a follower's writes to the leader. The node's roles are in
+//! `crate::node` (`node/cluster.rs`, `node/forwarding.rs`).
 
 pub mod ascension;
 pub mod forward;
@@ -24,6 +25,7 @@ pub mod quorum;
 pub mod replica;
 pub mod replicator;
 pub mod service;
+pub mod snapshot;
 pub mod wire;
 
 pub use log_terms::{Fit, LogTerms, Position};

@@ -64,9 +64,14 @@ impl Progress {
         self.next = self.next.max(self.matched + 1);
     }
 
-    /// The follower refused: its log stops matching at `from` (never below what it was seen
-    /// to hold).
+    /// The follower refused: its log stops matching at `from`. Below what it was seen to
+    /// hold, it lost its log (a member whose disk was replaced comes back empty, and rejoins
+    /// as a learner): it holds only what it says now. Answers come one call at a time, so
+    /// no older answer can say so.
     pub fn refused(&mut self, from: u64) {
+        if from <= self.matched {
+            self.matched = from.saturating_sub(1);
+        }
         self.restart(from.max(self.matched + 1));
     }
 
@@ -115,13 +120,14 @@ mod tests {
         progress.sent(21, 100);
         progress.taken(21);
         progress.sent(25, 10);
-        progress.refused(3);
-        assert_eq!(progress.next(), 22, "the follower was seen to hold 21");
-        progress.sent(25, 10);
         progress.lost();
-        assert_eq!((progress.next(), progress.in_flight_bytes()), (22, 0));
+        assert_eq!((progress.next(), progress.in_flight_bytes()), (22, 0), "the follower was seen to hold 21");
         progress.taken(19);
         assert_eq!(progress.matched(), 21, "an old answer never lowers what is held");
+        // A refusal below what it was seen to hold: it lost its log, and holds what it says.
+        progress.sent(25, 10);
+        progress.refused(3);
+        assert_eq!((progress.matched(), progress.next()), (2, 3));
         // Never heard from: a lost probe is sent again from where it started.
         let mut fresh = Progress::new(500, 1 << 20);
         fresh.sent(500, 10);

@@ -13,9 +13,9 @@
 //! - `healthy` tells the election whether a majority of the voters answered within the
 //!   lease (renew-with-quorum).
 //!
-//! A follower whose next record is no longer in the leader's memory must catch up from the
-//! bucket: not built yet; such a follower is reported in the log and retried, and counts
-//! for nothing meanwhile (so it can cost availability, never safety).
+//! A follower whose next record is no longer in the leader's memory gets the leader's store
+//! instead, as of a committed position (`cluster/snapshot.rs`, snapshot-committed), in
+//! chunks, and is sent appends from past it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::env::signal;
 use bytes::Bytes;
 use prost::Message;
-use t4_proto::peer::AppendResponse;
+use t4_proto::peer::{AppendResponse, SnapshotChunk, SnapshotResponse};
 
 use super::member_log::MemberLog;
 use super::members::Members;
@@ -82,6 +82,9 @@ struct Shared {
     /// The leader's last durable index: followers wake on it.
     appended: signal::Sender<u64>,
     lock: signal::Receiver<LockSeen>,
+    /// The store snapshots are taken of (None: no snapshots; a follower that needs records
+    /// the log no longer holds waits).
+    store: Option<Arc<crate::mvcc::Store>>,
 }
 
 /// The running replication of one leadership; dropping it stops its tasks.
@@ -108,6 +111,7 @@ impl Replicator {
         peers: Arc<dyn PeerNet>,
         clock: Arc<dyn Clock>,
         lock: signal::Receiver<LockSeen>,
+        store: Option<Arc<crate::mvcc::Store>>,
     ) -> Self {
         let (last, commit) = {
             let log = log.lock().expect("member log lock");
@@ -137,6 +141,7 @@ impl Replicator {
             deposed: signal::Sender::new(None),
             appended: signal::Sender::new(last),
             lock,
+            store,
         });
         shared.recount();
         let tasks = others.into_iter().map(|(name, url)| (name.clone(), tokio::spawn(follow(shared.clone(), name, url, last)))).collect();
@@ -252,12 +257,29 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
         let mut request = match request {
             Ok(Some(request)) => request,
             Ok(None) => {
-                if !warned_behind {
-                    warned_behind = true;
-                    tracing::warn!(follower = %name, next = progress.next(), "cluster: a follower needs records this leader no longer holds; catching up from the bucket is not built yet");
+                match send_snapshot(&shared, &name, &url).await {
+                    // The last chunk's answer was lost (a large install outlasts the call):
+                    // appends from past the snapshot find out whether it landed.
+                    Err(SnapshotLost::Unanswered { at }) => {
+                        progress = Progress::new(at, IN_FLIGHT_BYTES_MAX);
+                    }
+                    Ok(Some(durable)) => {
+                        warned_behind = false;
+                        shared.heard.lock().expect("heard lock").insert(name.clone(), shared.clock.monotonic());
+                        progress = Progress::new(durable, IN_FLIGHT_BYTES_MAX);
+                        shared.durable.lock().expect("durable lock").insert(name.clone(), durable);
+                        shared.recount();
+                    }
+                    Ok(None) => return,
+                    Err(SnapshotLost::Failed(error)) => {
+                        if !warned_behind {
+                            warned_behind = true;
+                            tracing::warn!(follower = %name, next = progress.next(), %error, "cluster: a follower needs records this leader no longer holds, and its snapshot did not go through; retrying");
+                        }
+                        shared.clock.sleep(leadership.heartbeat).await;
+                        progress.lost();
+                    }
                 }
-                shared.clock.sleep(leadership.heartbeat).await;
-                progress.lost();
                 continue;
             }
             Err(error) => {
@@ -299,7 +321,12 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
                     // this leader's records of that term end.
                     let prev = request_prev;
                     let run_start = shared.log.lock().expect("member log lock").terms().run_start(prev);
+                    let held = progress.matched();
                     progress.refused(response.mismatch_index.max(run_start));
+                    if progress.matched() < held {
+                        tracing::info!(follower = %name, held, now = progress.matched(), "cluster: a follower lost its log");
+                        shared.durable.lock().expect("durable lock").insert(name.clone(), progress.matched());
+                    }
                     continue;
                 }
             }
@@ -322,6 +349,113 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
             _ = commit.wait_for(|index| *index > told) => {}
             _ = shared.clock.sleep(leadership.heartbeat) => {}
         }
+    }
+}
+
+/// Why a snapshot did not go through.
+enum SnapshotLost {
+    Failed(String),
+    /// The last chunk went, its answer did not come.
+    Unanswered {
+        at: u64,
+    },
+}
+
+impl From<String> for SnapshotLost {
+    fn from(error: String) -> Self {
+        SnapshotLost::Failed(error)
+    }
+}
+
+impl From<&str> for SnapshotLost {
+    fn from(error: &str) -> Self {
+        SnapshotLost::Failed(error.to_string())
+    }
+}
+
+/// Sends `name` the leader's store as of a committed position: the follower's durable
+/// index after it (`Ok(None)`: this leadership ended meanwhile).
+async fn send_snapshot(shared: &Arc<Shared>, name: &str, url: &str) -> Result<Option<u64>, SnapshotLost> {
+    use super::snapshot::{encode_entries, CHUNK_BYTES_MAX};
+    let leadership = &shared.leadership;
+    let store = shared.store.clone().ok_or("this leader sends no snapshots")?;
+    let snapshot = Arc::new(crate::env::blocking(move || store.snapshot()).await.map_err(|error| error.to_string())?);
+    let at = snapshot.position.index;
+    // snapshot-committed: only history goes.
+    let mut commit = shared.commit.subscribe();
+    let mut deposed = shared.deposed.subscribe();
+    tokio::select! {
+        biased; // see node/writer.rs
+        _ = deposed.wait_for(|deposed| deposed.is_some()) => return Ok(None),
+        reached = commit.wait_for(|commit| *commit >= at) => if reached.is_err() { return Ok(None) },
+    }
+    let term_at = shared.log.lock().expect("member log lock").terms().term_at(at).ok_or(format!("no term known for index {at}"))?;
+    let read = snapshot.clone();
+    let (leases, auth) = crate::env::blocking(move || Ok::<_, crate::Error>((read.leases()?, read.auth_state()?)))
+        .await
+        .map_err(|error| error.to_string())?;
+    let snapshot_id = crate::env::nonce();
+    tracing::info!(follower = %name, index = at, revision = snapshot.position.revision, "cluster: sending a snapshot");
+    let (mut cursor, mut seq, mut entries_sent, mut bytes_sent) = (None, 0u64, 0u64, 0u64);
+    loop {
+        if shared.deposed.borrow().is_some() {
+            return Ok(None);
+        }
+        let step = snapshot.clone();
+        let (entries, last) =
+            crate::env::blocking(move || step.entries_after(cursor, CHUNK_BYTES_MAX)).await.map_err(|error| error.to_string())?;
+        let done = entries.is_empty();
+        let payload = encode_entries(&entries);
+        entries_sent += entries.len() as u64;
+        bytes_sent += payload.len() as u64;
+        let manifest = done.then(|| {
+            crate::durability::checkpoint::Manifest {
+                term: term_at,
+                position: snapshot.position,
+                wall_ms: shared.clock.wall_ms(),
+                entries: entries_sent,
+                live_entries: entries_sent,
+                bytes: bytes_sent,
+                chunks: Vec::new(),
+                leases: leases.clone(),
+                auth: auth.clone(),
+            }
+            .encode()
+        });
+        let chunk = SnapshotChunk {
+            term: leadership.term,
+            leader_id: leadership.me.clone(),
+            cluster_id: shared.cluster_id.clone(),
+            snapshot_id,
+            seq,
+            entries_crc: crc32c::crc32c(&payload),
+            entries: payload,
+            done,
+            manifest: manifest.unwrap_or_default(),
+        };
+        let answer = match shared.peers.call(url, peer_methods::SNAPSHOT, Bytes::from(chunk.encode_to_vec())).await {
+            Ok(answer) => answer,
+            Err(crate::env::PeerError::Refused(why)) => return Err(SnapshotLost::Failed(why)),
+            Err(_) if done => return Err(SnapshotLost::Unanswered { at }),
+            Err(error) => return Err(SnapshotLost::Failed(error.to_string())),
+        };
+        let answer = SnapshotResponse::decode(answer).map_err(|error| format!("a snapshot answer that does not decode: {error}"))?;
+        shared.heard.lock().expect("heard lock").insert(name.to_string(), shared.clock.monotonic());
+        if answer.term > leadership.term {
+            tracing::info!(term = leadership.term, newer = answer.term, follower = %name, "cluster: a follower follows a newer term");
+            shared.deposed.send_replace(Some(answer.term));
+            return Ok(None);
+        }
+        if !answer.accepted {
+            return Err("the follower refused the snapshot".into());
+        }
+        if done {
+            let durable = answer.durable.map_or(0, |position| position.index);
+            tracing::info!(follower = %name, index = at, durable, entries = entries_sent, bytes = bytes_sent, "cluster: snapshot installed");
+            return Ok(Some(durable));
+        }
+        cursor = last;
+        seq += 1;
     }
 }
 

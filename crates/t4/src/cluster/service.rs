@@ -1,5 +1,5 @@
-//! What a member answers on its peer port about its log: a leader's appends and a new
-//! leader's promise requests, over the member log (`member_log.rs`), for either transport
+//! What a member answers on its peer port about its log: a leader's appends and snapshots
+//! and a new leader's promise requests, over the member log (`member_log.rs`), for either transport
 //! (`crate::env::PeerHandler`). Every request is checked before it is believed: it must name
 //! this cluster, decode, and pass `wire::receive_append`. After a storage failure the
 //! member answers nothing more (fail-stop: what it holds is no longer known to be durable).
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use prost::Message;
 use t4_proto::peer::{
     AppendRequest, FetchRequest, FetchResponse, ForwardRequest, ForwardResponse, PromiseRequest, ReadIndexRequest, ReadIndexResponse,
+    SnapshotChunk, SnapshotResponse,
 };
 
 use super::member_log::MemberLog;
@@ -28,12 +29,14 @@ pub fn cluster_id_text(cluster_id: u64) -> String {
     format!("{cluster_id:016x}")
 }
 
-/// What a member answers to forwarded writes and read-index questions: its node, which
-/// serves them only while it leads (`node/forwarding.rs`).
+/// What a member's node answers: forwarded writes and read-index questions, which it serves
+/// only while it leads (`node/forwarding.rs`), and the install of a leader's snapshot once
+/// its chunks are staged (`node/catch_up.rs`), which needs the node's store.
 #[async_trait::async_trait]
 pub trait Leads: Send + Sync {
     async fn forward(&self, request: ForwardRequest) -> ForwardResponse;
     async fn read_index(&self) -> Result<ReadIndexResponse, String>;
+    async fn install_snapshot(&self, term: u64, snapshot_id: u64, manifest: Vec<u8>) -> Result<SnapshotResponse, String>;
 }
 
 pub struct MemberService {
@@ -192,6 +195,33 @@ impl MemberService {
     }
 }
 
+impl MemberService {
+    /// A chunk of a leader's snapshot: staged; on the last one, installed by the node.
+    async fn snapshot(&self, request: Bytes) -> Result<Bytes, String> {
+        let chunk = SnapshotChunk::decode(request).map_err(|error| format!("a snapshot chunk that does not decode: {error}"))?;
+        self.check_cluster(&chunk.cluster_id)?;
+        self.check_not_leading()?;
+        let SnapshotChunk { term, snapshot_id, seq, entries, entries_crc, done, manifest, .. } = chunk;
+        let promised = self
+            .on_log(move |log| {
+                let promised = log.promised();
+                if term >= promised {
+                    log.stage_snapshot(snapshot_id, seq, &entries, entries_crc)?;
+                }
+                Ok(promised)
+            })
+            .await?;
+        if term < promised {
+            return Ok(SnapshotResponse { term: promised, accepted: false, durable: None }.encode_to_vec().into());
+        }
+        let response = match done {
+            false => SnapshotResponse { term: term.max(promised), accepted: true, durable: None },
+            true => self.leads()?.install_snapshot(term, snapshot_id, manifest).await?,
+        };
+        Ok(response.encode_to_vec().into())
+    }
+}
+
 #[async_trait::async_trait]
 impl PeerHandler for MemberService {
     async fn handle(&self, method: &str, request: Bytes) -> Result<Bytes, String> {
@@ -201,6 +231,7 @@ impl PeerHandler for MemberService {
             peer_methods::FETCH => self.fetch(request).await,
             peer_methods::FORWARD => self.forward(request).await,
             peer_methods::READ_INDEX => self.read_index(request).await,
+            peer_methods::SNAPSHOT => self.snapshot(request).await,
             other => Err(format!("{other}: not served by this member")),
         };
         if let Err(refusal) = &answer {

@@ -468,7 +468,7 @@ pub async fn restore(store: &Arc<dyn ObjectStore>, manifest: &Manifest, target: 
             Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(error) => vec![Err(error)],
         });
-        target.restore(position, &mut entries, compact, &leases, &auth)
+        target.restore(position, &mut entries, compact, &leases, &auth, None)
     })
     .await
 }

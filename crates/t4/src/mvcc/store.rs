@@ -504,7 +504,8 @@ impl Store {
     /// With `compact`, the entries may include some that compaction at
     /// `position.compact_revision` removes, and it is applied. `leases` (id, TTL) replace the
     /// store's leases; which keys each holds is rebuilt from the live entries. `auth`
-    /// replaces the auth state.
+    /// replaces the auth state. `log_term` (a cluster member's snapshot) is the term of the
+    /// record at `position.index`, kept as the store's log term.
     pub fn restore(
         &self,
         position: Position,
@@ -512,6 +513,7 @@ impl Store {
         compact: bool,
         leases: &[(i64, i64)],
         auth: &AuthState,
+        log_term: Option<u64>,
     ) -> Result<()> {
         guarded("restore", || {
             let db = self.db()?;
@@ -567,10 +569,16 @@ impl Store {
                 }
             }
             super::writer::rebuild_lease_bytes(&txn, true)?;
+            if let Some(term) = log_term {
+                txn.open_table(META)?.insert(META_LOG_TERM, term)?;
+            }
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);
             self.applied_index.store(position.index, Ordering::SeqCst);
             self.compact_revision.store(position.compact_revision, Ordering::SeqCst);
+            if let Some(term) = log_term {
+                self.applied_term.store(term, Ordering::SeqCst);
+            }
             Ok(())
         })
     }

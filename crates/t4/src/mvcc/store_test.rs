@@ -453,7 +453,14 @@ fn leases_attach_detach_revoke_at_one_revision_and_replay_the_same() {
     let restored_disk = SimDisk::new();
     let restored = Store::open(&restored_disk, StorageFence::default()).unwrap();
     restored
-        .restore(snapshot.position, &mut entries.into_iter().map(Ok), false, &snapshot.leases().unwrap(), &snapshot.auth_state().unwrap())
+        .restore(
+            snapshot.position,
+            &mut entries.into_iter().map(Ok),
+            false,
+            &snapshot.leases().unwrap(),
+            &snapshot.auth_state().unwrap(),
+            None,
+        )
         .unwrap();
     assert_eq!(restored.leases().unwrap(), store.leases().unwrap());
     assert_eq!(restored.lease_keys(chosen).unwrap(), Some(vec![b"d".to_vec()]));

@@ -131,6 +131,9 @@ pub(super) struct ClusterState {
     /// simulator's replicated_3 seed 7004: its members' wall clocks restart at a crash).
     pub forward_prefix: String,
     pub forwards: AtomicU64,
+    /// Held while committed records are applied to the store, and while a leader's
+    /// snapshot replaces it (`node/catch_up.rs`): never both at once.
+    pub applying: Arc<Mutex<()>>,
 }
 
 /// How often an idle leader's followers hear from it, as a share of the lease.
@@ -527,7 +530,14 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         term_start: ascended.term_start,
         heartbeat: state.config.timing.lease / HEARTBEATS_PER_LEASE,
     };
-    let replicator = Arc::new(Replicator::start(leadership, state.log.clone(), state.config.peers.clone(), clock.clone(), lock_rx));
+    let replicator = Arc::new(Replicator::start(
+        leadership,
+        state.log.clone(),
+        state.config.peers.clone(),
+        clock.clone(),
+        lock_rx,
+        Some(shared.store.clone()),
+    ));
     replicator.own_durable(ascended.term_start);
     *state.replicator.lock().expect("replicator lock") = Some(replicator.clone());
 
@@ -699,9 +709,10 @@ async fn apply_commits(weak: Weak<Shared>) {
         if shared.failed().is_some() || !matches!(*state.role.borrow(), ClusterRole::Follower { .. }) {
             continue;
         }
-        let (log, store) = (state.log.clone(), shared.store.clone());
+        let (log, store, applying) = (state.log.clone(), shared.store.clone(), state.applying.clone());
         let due = clock.monotonic().saturating_sub(synced_at) >= FOLLOWER_STORE_SYNC;
         let applied = crate::env::blocking(move || {
+            let _applying = applying.lock().expect("applying lock");
             let records = log.lock().expect("member log lock").committed_after(store.applied_index());
             let events = store.apply_records(&records)?;
             let durable = store.applied_index();
@@ -823,6 +834,7 @@ pub(super) async fn open_member(
         applied: signal::Sender::new(applied),
         forward_prefix: format!("{}/{:016x}", config.node_id, crate::env::nonce()),
         forwards: AtomicU64::new(0),
+        applying: Arc::new(Mutex::new(())),
     };
     Ok(OpenedMember { store, fence, state, election })
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use t4_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
-use t4_proto::peer::{ForwardRequest, ForwardResponse, ReadIndexRequest, ReadIndexResponse};
+use t4_proto::peer::{ForwardRequest, ForwardResponse, ReadIndexRequest, ReadIndexResponse, SnapshotResponse};
 use tokio::sync::oneshot;
 
 use super::cluster::{ClusterState, LeaderSeen};
@@ -126,6 +126,17 @@ impl Leads for LeaderSide {
         }
     }
 
+    async fn install_snapshot(&self, term: u64, snapshot_id: u64, manifest: Vec<u8>) -> std::result::Result<SnapshotResponse, String> {
+        let shared = self.shared.upgrade().ok_or_else(|| "this member closed".to_string())?;
+        super::catch_up::install(&shared, term, snapshot_id, &manifest).await.map_err(|error| {
+            tracing::warn!(%error, "cluster: could not install the leader's snapshot");
+            if matches!(error, Error::StorageFailure(_) | Error::Corrupt(_)) {
+                shared.fail(error.clone());
+            }
+            error.to_string()
+        })
+    }
+
     async fn read_index(&self) -> std::result::Result<ReadIndexResponse, String> {
         let shared = self.shared.upgrade().ok_or_else(|| "this member closed".to_string())?;
         let state = shared.cluster.as_ref().expect("member");
@@ -185,10 +196,12 @@ async fn call_leader(
         attempts += 1;
         match state.config.peers.call(&leader.peer_url, peer_methods::FORWARD, message.clone()).await {
             Ok(answer) => break answer,
-            // It answered and did nothing (another cluster, still opening, ...).
+            // It answered and did nothing (another cluster, still opening, ...) — but after a
+            // lost attempt, the one that answers may be a new incarnation of the leader that
+            // never heard of the first, which may have been applied: unknown.
             Err(PeerError::Refused(why)) => {
-                tracing::debug!(leader = %leader.node_id, %why, "cluster: forward refused");
-                return Err(Error::NoLeader);
+                tracing::debug!(leader = %leader.node_id, %why, attempts, "cluster: forward refused");
+                return Err(if attempts == 1 { Error::NoLeader } else { Error::LeaderChanged });
             }
             // Lost: perhaps applied. The same id to the same leader is applied once.
             Err(_) if attempts == 1 => shared.env.clock.sleep(RETRY_AFTER).await,
@@ -197,7 +210,12 @@ async fn call_leader(
     };
     let answer = ForwardResponse::decode(answer).map_err(|_| Error::LeaderChanged)?;
     if answer.error_code != 0 {
-        return Err(decode_error(answer.error_code, &answer.error_message));
+        let error = decode_error(answer.error_code, &answer.error_message);
+        // "Not the leader" to a retry: the first attempt's fate is unknown (robustness #54).
+        if attempts > 1 && matches!(error, Error::NoLeader | Error::NotLeader { .. }) {
+            return Err(Error::LeaderChanged);
+        }
+        return Err(error);
     }
     Ok(answer.response)
 }

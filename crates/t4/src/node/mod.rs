@@ -14,6 +14,7 @@
 //! acknowledged only after its WAL batch is fsynced. Reads see the *visible* revision: the
 //! newest one whose batch is durable, never one that a crash could take back.
 
+mod catch_up;
 mod checkpointer;
 mod cluster;
 mod commit;

@@ -31,6 +31,11 @@ pub(super) struct Local {
 pub(super) fn open_local(disk: &Arc<dyn Disk>) -> Result<Local> {
     let fence = StorageFence::default();
     let store = Arc::new(Store::open(disk.as_ref(), fence.clone())?);
+    // A cluster member's snapshot install, interrupted after its store was replaced: the
+    // old log goes, and the log starts over after the store (`cluster/snapshot.rs`).
+    if crate::cluster::snapshot::finish_at_open(disk, store.applied_index())? {
+        crate::cluster::snapshot::drop_wal(disk.as_ref())?;
+    }
     let recovered = wal::recover(disk, store.applied_index())?;
     if recovered.torn_bytes > 0 {
         tracing::warn!(bytes = recovered.torn_bytes, "wal: cut a torn tail left by a crash");

@@ -159,6 +159,22 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Starts the log over after `index`, which the store now holds (a member that installed
+    /// a snapshot at `index`): every segment goes, and a new one starts at `index + 1`. A
+    /// crash part way leaves some of the old segments, or none; the caller's marker tells
+    /// the next open to finish the job (`cluster::snapshot`).
+    pub fn restart_after(&mut self, index: u64) -> Result<()> {
+        for first in std::mem::take(&mut self.segments).into_iter().rev() {
+            self.disk.remove(&segment_name(first)).map_err(io_error("remove wal segment"))?;
+        }
+        self.disk.sync_dir(WAL_DIR).map_err(io_error("sync wal dir"))?;
+        self.file = create_segment(self.disk.as_ref(), index + 1, self.segment_bytes_max)?;
+        self.segments.push(index + 1);
+        self.offset = SEGMENT_HEADER_BYTES as u64;
+        self.next_index = index + 1;
+        Ok(())
+    }
+
     /// Removes segments whose records all have indexes at or below `index` (the store holds
     /// them durably). The segment being appended to is never removed.
     pub fn remove_through(&mut self, index: u64) -> Result<usize> {

@@ -304,3 +304,97 @@ async fn a_leader_cut_off_from_its_followers_acknowledges_nothing_and_loses_noth
         cluster.stop(name).await;
     }
 }
+
+/// Every running member's store hash at `revision` (serializable: each its own).
+async fn hashes_at(cluster: &Cluster, revision: i64) -> BTreeMap<String, Option<u32>> {
+    let mut hashes = BTreeMap::new();
+    for (name, node) in &cluster.nodes {
+        hashes.insert(name.clone(), node.hash_kv(revision).await.ok().map(|(hash, _)| hash));
+    }
+    hashes
+}
+
+async fn eventually_equal_at(cluster: &Cluster, revision: i64) {
+    for _ in 0..400 {
+        let hashes = hashes_at(cluster, revision).await;
+        let first = hashes.values().next().cloned().flatten();
+        if first.is_some() && hashes.values().all(|hash| *hash == first) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("members' stores differ at {revision}: {:?}", hashes_at(cluster, revision).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_what_the_leader_holds_catches_up_from_its_snapshot() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    for name in ["a", "b", "c"] {
+        cluster.start(name).await;
+    }
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        cluster.put("warm", "up").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3);
+    let early = cluster.put("early", "1").await;
+    eventually_on(&cluster.nodes["c"], "early", Some(("1", early))).await;
+
+    // c goes; history moves on without it: puts, a lease with a key, a compaction.
+    cluster.stop("c").await;
+    let leader = cluster.leader().await;
+    let lease = cluster.nodes[&leader].lease_grant(t4_proto::etcdserverpb::LeaseGrantRequest { id: 0, ttl: 60 }).await.unwrap().id;
+    let leased = t4_proto::etcdserverpb::PutRequest { key: b"leased".to_vec(), value: b"x".to_vec(), lease, ..Default::default() };
+    cluster.nodes[&leader].put_request(leased).await.unwrap();
+    let mut last = 0;
+    for index in 0..300 {
+        last = cluster.put(&format!("k{}", index % 50), &format!("v{index}")).await;
+    }
+    cluster.nodes[&cluster.leader().await].compact(last - 100).await.unwrap();
+    // The others make their stores durable and restart: their logs now start past where c
+    // stopped, so no leader holds the records c needs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for name in ["a", "b"] {
+        cluster.stop(name).await;
+    }
+    for name in ["a", "b"] {
+        cluster.start(name).await;
+    }
+    let after = cluster.put("after", "restart").await;
+
+    // c comes back: it gets the leader's store, then the log past it.
+    cluster.start("c").await;
+    eventually_on(&cluster.nodes["c"], "after", Some(("restart", after))).await;
+    let later = cluster.put("later", "appended").await;
+    eventually_on(&cluster.nodes["c"], "later", Some(("appended", later))).await;
+    eventually_equal_at(&cluster, later).await;
+    let kv = cluster.nodes["c"].get("leased").await.unwrap().expect("the leased key");
+    assert_eq!(kv.lease, lease, "the snapshot carried the lease");
+    let compacted = cluster.nodes["c"].range(RangeRequest { key: b"k0".to_vec(), revision: last - 200, ..Default::default() }).await;
+    assert!(matches!(compacted, Err(Error::Compacted { .. })), "the snapshot carried the compaction: {compacted:?}");
+
+    // It reopens on what it installed, and catches up again by appends.
+    cluster.stop("c").await;
+    cluster.start("c").await;
+    let again = cluster.put("again", "after c reopened").await;
+    eventually_on(&cluster.nodes["c"], "again", Some(("after c reopened", again))).await;
+
+    // A member whose disk is lost rejoins as a learner, is sent the store, and votes again.
+    cluster.stop("c").await;
+    cluster.disks.insert("c".into(), SimDisk::new());
+    cluster.start("c").await;
+    let rejoined = cluster.put("rejoined", "from nothing").await;
+    eventually_on(&cluster.nodes["c"], "rejoined", Some(("from nothing", rejoined))).await;
+    eventually_equal_at(&cluster, rejoined).await;
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        cluster.put("promote", "c").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3, "the rejoined member is promoted again");
+}
