@@ -136,6 +136,37 @@ impl Metrics {
                 }
             }
         }
+        if let Some(cluster) = &node.cluster {
+            let gauges = [
+                ("t4_cluster_role", "gauge", "This member's role: 0 follower, 1 taking up leadership, 2 leader.", cluster.role as f64),
+                ("t4_cluster_term", "gauge", "The term this member last knew of.", cluster.term as f64),
+                (
+                    "t4_cluster_leader",
+                    "gauge",
+                    "1 while this member leads in its lease and may acknowledge (as /healthz/leader).",
+                    f64::from(u8::from(cluster.leads_now)),
+                ),
+                ("t4_cluster_commit_index", "gauge", "The highest log index known committed here.", cluster.commit_index as f64),
+                ("t4_cluster_last_index", "gauge", "The last record in this member's log.", cluster.last_index as f64),
+                ("t4_cluster_applied_index", "gauge", "The last log record this member's store applied.", cluster.applied_index as f64),
+                ("t4_cluster_voters", "gauge", "Voters in the members record this member last read.", cluster.voters as f64),
+                ("t4_cluster_learners", "gauge", "Learners in the members record this member last read.", cluster.learners as f64),
+                ("t4_cluster_forwards_total", "counter", "Writes this member forwarded to a leader.", cluster.forwards as f64),
+            ];
+            for (name, kind, help, value) in gauges {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            }
+            if !cluster.matched.is_empty() {
+                let name = "t4_cluster_member_matched_index";
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} While this member leads: the last index each member was heard to hold.\n# TYPE {name} gauge"
+                );
+                for (member, index) in &cluster.matched {
+                    let _ = writeln!(out, "{name}{{member=\"{member}\"}} {index}");
+                }
+            }
+        }
         let _ = writeln!(out, "# HELP t4_healthy 1 while the node serves.\n# TYPE t4_healthy gauge\nt4_healthy {}", u8::from(node.healthy));
         out
     }
@@ -158,10 +189,12 @@ pub struct NodeGauges {
     pub stats: t4::node::NodeStats,
     /// Requests to the bucket, per operation (None: local disk only).
     pub object_store: Option<[t4::object::metered::OperationTotals; t4::object::metered::OPERATIONS.len()]>,
+    /// A cluster member's numbers (None: a single node).
+    pub cluster: Option<t4::node::ClusterGauges>,
 }
 
 pub mod http {
-    //! A minimal HTTP/1.1 endpoint: `GET /metrics`, `/healthz`, `/readyz`. One request per
+    //! A minimal HTTP/1.1 endpoint: `GET /metrics`, `/healthz`, `/healthz/leader`, `/readyz`. One request per
     //! connection, bounded request size, and nothing else: it is for scrapers and probes.
 
     use std::sync::Arc;
@@ -221,6 +254,16 @@ pub mod http {
             ("/healthz", _) => ("200 OK", "ok\n".into()),
             ("/readyz", Some(node)) if node.health().is_ok() => ("200 OK", "ready\n".into()),
             ("/readyz", _) => ("503 Service Unavailable", "not ready\n".into()),
+            // 200 only where a write is acknowledged and a linearizable read served by this
+            // node itself: a single node that serves, a cluster leader in its lease.
+            ("/healthz/leader", Some(node)) if node.leads_now() => ("200 OK", "leader\n".into()),
+            ("/healthz/leader", Some(node)) => match node.cluster_role() {
+                Some(t4::node::ClusterRole::Follower { leader: Some(leader) }) if !leader.client_url.is_empty() => {
+                    ("503 Service Unavailable", format!("not the leader; the leader is {}\n", leader.client_url))
+                }
+                _ => ("503 Service Unavailable", "not the leader\n".into()),
+            },
+            ("/healthz/leader", None) => ("503 Service Unavailable", "not ready\n".into()),
             ("/metrics", node) => ("200 OK", metrics.render(&gauges(node).await)),
             _ => ("404 Not Found", "not found\n".into()),
         }
@@ -238,6 +281,7 @@ pub mod http {
             term: node.term().unwrap_or(0),
             stats: node.stats(),
             object_store: node.object_store_totals(),
+            cluster: node.cluster_gauges(),
         }
     }
 }

@@ -29,6 +29,7 @@ struct Member {
     node_id: String,
     endpoint: String,
     peer: String,
+    metrics: String,
     data_dir: PathBuf,
     child: Option<Child>,
 }
@@ -39,6 +40,7 @@ impl Member {
             node_id: node_id.into(),
             endpoint: format!("127.0.0.1:{}", free_port()),
             peer: format!("127.0.0.1:{}", free_port()),
+            metrics: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join(node_id),
             child: None,
         }
@@ -47,7 +49,7 @@ impl Member {
     fn command(&self, s4: &S4Process) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_t4"));
         command
-            .args(["run", "--listen", &self.endpoint, "--metrics-addr", "off", "--log-level", "warn", "--data-dir"])
+            .args(["run", "--listen", &self.endpoint, "--metrics-addr", &self.metrics, "--log-level", "warn", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--node-id", &self.node_id, "--peer-listen", &self.peer])
             .args(["--leader-lease-ms", LEASE_MS, "--max-clock-drift-ms", DRIFT_MS])
@@ -85,6 +87,20 @@ impl Member {
         let status = self.client().await?.status().await.ok()?;
         let header = status.header()?;
         Some((header.member_id(), status.leader(), status.raft_term()))
+    }
+}
+
+impl Member {
+    /// `GET path` on the member's metrics port: the status line and the body.
+    fn http_get(&self, path: &str) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.metrics).expect("the metrics port");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: t4\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
     }
 }
 
@@ -297,6 +313,25 @@ async fn three_processes_replicate_fail_over_and_agree() {
     }
 
     through_the_followers(&members, first).await;
+
+    // /healthz/leader: 200 on the leader alone; a follower names the leader. Metrics say
+    // who leads and what each member holds.
+    for (index, member) in members.iter().enumerate() {
+        let (status, body) = member.http_get("/healthz/leader");
+        if index == first {
+            assert!(status.contains("200"), "{status}: {body}");
+        } else {
+            assert!(status.contains("503"), "{status}: {body}");
+            assert!(body.contains(&members[first].endpoint), "a follower names the leader: {body}");
+        }
+        let (_, metrics) = member.http_get("/metrics");
+        let role = if index == first { "t4_cluster_role 2" } else { "t4_cluster_role 0" };
+        assert!(metrics.contains(role) && metrics.contains("t4_cluster_voters 3"), "{metrics}");
+    }
+    let (_, metrics) = members[first].http_get("/metrics");
+    for member in &members {
+        assert!(metrics.contains(&format!("t4_cluster_member_matched_index{{member=\"{}\"}}", member.node_id)), "{metrics}");
+    }
 
     let endpoints: Vec<String> = members.iter().map(|member| member.endpoint.clone()).collect();
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));

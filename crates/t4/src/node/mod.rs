@@ -51,6 +51,25 @@ use crate::object::{RetryPolicy, RetryingStore};
 use crate::watch::{WatchHub, WatchOptions, WatchStream};
 
 pub use cluster::{ClusterRole, ClusterView, LeaderSeen};
+
+/// A cluster member's numbers, for metrics ([`Node::cluster_gauges`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    /// 0 follower, 1 ascending, 2 leader.
+    pub role: u8,
+    pub term: u64,
+    pub leads_now: bool,
+    pub commit_index: u64,
+    /// The last record in this member's log.
+    pub last_index: u64,
+    pub applied_index: u64,
+    pub voters: u64,
+    pub learners: u64,
+    /// Writes this member forwarded to a leader.
+    pub forwards: u64,
+    /// While it leads: what each member was last heard to hold.
+    pub matched: std::collections::BTreeMap<String, u64>,
+}
 pub use counters::NodeStats;
 
 /// An open t4 node. Cheap to clone; every clone is the same node.
@@ -335,6 +354,45 @@ impl Node {
     /// Why a cluster member last refused a peer's call (diagnostics).
     pub fn last_peer_refusal(&self) -> Option<String> {
         self.shared.cluster.as_ref().and_then(|cluster| cluster.service.last_refusal())
+    }
+
+    /// Whether this node may acknowledge writes and serve linearizable reads itself at this
+    /// instant: a single node that serves, or a cluster member that leads in its lease with
+    /// its term record committed (`/healthz/leader`).
+    pub fn leads_now(&self) -> bool {
+        if self.health().is_err() {
+            return false;
+        }
+        match &self.shared.cluster {
+            Some(cluster) => cluster.serves_linearizable(self.shared.env.clock.monotonic()),
+            None => true,
+        }
+    }
+
+    /// A cluster member's numbers for metrics (`None`: a single node).
+    pub fn cluster_gauges(&self) -> Option<ClusterGauges> {
+        let cluster = self.shared.cluster.as_ref()?;
+        let view = self.cluster_view()?;
+        let (commit_index, last_index) = {
+            let log = cluster.log.lock().expect("member log lock");
+            (log.commit(), log.last().index)
+        };
+        Some(ClusterGauges {
+            role: match view.role {
+                ClusterRole::Follower { .. } => 0,
+                ClusterRole::Ascending { .. } => 1,
+                ClusterRole::Leader { .. } => 2,
+            },
+            term: view.term(),
+            leads_now: self.leads_now(),
+            commit_index,
+            last_index,
+            applied_index: self.shared.store.applied_index(),
+            voters: view.members.voter_count() as u64,
+            learners: (view.members.members.len() - view.members.voter_count()) as u64,
+            forwards: cluster.forwards.load(Ordering::Relaxed),
+            matched: self.replication().unwrap_or_default(),
+        })
     }
 
     /// The commit index of a cluster member's log (the leader's, or the last it sent here).
