@@ -42,6 +42,11 @@ const META_CHECKSUM: &str = "position_crc";
 /// any (a single node writes none). Not part of the position's checksum, which older stores
 /// lack it from.
 pub(super) const META_LOG_TERM: &str = "log_term";
+/// The revision a restore (a cluster member installing its leader's snapshot) brought the
+/// store to. Everything up to it was committed before it was sent, so a read may always see
+/// it: a read that began on the restored store while the node still published an older
+/// visible revision reads at this one (its history below the snapshot's compaction is gone).
+const META_RESTORED_REVISION: &str = "restored_revision";
 
 fn position_checksum(position: Position) -> u64 {
     let mut bytes = Vec::with_capacity(24);
@@ -264,7 +269,8 @@ impl Store {
         let txn = db.as_ref().expect("open").begin_read()?;
         let view = View { latest: txn.open_table(KV_LATEST)?, index: txn.open_table(KV_INDEX)?, revs: txn.open_table(KV_REV)? };
         let compact = read_compact_revision(&txn)?;
-        range_in(&view, request, visible, compact, self.response_bytes_max.load(Ordering::Relaxed) as usize)
+        let restored = txn.open_table(META)?.get(META_RESTORED_REVISION)?.map_or(0, |value| value.value() as i64);
+        range_in(&view, request, visible.max(restored), compact, self.response_bytes_max.load(Ordering::Relaxed) as usize)
     }
 
     /// CRC32C over every entry of `kv_rev` at or below `revision`, in log order.
@@ -569,8 +575,12 @@ impl Store {
                 }
             }
             super::writer::rebuild_lease_bytes(&txn, true)?;
-            if let Some(term) = log_term {
-                txn.open_table(META)?.insert(META_LOG_TERM, term)?;
+            {
+                let mut meta = txn.open_table(META)?;
+                if let Some(term) = log_term {
+                    meta.insert(META_LOG_TERM, term)?;
+                }
+                meta.insert(META_RESTORED_REVISION, position.revision as u64)?;
             }
             txn.commit()?;
             self.applied_revision.store(position.revision, Ordering::SeqCst);

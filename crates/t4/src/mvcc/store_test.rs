@@ -528,3 +528,25 @@ fn a_reset_drops_what_is_not_durable_and_applies_what_it_is_given() {
     assert_eq!(store.applied_index(), 4);
     assert_eq!(store.range(&all, 4).unwrap().kvs.len(), 3);
 }
+
+#[test]
+fn a_read_that_starts_on_a_restored_store_sees_at_least_the_snapshot() {
+    let disk = SimDisk::new();
+    let store = Store::open(&disk, StorageFence::default()).unwrap();
+    for value in 0..10u8 {
+        apply(&store, WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: vec![value], ..Default::default() })).unwrap();
+    }
+    apply(&store, WriteRequest::Compact(CompactionRequest { revision: 8, physical: true })).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let (entries, _) = snapshot.entries_after(None, usize::MAX).unwrap();
+    let restored = Store::open(&SimDisk::new(), StorageFence::default()).unwrap();
+    let current = RangeRequest { key: b"k".to_vec(), ..Default::default() };
+    assert_eq!(restored.range(&current, 1).unwrap().kvs.len(), 0, "before: the empty store");
+    restored.restore(snapshot.position, &mut entries.into_iter().map(Ok), true, &[], &Default::default(), Some(3)).unwrap();
+    // The node still publishes revision 1: the read is at the snapshot's revision, never
+    // below its compaction.
+    let read = restored.range(&current, 1).unwrap();
+    assert_eq!((read.header.unwrap().revision, read.kvs[0].value.clone()), (11, vec![9]));
+    let old = RangeRequest { key: b"k".to_vec(), revision: 5, ..Default::default() };
+    assert!(matches!(restored.range(&old, 1), Err(Error::Compacted { compact_revision: 8 })));
+}

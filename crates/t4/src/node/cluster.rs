@@ -754,6 +754,30 @@ async fn apply_commits(weak: Weak<Shared>) {
     }
 }
 
+/// Where a member's data dir records the cluster it belongs to (the cluster id in hex).
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// The cluster this data dir belongs to (`None`: it never joined one, or the file is torn:
+/// written whole and synced before the member serves, so a torn one was never relied on).
+fn read_cluster_id(disk: &dyn crate::env::Disk) -> Result<Option<u64>> {
+    if !disk.exists(CLUSTER_ID_FILE).map_err(|error| Error::storage("stat cluster-id", error))? {
+        return Ok(None);
+    }
+    let file = disk.open(CLUSTER_ID_FILE, false).map_err(|error| Error::storage("open cluster-id", error))?;
+    let len = file.len().map_err(|error| Error::storage("stat cluster-id", error))?;
+    let mut bytes = vec![0u8; len.min(64) as usize];
+    file.read_at(0, &mut bytes).map_err(|error| Error::storage("read cluster-id", error))?;
+    Ok(std::str::from_utf8(&bytes).ok().and_then(|text| u64::from_str_radix(text.trim(), 16).ok()))
+}
+
+fn write_cluster_id(disk: &dyn crate::env::Disk, cluster_id: u64) -> Result<()> {
+    let file = disk.open(CLUSTER_ID_FILE, true).map_err(|error| Error::storage("create cluster-id", error))?;
+    file.set_len(0).map_err(|error| Error::storage("truncate cluster-id", error))?;
+    file.write_at(0, format!("{}\n", cluster_id_text(cluster_id)).as_bytes()).map_err(|error| Error::storage("write cluster-id", error))?;
+    file.sync_data().map_err(|error| Error::storage("sync cluster-id", error))?;
+    disk.sync_dir("").map_err(|error| Error::storage("sync data dir", error))
+}
+
 /// A member as opened: its store (nothing of the local WAL applied above it yet), its
 /// cluster state and its election, before the node's shared state exists.
 pub(super) struct OpenedMember {
@@ -802,7 +826,23 @@ pub(super) async fn open_member(
     })
     .await?;
     tracing::info!(node = %config.node_id, last = ?log.last(), promised = log.promised(), store = applied, "cluster: member log open");
+    // same-cluster: a data dir that served one cluster never joins another (its log and
+    // store are another history), nor forms a new one on a bucket that lost its record.
+    let recorded = read_cluster_id(env.disk.as_ref())?;
+    if let Some(recorded) = recorded {
+        let theirs = read_members(bucket.as_ref()).await?.map(|(members, _)| members.cluster_id);
+        if theirs != Some(recorded) {
+            let found = theirs.map_or("no members record".to_string(), |id| format!("cluster {}", cluster_id_text(id)));
+            return Err(Error::InvalidArgument(format!(
+                "this data dir belongs to cluster {} but the bucket holds {found}: point it at its own bucket and prefix, or empty the data dir to join as a new member",
+                cluster_id_text(recorded)
+            )));
+        }
+    }
     let members = join_cluster(config, &bucket, env.clock.wall_ms(), fresh).await?;
+    if recorded.is_none() {
+        write_cluster_id(env.disk.as_ref(), members.cluster_id)?;
+    }
     let log = Arc::new(Mutex::new(log));
     let identity = Identity { node: config.node_id.clone(), peer_url: config.peer_url.clone(), client_url: config.client_url.clone() };
     let (standing_tx, standing) = signal::channel(Standing::default());

@@ -71,6 +71,10 @@ impl Cluster {
     }
 
     async fn start(&mut self, name: &str) {
+        self.try_start(name).await.expect("open member");
+    }
+
+    async fn try_start(&mut self, name: &str) -> Result<(), Error> {
         let peers: Arc<dyn PeerNet> = Arc::new(Link { network: self.network.clone(), me: name.to_string() });
         let cluster = ClusterConfig {
             node_id: name.to_string(),
@@ -84,10 +88,11 @@ impl Cluster {
         let config =
             Config { bucket: Some(BucketDurability::new(self.bucket.clone(), name)), cluster: Some(cluster), ..Config::new("/unused") };
         let env = Env { clock: Arc::new(RealClock::new()), disk: Arc::new(self.disks[name].clone()) };
-        let node = Node::open_with_env(config, env).await.expect("open member");
+        let node = Node::open_with_env(config, env).await?;
         self.network.nodes.lock().unwrap().insert(name.to_string(), node.peer_handler().expect("a member"));
         self.network.cut.lock().unwrap().entry(name.to_string()).or_default().store(false, Ordering::SeqCst);
         self.nodes.insert(name.to_string(), node);
+        Ok(())
     }
 
     async fn stop(&mut self, name: &str) {
@@ -397,4 +402,21 @@ async fn a_member_behind_what_the_leader_holds_catches_up_from_its_snapshot() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(cluster.voters().await, 3, "the rejoined member is promoted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_one_cluster_never_joins_another() {
+    let mut cluster = Cluster::new(&["a"]);
+    cluster.start("a").await;
+    cluster.put("k", "v").await;
+    cluster.stop("a").await;
+    // Another bucket (or the same one after its records were lost): refused, naming both.
+    cluster.bucket = Arc::new(MemObjectStore::new());
+    let refused = cluster.try_start("a").await;
+    let Err(Error::InvalidArgument(why)) = refused else { panic!("opened on another cluster's bucket: {refused:?}") };
+    assert!(why.contains("belongs to cluster") && why.contains("no members record"), "{why}");
+    // Emptied, the data dir joins the new bucket's cluster as a new member.
+    cluster.disks.insert("a".into(), SimDisk::new());
+    cluster.start("a").await;
+    assert_eq!(cluster.put("fresh", "start").await, 2);
 }
