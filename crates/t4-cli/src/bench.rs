@@ -5,7 +5,10 @@
 //! - `par-put` / `par-get`: `--clients` clients, each with its own connection;
 //! - `mixed`: `--clients` clients alternating put and get;
 //! - `watch`: `--watchers` watchers on one prefix while one client puts; reports the delay
-//!   from the put's send to each watcher's receipt of the event.
+//!   from the put's send to each watcher's receipt of the event;
+//! - `first-ack`: after a fault the caller made at `--since-unix-ns` (e.g. killed a
+//!   cluster's leader), puts through each of `--endpoints` in turn until one is
+//!   acknowledged; reports the time from the fault to that acknowledgement (failover).
 //!
 //! Puts write distinct keys of `--key-size` bytes with `--val-size`-byte values; gets read a
 //! prepopulated key space of `--key-space` keys (linearizable reads).
@@ -29,6 +32,7 @@ pub enum Workload {
     ParGet,
     Mixed,
     Watch,
+    FirstAck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +73,15 @@ pub struct BenchArgs {
     /// A label printed with the result (e.g. "t4" or "etcd").
     #[arg(long, default_value = "")]
     label: String,
+    /// first-ack: when the fault happened (Unix time in ns; default: now).
+    #[arg(long)]
+    since_unix_ns: Option<u128>,
+    /// first-ack: give up after this long (e.g. 30s).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    give_up_after: Duration,
+    /// first-ack: how long one attempt may take before the next endpoint is tried.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    attempt_timeout: Duration,
 }
 
 /// When to stop issuing requests.
@@ -107,6 +120,9 @@ pub async fn run(args: BenchArgs) -> i32 {
 }
 
 async fn execute(args: &BenchArgs) -> Result<(), etcd_client::Error> {
+    if args.workload == Workload::FirstAck {
+        return first_ack(args).await;
+    }
     let total = match (args.total, args.duration) {
         (None, None) => Some(10_000),
         (total, _) => total,
@@ -238,6 +254,44 @@ fn watch_value(args: &BenchArgs, origin: Instant, last: bool) -> Vec<u8> {
     value.push(if last { b'!' } else { b'.' });
     value.resize(args.val_size.max(9), b'w');
     value
+}
+
+/// Puts through each endpoint in turn (a connection of its own per endpoint, each attempt
+/// bounded) until one is acknowledged; prints the time since the fault.
+async fn first_ack(args: &BenchArgs) -> Result<(), etcd_client::Error> {
+    let now_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
+    let since = args.since_unix_ns.unwrap_or_else(now_ns);
+    let started = Instant::now();
+    let options = || etcd_client::ConnectOptions::new().with_connect_timeout(args.attempt_timeout).with_timeout(args.attempt_timeout);
+    let mut clients: Vec<Option<Client>> = args.endpoints.iter().map(|_| None).collect();
+    let (mut attempts, mut through) = (0u64, None);
+    'trying: while started.elapsed() < args.give_up_after {
+        for (endpoint, client) in args.endpoints.iter().zip(clients.iter_mut()) {
+            attempts += 1;
+            if client.is_none() {
+                *client = Client::connect([endpoint.as_str()], Some(options())).await.ok();
+            }
+            let Some(connected) = client else { continue };
+            let key = format!("bench/first-ack/{since}");
+            if connected.put(key, vec![b'v'; args.val_size], None).await.is_ok() {
+                through = Some(endpoint.clone());
+                break 'trying;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let Some(endpoint) = through else {
+        return Err(etcd_client::Error::InvalidArgs(format!("no put acknowledged within {:?}", args.give_up_after)));
+    };
+    let ms = now_ns().saturating_sub(since) as f64 / 1e6;
+    match args.output {
+        Output::Text => println!("{:<6} first-ack {ms:.1}ms attempts={attempts} through={endpoint}", args.label),
+        Output::Json => println!(
+            "{{\"label\":\"{}\",\"workload\":\"first-ack\",\"first_ack_ms\":{ms:.1},\"attempts\":{attempts},\"through\":\"{endpoint}\"}}",
+            args.label
+        ),
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {

@@ -294,6 +294,7 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
         (request.lock_etag, request.lease_ms) = (lock.etag, lock.lease_ms);
         let through = request.batches.last().map_or(progress.next() - 1, |batch| batch.first_index + batch.count - 1);
         let carried_records = !request.batches.is_empty();
+        let commit_sent = request.commit_index;
         let bytes: usize = request.batches.iter().map(|batch| batch.wal_bytes.len()).sum();
         progress.sent(through, bytes);
         let answer = shared.peers.call(&url, peer_methods::APPEND, Bytes::from(request.encode_to_vec())).await;
@@ -341,12 +342,16 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
         if carried_records && progress.next() <= *appended.borrow() {
             continue;
         }
-        let told = *commit.borrow_and_update();
+        // The commit index usually moved on this very answer (`recount` above): the
+        // follower is told at once, not at the next heartbeat (its read index waits on it).
+        if *commit.borrow_and_update() > commit_sent {
+            continue;
+        }
         let _ = appended.borrow_and_update();
         tokio::select! {
             biased; // see node/writer.rs: no random pick in the simulator
             _ = appended.changed() => {}
-            _ = commit.wait_for(|index| *index > told) => {}
+            _ = commit.wait_for(|index| *index > commit_sent) => {}
             _ = shared.clock.sleep(leadership.heartbeat) => {}
         }
     }

@@ -62,12 +62,13 @@ struct Cluster {
     bucket: Arc<dyn ObjectStore>,
     disks: BTreeMap<String, SimDisk>,
     nodes: BTreeMap<String, Node>,
+    timing: LeaseTiming,
 }
 
 impl Cluster {
     fn new(names: &[&str]) -> Self {
         let disks = names.iter().map(|name| (name.to_string(), SimDisk::new())).collect();
-        Self { network: Arc::default(), bucket: Arc::new(MemObjectStore::new()), disks, nodes: BTreeMap::new() }
+        Self { network: Arc::default(), bucket: Arc::new(MemObjectStore::new()), disks, nodes: BTreeMap::new(), timing: TIMING }
     }
 
     async fn start(&mut self, name: &str) {
@@ -82,7 +83,7 @@ impl Cluster {
             client_url: format!("http://{name}:2379"),
             peers,
             wait_mode: WaitMode::Quorum,
-            timing: TIMING,
+            timing: self.timing,
             reads: Default::default(),
         };
         let config =
@@ -419,4 +420,36 @@ async fn a_data_dir_of_one_cluster_never_joins_another() {
     cluster.disks.insert("a".into(), SimDisk::new());
     cluster.start("a").await;
     assert_eq!(cluster.put("fresh", "start").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods, reason = "measures how long a real read waits")]
+async fn a_follower_learns_each_commit_at_once_not_at_the_next_heartbeat() {
+    // A long lease: heartbeats 1 s apart, so a follower that waited for one would show.
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    cluster.timing = LeaseTiming { lease: Duration::from_secs(10), drift: Duration::from_millis(500) };
+    for name in ["a", "b", "c"] {
+        cluster.start(name).await;
+    }
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        cluster.put("warm", "up").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3);
+    let leader = cluster.leader().await;
+    let follower = ["a", "b", "c"].into_iter().find(|name| *name != leader).unwrap();
+    cluster.nodes[follower].range(RangeRequest { key: b"warm".to_vec(), ..Default::default() }).await.unwrap();
+    let mut slowest = Duration::ZERO;
+    for index in 0..20 {
+        let revision = cluster.put("fresh", &format!("v{index}")).await;
+        // A linearizable read on a follower waits until it applied the leader's commit index.
+        let began = std::time::Instant::now();
+        let read = cluster.nodes[follower].range(RangeRequest { key: b"fresh".to_vec(), ..Default::default() }).await.unwrap();
+        slowest = slowest.max(began.elapsed());
+        assert_eq!(read.kvs[0].mod_revision, revision, "read-your-write through a follower");
+    }
+    assert!(slowest < Duration::from_millis(400), "a follower's read waited {slowest:?} for a commit index");
 }
