@@ -28,7 +28,7 @@ work=$(mktemp -d)
 declare -A pid
 cleanup() {
   for p in "${pid[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pid[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,6 +51,7 @@ start_etcd() {
     --initial-advertise-peer-urls "http://${peer[$m]}" --initial-cluster "$initial_cluster" \
     --initial-cluster-state new --log-level error >>"$work/$m.log" 2>&1 &
   pid[$m]=$!
+  disown "${pid[$m]}"  # no job notice when it is killed
 }
 export T4_S3_ACCESS_KEY_ID=bench T4_S3_SECRET_ACCESS_KEY=bench-secret-key
 start_t4() {
@@ -59,6 +60,7 @@ start_t4() {
     --metrics-addr off --log-level warn --leader-lease-ms "$LEASE_MS" --max-clock-drift-ms "$DRIFT_MS" \
     --s3-bucket bench --s3-prefix cluster/ --s3-endpoint http://127.0.0.1:24300 >>"$work/$m.log" 2>&1 &
   pid[$m]=$!
+  disown "${pid[$m]}"
 }
 healthy() { etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; }
 wait_healthy() {
@@ -84,6 +86,7 @@ m=json.load(sys.stdin)["members"]; sys.exit(0 if len(m)==3 and not any(x.get("is
 "$S4" --bind 127.0.0.1:24300 --data-dir "$work/s4" --access-key-id bench --secret-access-key bench-secret-key \
   --log-level warn >"$work/s4.log" 2>&1 &
 pid[s4]=$!
+disown "${pid[s4]}"
 for _ in $(seq 50); do
   AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_DEFAULT_REGION=us-east-1 \
     aws --endpoint-url http://127.0.0.1:24300 s3 mb s3://bench >/dev/null 2>&1 && break
@@ -133,7 +136,7 @@ failover() {
     kill -9 "${pid[$leader]}" 2>/dev/null
     "$T4" bench first-ack --endpoints "$(endpoints_of "${others[@]}")" --since-unix-ns "$since" \
       --label "$label" --output json | tee -a "$results"
-    { wait "${pid[$leader]}"; } 2>/dev/null || true
+    while kill -0 "${pid[$leader]}" 2>/dev/null; do sleep 0.05; done
     if [ "$label" = etcd ]; then start_etcd "$leader"; else start_t4 "$leader"; fi
     wait_healthy "${client[$leader]}"
     # The restarted member catches up before the next kill (a kill of a majority's

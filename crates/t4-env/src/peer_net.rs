@@ -17,8 +17,9 @@ pub mod methods {
     pub const PROMISE: &str = "Promise";
     pub const FETCH: &str = "Fetch";
     pub const SNAPSHOT: &str = "Snapshot";
+    pub const MEMBER_CHANGE: &str = "MemberChange";
     /// Every method, for transports that route by name.
-    pub const ALL: [&str; 6] = [APPEND, FORWARD, READ_INDEX, PROMISE, FETCH, SNAPSHOT];
+    pub const ALL: [&str; 7] = [APPEND, FORWARD, READ_INDEX, PROMISE, FETCH, SNAPSHOT, MEMBER_CHANGE];
 }
 
 /// Why a call has no answer. `Unreachable` and `Timeout` leave the outcome unknown (the

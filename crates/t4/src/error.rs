@@ -104,6 +104,13 @@ pub enum Error {
     /// be committed by the next leader or lost (etcd's `ErrLeaderChanged`).
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// No member has the id a membership change named.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A membership change that would leave fewer running voters than a majority of the
+    /// new membership (or no voter at all): refused, as etcd's strict reconfiguration check does.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
     #[error("t4: storage failure, node stopped acknowledging writes: {0}")]
     StorageFailure(String),
     /// A newer term sealed this node's log or holds the bucket's lock (docs/design.md §5).
@@ -129,7 +136,8 @@ impl Error {
             Error::DuplicateKey => ErrorKind::DuplicateKey,
             Error::Compacted { .. } => ErrorKind::Compacted,
             Error::FutureRevision => ErrorKind::FutureRevision,
-            Error::KeyNotFound | Error::LeaseNotFound => ErrorKind::NotFound,
+            Error::KeyNotFound | Error::LeaseNotFound | Error::MemberNotFound => ErrorKind::NotFound,
+            Error::MemberNotEnoughStarted => ErrorKind::FailedPrecondition,
             Error::Closed(_) => ErrorKind::Closed,
             Error::NotLeader { .. } => ErrorKind::NotLeader,
             Error::NoLeader => ErrorKind::NoLeader,

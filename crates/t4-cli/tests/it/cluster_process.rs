@@ -396,6 +396,36 @@ async fn three_processes_replicate_fail_over_and_agree() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("cluster: {total} writes acknowledged across two failovers; {} members agree", members.len());
+
+    // etcdctl's membership commands: add answers how members join; remove, sent to a
+    // follower, takes one member out; the cluster goes on with two voters.
+    let leader_now = leader(&members, Duration::from_secs(20)).await;
+    let follower = (0..3).find(|index| *index != leader_now).unwrap();
+    let removed = (0..3).find(|index| *index != leader_now && *index != follower).unwrap();
+    let added = etcdctl(&members[follower].endpoint, &["member", "add", "n3", "--peer-urls=http://127.0.0.1:1"]);
+    assert!(added.contains("joins as a learner"), "{added}");
+    let listed = etcdctl(&members[follower].endpoint, &["member", "list"]);
+    let id =
+        listed.lines().find(|line| line.contains(&format!(", {}, ", members[removed].node_id))).expect("listed").split(',').next().unwrap();
+    let answer = etcdctl(&members[follower].endpoint, &["member", "remove", id]);
+    assert!(answer.contains(&format!("Member {id} removed")), "{answer}");
+    let listed = etcdctl(&members[leader_now].endpoint, &["member", "list"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(!listed.contains(&members[removed].node_id), "{listed}");
+    let missing = etcdctl(&members[follower].endpoint, &["member", "remove", id]);
+    assert!(missing.contains("member not found"), "{missing}");
+    let put = etcdctl(&members[follower].endpoint, &["put", "/after/removal", "two"]);
+    assert!(put.contains("OK"), "{put}");
+    // The removed member stops serving: its health says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = etcdctl(&members[removed].endpoint, &["endpoint", "health"]);
+        if health.contains("unhealthy") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removed member still healthy: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[test]

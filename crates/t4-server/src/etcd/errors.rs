@@ -18,8 +18,8 @@ pub fn code_and_message(error: &Error) -> (Code, String) {
         | Error::InvalidSortOption
         | Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::Compacted { .. } | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
-        Error::LeaseNotFound => Code::NotFound,
-        Error::LeaseExists => Code::FailedPrecondition,
+        Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
+        Error::LeaseExists | Error::MemberNotEnoughStarted => Code::FailedPrecondition,
         Error::TooManyLeases { .. } | Error::ResponseTooLarge { .. } | Error::NoSpace => Code::ResourceExhausted,
         Error::Closed(_)
         | Error::NotLeader { .. }
@@ -82,6 +82,8 @@ mod tests {
             Error::Closed(t4::error::ClosedReason::Closed),
             Error::NotLeader { leader: Some("127.0.0.1:2379".into()) },
             Error::NoLeader,
+            Error::MemberNotFound,
+            Error::MemberNotEnoughStarted,
             Error::StorageFailure("wal fdatasync: EIO".into()),
             Error::Fenced("term 2 was taken by node-b after this node's term 1; this node stops serving".into()),
             Error::Corrupt("wal 00000000000000000001.wal: checksum".into()),

@@ -51,14 +51,20 @@ impl Maintenance for Service {
     }
 }
 
+/// What MemberAdd answers.
+pub const MEMBER_ADD_ANSWER: &str = "t4: members are not added ahead of time: start the new node with `t4 run --node-id ID --peer-listen ADDR` on the cluster's --s3-bucket and --s3-prefix; it joins as a learner and votes once it caught up";
+
 #[tonic::async_trait]
 impl Cluster for Service {
+    /// A t4 member registers itself when it starts with the cluster flags (as a learner,
+    /// promoted once caught up), so there is nothing to add ahead of it.
     async fn member_add(&self, _request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd (clustering)"))
+        Err(Status::failed_precondition(MEMBER_ADD_ANSWER))
     }
 
-    async fn member_remove(&self, _request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove (clustering)"))
+    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        let credentials = credentials(&request);
+        self.core.member_remove(&credentials, request.into_inner().id).await.map(Response::new).map_err(status)
     }
 
     async fn member_update(&self, _request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {

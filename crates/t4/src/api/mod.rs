@@ -12,7 +12,8 @@ use t4_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse,
     HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member,
-    MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+    MemberListResponse, MemberRemoveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
+    TxnRequest, TxnResponse,
 };
 
 use crate::auth::gate::{Caller, Credentials, Gate};
@@ -311,18 +312,7 @@ impl EtcdCore {
     /// member registered them), a single node's itself.
     pub fn member_list(&self) -> MemberListResponse {
         let members = match self.node.cluster_view() {
-            Some(view) => view
-                .members
-                .members
-                .iter()
-                .map(|member| Member {
-                    id: member.id,
-                    name: member.name.clone(),
-                    peer_ur_ls: vec![member.peer_url.clone()],
-                    client_ur_ls: vec![member.client_url.clone()],
-                    is_learner: member.role == crate::cluster::members::Role::Learner,
-                })
-                .collect(),
+            Some(view) => etcd_members(&view.members),
             None => vec![Member {
                 id: self.member_id,
                 name: self.member.name.clone(),
@@ -332,6 +322,23 @@ impl EtcdCore {
             }],
         };
         MemberListResponse { header: self.header(self.node.current_revision()), members }
+    }
+
+    /// etcd's MemberRemove: a cluster member passes it to the leader, which removes one
+    /// member by a conditional write of the members record (docs/clustering.md
+    /// "Membership"); the answer lists the members left. Root only with auth on (etcd's rule).
+    pub async fn member_remove(&self, credentials: &Credentials, id: u64) -> Result<MemberRemoveResponse> {
+        self.caller(credentials)?.require_root()?;
+        if self.node.cluster_view().is_none() {
+            // A single node: its one member cannot go, and there is no other.
+            return Err(if id == self.member_id {
+                crate::error::Error::MemberNotEnoughStarted
+            } else {
+                crate::error::Error::MemberNotFound
+            });
+        }
+        let members = self.node.member_remove(id).await?;
+        Ok(MemberRemoveResponse { header: self.header(self.node.current_revision()), members: etcd_members(&members) })
     }
 
     /// A hash of every key's history at or below `revision` (0 = current), for comparing
@@ -403,4 +410,19 @@ fn leases_of_puts(txn: &TxnRequest, leases: &mut std::collections::BTreeSet<i64>
             _ => {}
         }
     }
+}
+
+/// A members record as etcd lists it.
+fn etcd_members(members: &crate::cluster::members::Members) -> Vec<Member> {
+    members
+        .members
+        .iter()
+        .map(|member| Member {
+            id: member.id,
+            name: member.name.clone(),
+            peer_ur_ls: vec![member.peer_url.clone()],
+            client_ur_ls: vec![member.client_url.clone()],
+            is_learner: member.role == crate::cluster::members::Role::Learner,
+        })
+        .collect()
 }

@@ -112,6 +112,8 @@ const TEXT_ERRORS: &[Error] = &[
     Error::NoSpace,
     Error::NoLeader,
     Error::LeaderChanged,
+    Error::MemberNotFound,
+    Error::MemberNotEnoughStarted,
     Error::Auth(AuthError::NotEnabled),
     Error::Auth(AuthError::Failed),
     Error::Auth(AuthError::InvalidToken),

@@ -149,10 +149,10 @@ impl Members {
     pub fn without(&self, id: u64) -> Result<Self> {
         let mut next = self.next();
         let Some(at) = next.members.iter().position(|member| member.id == id) else {
-            return Err(Error::InvalidArgument("etcdserver: member not found".into()));
+            return Err(Error::MemberNotFound);
         };
         if next.members[at].role == Role::Voter && self.voter_count() == 1 {
-            return Err(Error::InvalidArgument("etcdserver: re-configuration failed: the last voting member cannot be removed".into()));
+            return Err(Error::MemberNotEnoughStarted);
         }
         next.members.remove(at);
         Ok(next)

@@ -83,7 +83,7 @@ fn changes_are_one_version_and_one_voter_at_a_time() {
     ];
     assert!(errors[0].contains("can only promote a learner"));
     assert!(errors[1].contains("member not found") && errors[2].contains("member not found"));
-    assert!(errors[3].contains("last voting member"));
+    assert!(errors[3].contains("not enough started members"));
 }
 
 #[test]

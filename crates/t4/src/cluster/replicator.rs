@@ -153,6 +153,14 @@ impl Replicator {
     pub fn set_members(&self, members: Members) {
         {
             let mut tasks = self.tasks.lock().expect("tasks lock");
+            // A removed member is sent nothing more.
+            tasks.retain(|name, task| {
+                let kept = members.get(name).is_some();
+                if !kept {
+                    task.abort();
+                }
+                kept
+            });
             let last = self.shared.log.lock().expect("member log lock").last().index;
             for member in members.members.iter().filter(|member| member.name != self.shared.leadership.me) {
                 if !tasks.contains_key(&member.name) {
@@ -203,6 +211,13 @@ impl Replicator {
     /// `now` (renew-with-quorum).
     pub fn healthy(&self, now: Duration, within: Duration) -> bool {
         let members = self.shared.members.lock().expect("members lock").clone();
+        self.started_enough(&members, now, within)
+    }
+
+    /// Whether a majority of `members`' voters (the leader counted if among them) answered
+    /// within `within` of `now`: a membership change to `members` keeps the cluster able to
+    /// commit (enough-started).
+    pub fn started_enough(&self, members: &Members, now: Duration, within: Duration) -> bool {
         let heard = self.shared.heard.lock().expect("heard lock");
         let me = &self.shared.leadership.me;
         let fresh = members
@@ -293,7 +308,6 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
         let lock = shared.lock.borrow().clone();
         (request.lock_etag, request.lease_ms) = (lock.etag, lock.lease_ms);
         let through = request.batches.last().map_or(progress.next() - 1, |batch| batch.first_index + batch.count - 1);
-        let carried_records = !request.batches.is_empty();
         let commit_sent = request.commit_index;
         let bytes: usize = request.batches.iter().map(|batch| batch.wal_bytes.len()).sum();
         progress.sent(through, bytes);
@@ -339,7 +353,9 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
             }
         }
         // Caught up: wait for more records, a commit index to pass on, or the heartbeat.
-        if carried_records && progress.next() <= *appended.borrow() {
+        // Records appended while this call was out (whether it carried records or only a
+        // commit index) go at once: the wait below would not see them as new.
+        if progress.next() <= *appended.borrow() {
             continue;
         }
         // The commit index usually moved on this very answer (`recount` above): the

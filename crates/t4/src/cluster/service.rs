@@ -14,8 +14,8 @@ use crate::env::signal;
 use bytes::Bytes;
 use prost::Message;
 use t4_proto::peer::{
-    AppendRequest, FetchRequest, FetchResponse, ForwardRequest, ForwardResponse, PromiseRequest, ReadIndexRequest, ReadIndexResponse,
-    SnapshotChunk, SnapshotResponse,
+    AppendRequest, FetchRequest, FetchResponse, ForwardRequest, ForwardResponse, MemberChangeRequest, MemberChangeResponse, PromiseRequest,
+    ReadIndexRequest, ReadIndexResponse, SnapshotChunk, SnapshotResponse,
 };
 
 use super::member_log::MemberLog;
@@ -37,6 +37,7 @@ pub trait Leads: Send + Sync {
     async fn forward(&self, request: ForwardRequest) -> ForwardResponse;
     async fn read_index(&self) -> Result<ReadIndexResponse, String>;
     async fn install_snapshot(&self, term: u64, snapshot_id: u64, manifest: Vec<u8>) -> Result<SnapshotResponse, String>;
+    async fn change_members(&self, request: MemberChangeRequest) -> MemberChangeResponse;
 }
 
 pub struct MemberService {
@@ -96,6 +97,12 @@ impl MemberService {
         let request = ReadIndexRequest::decode(request).map_err(|error| format!("a read index request that does not decode: {error}"))?;
         self.check_cluster(&request.cluster_id)?;
         Ok(self.leads()?.read_index().await?.encode_to_vec().into())
+    }
+
+    async fn member_change(&self, request: Bytes) -> Result<Bytes, String> {
+        let request = MemberChangeRequest::decode(request).map_err(|error| format!("a membership change that does not decode: {error}"))?;
+        self.check_cluster(&request.cluster_id)?;
+        Ok(self.leads()?.change_members(request).await.encode_to_vec().into())
     }
 
     /// This member starts (`true`) or stops leading.
@@ -232,6 +239,7 @@ impl PeerHandler for MemberService {
             peer_methods::FORWARD => self.forward(request).await,
             peer_methods::READ_INDEX => self.read_index(request).await,
             peer_methods::SNAPSHOT => self.snapshot(request).await,
+            peer_methods::MEMBER_CHANGE => self.member_change(request).await,
             other => Err(format!("{other}: not served by this member")),
         };
         if let Err(refusal) = &answer {

@@ -327,6 +327,8 @@ async fn roles(weak: Weak<Shared>) {
         return;
     };
     let mut members_read_at = Duration::ZERO;
+    let joined = weak.upgrade().map(|shared| shared.cluster.as_ref().expect("member").members.lock().expect("members lock").clone());
+    let Some(joined) = joined else { return };
     loop {
         let term = loop {
             let Some(shared) = weak.upgrade() else { return };
@@ -347,7 +349,16 @@ async fn roles(weak: Weak<Shared>) {
             if now >= members_read_at {
                 members_read_at = now + state.config.timing.lease / 2;
                 if let Ok(Some((members, _))) = read_members(state.bucket.as_ref()).await {
+                    // removed-stops (node/membership.rs): gone from a newer record than the
+                    // one it joined under.
+                    let me = &state.config.node_id;
+                    let removed = members.cluster_id == joined.cluster_id && members.version > joined.version && members.get(me).is_none();
                     *state.members.lock().expect("members lock") = members;
+                    if removed && shared.failed().is_none() {
+                        shared.fail(Error::Fenced(format!(
+                            "this member ({me}) was removed from the cluster; it serves nothing more (started again, it joins anew as a learner)"
+                        )));
+                    }
                 }
             }
             let seen = standing.borrow_and_update().clone();
@@ -592,7 +603,10 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         // A term whose writer or commit point stopped ends too: a holder that renews its
         // lock but commits nothing would keep every other member from taking over.
         let stopped = writer.is_finished() || syncer.is_finished();
-        if !leads || stopped || deposed.borrow().is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some() {
+        // A leader removed from the members record leads no more (removed-stops).
+        let removed = state.members.lock().expect("members lock").get(&state.config.node_id).is_none();
+        if !leads || stopped || removed || deposed.borrow().is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some()
+        {
             break;
         }
         let until_lease_end = seen.until.saturating_sub(now).max(Duration::from_millis(1));

@@ -20,7 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use t4_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
-use t4_proto::peer::{ForwardRequest, ForwardResponse, ReadIndexRequest, ReadIndexResponse, SnapshotResponse};
+use t4_proto::peer::{
+    ForwardRequest, ForwardResponse, MemberChangeRequest, MemberChangeResponse, ReadIndexRequest, ReadIndexResponse, SnapshotResponse,
+};
 use tokio::sync::oneshot;
 
 use super::cluster::{ClusterState, LeaderSeen};
@@ -135,6 +137,14 @@ impl Leads for LeaderSide {
             }
             error.to_string()
         })
+    }
+
+    async fn change_members(&self, request: MemberChangeRequest) -> MemberChangeResponse {
+        let Some(shared) = self.shared.upgrade() else {
+            let (code, reason) = encode_error(&Error::NoLeader);
+            return MemberChangeResponse { members: Vec::new(), refused: code as u32, reason };
+        };
+        super::membership::serve(&shared, request).await
     }
 
     async fn read_index(&self) -> std::result::Result<ReadIndexResponse, String> {

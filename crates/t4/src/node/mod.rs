@@ -23,6 +23,7 @@ mod forwarding;
 mod leading;
 mod lessor;
 mod lock_watch;
+mod membership;
 mod open;
 mod pipeline;
 mod syncer;
@@ -306,6 +307,16 @@ impl Node {
             shared.store.range(&request, visible)
         })
         .await
+    }
+
+    /// Removes the member with etcd id `id` from the cluster (etcd's MemberRemove), through
+    /// the leader (node/membership.rs); answers the members record after the change.
+    /// A single node has no other member: [`Error::InvalidArgument`].
+    pub async fn member_remove(&self, id: u64) -> Result<crate::cluster::members::Members> {
+        if self.shared.cluster.is_none() {
+            return Err(Error::InvalidArgument("a single node has no members to remove".into()));
+        }
+        membership::remove(&self.shared, id).await
     }
 
     /// A cluster member's role now (`None`: a single node).

@@ -453,3 +453,78 @@ async fn a_follower_learns_each_commit_at_once_not_at_the_next_heartbeat() {
     }
     assert!(slowest < Duration::from_millis(400), "a follower's read waited {slowest:?} for a commit index");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_removed_through_any_member_one_at_a_time_and_never_below_a_running_majority() {
+    use t4::cluster::members::member_id;
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    for name in ["a", "b", "c"] {
+        cluster.start(name).await;
+    }
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        cluster.put("warm", "up").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3);
+    let leader = cluster.leader().await;
+    let follower = ["a", "b", "c"].into_iter().find(|name| *name != leader).unwrap();
+    let third = ["a", "b", "c"].into_iter().find(|name| *name != leader && *name != follower).unwrap();
+    assert_eq!(cluster.nodes[follower].member_remove(42).await.unwrap_err(), Error::MemberNotFound);
+
+    // enough-started: with `third` down, removing `follower` would leave the leader alone of
+    // a majority of two.
+    cluster.stop(third).await;
+    tokio::time::sleep(TIMING.lease + Duration::from_millis(200)).await;
+    let refused = cluster.nodes[&leader].member_remove(member_id(follower)).await;
+    assert_eq!(refused.unwrap_err(), Error::MemberNotEnoughStarted);
+    assert_eq!(cluster.voters().await, 3, "nothing changed");
+    cluster.start(third).await;
+    let back = cluster.put("back", "1").await;
+    eventually_on(&cluster.nodes[third], "back", Some(("1", back))).await;
+
+    // Through a follower: the leader writes the record; the removed member stops serving.
+    let members = cluster.nodes[follower].member_remove(member_id(third)).await.expect("removed");
+    assert_eq!(members.members.iter().map(|member| member.name.as_str()).collect::<Vec<_>>().len(), 2);
+    assert!(members.get(third).is_none());
+    assert_eq!(cluster.voters().await, 2);
+    let mut stopped = false;
+    for _ in 0..400 {
+        let read = cluster.nodes[third].range(RangeRequest { key: b"back".to_vec(), serializable: true, ..Default::default() }).await;
+        if let Err(Error::Fenced(why)) = read {
+            assert!(why.contains("removed from the cluster"), "{why}");
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stopped, "the removed member went on serving");
+    // Two voters commit on both; the cluster goes on.
+    let after = cluster.put("after", "removal").await;
+    eventually_on(&cluster.nodes[follower], "after", Some(("removal", after))).await;
+
+    // Down to the leader alone, and no further.
+    let leader = cluster.leader().await;
+    let other = [follower, leader.as_str()].into_iter().find(|name| **name != *leader).unwrap().to_string();
+    cluster.nodes[&leader].member_remove(member_id(&other)).await.expect("removed");
+    assert_eq!(cluster.voters().await, 1);
+    cluster.stop(&other).await;
+    assert_eq!(cluster.nodes[&leader].member_remove(member_id(&leader)).await.unwrap_err(), Error::MemberNotEnoughStarted);
+    let alone = cluster.put("alone", "1").await;
+    assert!(alone > after);
+
+    // Started again, a removed member joins anew as a learner and is promoted.
+    cluster.stop(third).await;
+    cluster.start(third).await;
+    for _ in 0..400 {
+        if cluster.voters().await == 2 {
+            break;
+        }
+        cluster.put("promote", "again").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 2, "the restarted member votes again");
+    eventually_equal_at(&cluster, cluster.put("last", "1").await).await;
+}
