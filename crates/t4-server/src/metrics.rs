@@ -152,6 +152,18 @@ impl Metrics {
                 ("t4_cluster_voters", "gauge", "Voters in the members record this member last read.", cluster.voters as f64),
                 ("t4_cluster_learners", "gauge", "Learners in the members record this member last read.", cluster.learners as f64),
                 ("t4_cluster_forwards_total", "counter", "Writes this member forwarded to a leader.", cluster.forwards as f64),
+                (
+                    "t4_cluster_snapshots_sent_total",
+                    "counter",
+                    "Stores this member sent as a leader to followers behind what its log holds.",
+                    cluster.snapshots_sent as f64,
+                ),
+                (
+                    "t4_cluster_snapshots_installed_total",
+                    "counter",
+                    "Leaders' stores this member installed as a follower.",
+                    cluster.snapshots_installed as f64,
+                ),
             ];
             for (name, kind, help, value) in gauges {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

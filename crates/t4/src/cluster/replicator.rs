@@ -85,6 +85,8 @@ struct Shared {
     /// The store snapshots are taken of (None: no snapshots; a follower that needs records
     /// the log no longer holds waits).
     store: Option<Arc<crate::mvcc::Store>>,
+    /// Snapshots that went through, counted for the member's metrics (across terms).
+    snapshots_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The running replication of one leadership; dropping it stops its tasks.
@@ -112,6 +114,7 @@ impl Replicator {
         clock: Arc<dyn Clock>,
         lock: signal::Receiver<LockSeen>,
         store: Option<Arc<crate::mvcc::Store>>,
+        snapshots_sent: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         let (last, commit) = {
             let log = log.lock().expect("member log lock");
@@ -142,6 +145,7 @@ impl Replicator {
             appended: signal::Sender::new(last),
             lock,
             store,
+            snapshots_sent,
         });
         shared.recount();
         let tasks = others.into_iter().map(|(name, url)| (name.clone(), tokio::spawn(follow(shared.clone(), name, url, last)))).collect();
@@ -279,6 +283,7 @@ async fn follow(shared: Arc<Shared>, name: String, url: String, last: u64) {
                         progress = Progress::new(at, IN_FLIGHT_BYTES_MAX);
                     }
                     Ok(Some(durable)) => {
+                        shared.snapshots_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         warned_behind = false;
                         shared.heard.lock().expect("heard lock").insert(name.clone(), shared.clock.monotonic());
                         progress = Progress::new(durable, IN_FLIGHT_BYTES_MAX);

@@ -85,6 +85,7 @@ pub(super) async fn install(shared: &Arc<Shared>, term: u64, snapshot_id: u64, m
             // Watchers read what they missed from the store: the ring holds none of it.
             shared.commit_visible(shared.store.applied_revision(), None);
             state.applied.send_replace(shared.store.applied_index());
+            state.snapshots_installed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 index = at.index,
                 term = at.term,

@@ -131,6 +131,9 @@ pub(super) struct ClusterState {
     /// simulator's replicated_3 seed 7004: its members' wall clocks restart at a crash).
     pub forward_prefix: String,
     pub forwards: AtomicU64,
+    /// Snapshots this member sent as a leader (each went through) and installed as a follower.
+    pub snapshots_sent: Arc<AtomicU64>,
+    pub snapshots_installed: AtomicU64,
     /// Held while committed records are applied to the store, and while a leader's
     /// snapshot replaces it (`node/catch_up.rs`): never both at once.
     pub applying: Arc<Mutex<()>>,
@@ -548,6 +551,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         clock.clone(),
         lock_rx,
         Some(shared.store.clone()),
+        state.snapshots_sent.clone(),
     ));
     replicator.own_durable(ascended.term_start);
     *state.replicator.lock().expect("replicator lock") = Some(replicator.clone());
@@ -888,6 +892,8 @@ pub(super) async fn open_member(
         applied: signal::Sender::new(applied),
         forward_prefix: format!("{}/{:016x}", config.node_id, crate::env::nonce()),
         forwards: AtomicU64::new(0),
+        snapshots_sent: Arc::default(),
+        snapshots_installed: AtomicU64::new(0),
         applying: Arc::new(Mutex::new(())),
     };
     Ok(OpenedMember { store, fence, state, election })

@@ -68,6 +68,9 @@ pub struct ClusterGauges {
     pub learners: u64,
     /// Writes this member forwarded to a leader.
     pub forwards: u64,
+    /// Snapshots sent as a leader (that went through) and installed as a follower.
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
     /// While it leads: what each member was last heard to hold.
     pub matched: std::collections::BTreeMap<String, u64>,
 }
@@ -402,6 +405,8 @@ impl Node {
             voters: view.members.voter_count() as u64,
             learners: (view.members.members.len() - view.members.voter_count()) as u64,
             forwards: cluster.forwards.load(Ordering::Relaxed),
+            snapshots_sent: cluster.snapshots_sent.load(Ordering::Relaxed),
+            snapshots_installed: cluster.snapshots_installed.load(Ordering::Relaxed),
             matched: self.replication().unwrap_or_default(),
         })
     }

@@ -381,6 +381,9 @@ async fn a_member_behind_what_the_leader_holds_catches_up_from_its_snapshot() {
     assert_eq!(kv.lease, lease, "the snapshot carried the lease");
     let compacted = cluster.nodes["c"].range(RangeRequest { key: b"k0".to_vec(), revision: last - 200, ..Default::default() }).await;
     assert!(matches!(compacted, Err(Error::Compacted { .. })), "the snapshot carried the compaction: {compacted:?}");
+    // The metrics count it: installed here, sent by a leader.
+    assert!(cluster.nodes["c"].cluster_gauges().unwrap().snapshots_installed >= 1);
+    assert!(cluster.nodes.values().map(|node| node.cluster_gauges().unwrap().snapshots_sent).sum::<u64>() >= 1);
 
     // It reopens on what it installed, and catches up again by appends.
     cluster.stop("c").await;
@@ -527,4 +530,43 @@ async fn members_are_removed_through_any_member_one_at_a_time_and_never_below_a_
     }
     assert_eq!(cluster.voters().await, 2, "the restarted member votes again");
     eventually_equal_at(&cluster, cluster.put("last", "1").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_removes_itself_stops_leading_and_another_takes_over() {
+    use t4::cluster::members::member_id;
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    for name in ["a", "b", "c"] {
+        cluster.start(name).await;
+    }
+    for _ in 0..400 {
+        if cluster.voters().await == 3 {
+            break;
+        }
+        cluster.put("warm", "up").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.voters().await, 3);
+    let old = cluster.leader().await;
+    let before = cluster.put("before", "1").await;
+    cluster.nodes[&old].member_remove(member_id(&old)).await.expect("removed");
+    // The old leader stops serving; the two left elect one of them and keep every write.
+    let mut fenced = false;
+    for _ in 0..400 {
+        let read = cluster.nodes[&old].range(RangeRequest { key: b"before".to_vec(), serializable: true, ..Default::default() }).await;
+        if matches!(read, Err(Error::Fenced(_))) {
+            fenced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fenced, "the removed leader went on serving");
+    cluster.stop(&old).await;
+    let new = cluster.leader().await;
+    assert_ne!(new, old);
+    let after = cluster.put("after", "2").await;
+    assert!(after > before);
+    for name in cluster.nodes.keys() {
+        eventually_on(&cluster.nodes[name], "before", Some(("1", before))).await;
+    }
 }
