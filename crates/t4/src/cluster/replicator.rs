@@ -87,6 +87,10 @@ struct Shared {
     store: Option<Arc<crate::mvcc::Store>>,
     /// Snapshots that went through, counted for the member's metrics (across terms).
     snapshots_sent: Arc<std::sync::atomic::AtomicU64>,
+    /// The store as the leadership began, before the adopted log went into it: committed
+    /// history (snapshot-committed) for a follower the term's first commit waits on. Dropped
+    /// once the term record is committed (it pins the store's pages while held).
+    base: Mutex<Option<Arc<crate::mvcc::Snapshot>>>,
 }
 
 /// The running replication of one leadership; dropping it stops its tasks.
@@ -115,6 +119,7 @@ impl Replicator {
         lock: signal::Receiver<LockSeen>,
         store: Option<Arc<crate::mvcc::Store>>,
         snapshots_sent: Arc<std::sync::atomic::AtomicU64>,
+        base: Option<crate::mvcc::Snapshot>,
     ) -> Self {
         let (last, commit) = {
             let log = log.lock().expect("member log lock");
@@ -146,6 +151,7 @@ impl Replicator {
             lock,
             store,
             snapshots_sent,
+            base: Mutex::new(base.map(Arc::new)),
         });
         shared.recount();
         let tasks = others.into_iter().map(|(name, url)| (name.clone(), tokio::spawn(follow(shared.clone(), name, url, last)))).collect();
@@ -248,6 +254,9 @@ impl Shared {
             }
         };
         if counted > previous {
+            if counted >= leadership.term_start {
+                self.base.lock().expect("base lock").take();
+            }
             self.log.lock().expect("member log lock").committed(counted);
             self.commit.send_if_modified(|commit| {
                 let moved = counted > *commit;
@@ -405,7 +414,18 @@ async fn send_snapshot(shared: &Arc<Shared>, name: &str, url: &str) -> Result<Op
     use super::snapshot::{encode_entries, CHUNK_BYTES_MAX};
     let leadership = &shared.leadership;
     let store = shared.store.clone().ok_or("this leader sends no snapshots")?;
-    let snapshot = Arc::new(crate::env::blocking(move || store.snapshot()).await.map_err(|error| error.to_string())?);
+    let mut snapshot = Arc::new(crate::env::blocking(move || store.snapshot()).await.map_err(|error| error.to_string())?);
+    // The store runs ahead of the commit index by what is not committed yet. When that is
+    // the adopted log and the term record, the commit may wait on this very follower (a
+    // majority of two, say): the store as the term began is committed history, and the
+    // log holds everything after it.
+    let committed = *shared.commit.borrow();
+    if snapshot.position.index > committed {
+        let base = shared.base.lock().expect("base lock").clone();
+        if let Some(base) = base.filter(|base| base.position.index <= committed) {
+            snapshot = base;
+        }
+    }
     let at = snapshot.position.index;
     // snapshot-committed: only history goes.
     let mut commit = shared.commit.subscribe();

@@ -106,8 +106,16 @@ impl World {
         };
         let leadership = Leadership { term, me: "l".into(), members: voters(), mode, term_start, heartbeat: Duration::from_millis(20) };
         let (_, lock) = signal::channel(LockSeen { etag: "\"e1\"".into(), lease_ms: 5000 });
-        let replicator =
-            Replicator::start(leadership, self.leader.clone(), self.peers.clone(), self.clock.clone(), lock, None, Default::default());
+        let replicator = Replicator::start(
+            leadership,
+            self.leader.clone(),
+            self.peers.clone(),
+            self.clock.clone(),
+            lock,
+            None,
+            Default::default(),
+            None,
+        );
         let last = self.leader.lock().unwrap().last().index;
         replicator.own_durable(last);
         replicator

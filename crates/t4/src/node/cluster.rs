@@ -520,14 +520,17 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
     let clock = shared.env.clock.clone();
     // The adopted log above the store (the term record included) goes into the store now;
     // it becomes visible once the term record is committed.
+    // The store before that is committed history (a follower applies only what is
+    // committed): kept as the base a follower behind the log may be sent.
     let (log, store, applied) = (state.log.clone(), shared.store.clone(), shared.store.applied_index());
     let adopted = crate::env::blocking(move || {
+        let base = store.snapshot()?;
         let records = log.lock().expect("member log lock").records_after(applied);
         let events = store.apply_records(&records)?;
-        Ok::<_, Error>((records, events))
+        Ok::<_, Error>((base, records, events))
     })
     .await;
-    let (records, events) = match adopted {
+    let (base, records, events) = match adopted {
         Ok(adopted) => adopted,
         Err(error) => {
             shared.fail(error);
@@ -552,6 +555,7 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         lock_rx,
         Some(shared.store.clone()),
         state.snapshots_sent.clone(),
+        Some(base),
     ));
     replicator.own_durable(ascended.term_start);
     *state.replicator.lock().expect("replicator lock") = Some(replicator.clone());
@@ -609,8 +613,9 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
         let stopped = writer.is_finished() || syncer.is_finished();
         // A leader removed from the members record leads no more (removed-stops).
         let removed = state.members.lock().expect("members lock").get(&state.config.node_id).is_none();
-        if !leads || stopped || removed || deposed.borrow().is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some()
-        {
+        let deposed_by = *deposed.borrow();
+        if !leads || stopped || removed || deposed_by.is_some() || !state.running.load(Ordering::SeqCst) || shared.failed().is_some() {
+            tracing::info!(term, leads, stopped, removed, deposed = ?deposed_by, failed = shared.failed().is_some(), "cluster: leadership ends");
             break;
         }
         let until_lease_end = seen.until.saturating_sub(now).max(Duration::from_millis(1));
@@ -621,7 +626,6 @@ async fn lead(shared: &Arc<Shared>, term: u64, ascended: Ascended) {
             _ = clock.sleep(until_lease_end.min(Duration::from_millis(100))) => {}
         }
     }
-    tracing::info!(term, "cluster: leadership ends");
     state.leading.lock().expect("leading lock").take();
     state.serving.store(0, Ordering::SeqCst);
     ended_tx.send_replace(true);
