@@ -138,6 +138,19 @@ impl Cluster {
         panic!("put {key}: never acknowledged");
     }
 
+    /// Puts until the members record counts `voters` voters (learners are promoted once
+    /// they caught up, which takes commits), then checks it does.
+    async fn until_voters(&self, voters: usize, key: &str, value: &str) {
+        for _ in 0..400 {
+            if self.voters().await == voters {
+                return;
+            }
+            self.put(key, value).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(self.voters().await, voters);
+    }
+
     async fn voters(&self) -> usize {
         let (members, _) = t4::cluster::members::read_members(self.bucket.as_ref()).await.unwrap().expect("members");
         members.voter_count()
@@ -338,14 +351,7 @@ async fn a_member_behind_what_the_leader_holds_catches_up_from_its_snapshot() {
     for name in ["a", "b", "c"] {
         cluster.start(name).await;
     }
-    for _ in 0..400 {
-        if cluster.voters().await == 3 {
-            break;
-        }
-        cluster.put("warm", "up").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 3);
+    cluster.until_voters(3, "warm", "up").await;
     let early = cluster.put("early", "1").await;
     eventually_on(&cluster.nodes["c"], "early", Some(("1", early))).await;
 
@@ -398,14 +404,7 @@ async fn a_member_behind_what_the_leader_holds_catches_up_from_its_snapshot() {
     let rejoined = cluster.put("rejoined", "from nothing").await;
     eventually_on(&cluster.nodes["c"], "rejoined", Some(("from nothing", rejoined))).await;
     eventually_equal_at(&cluster, rejoined).await;
-    for _ in 0..400 {
-        if cluster.voters().await == 3 {
-            break;
-        }
-        cluster.put("promote", "c").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 3, "the rejoined member is promoted again");
+    cluster.until_voters(3, "promote", "c").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,14 +433,7 @@ async fn a_follower_learns_each_commit_at_once_not_at_the_next_heartbeat() {
     for name in ["a", "b", "c"] {
         cluster.start(name).await;
     }
-    for _ in 0..400 {
-        if cluster.voters().await == 3 {
-            break;
-        }
-        cluster.put("warm", "up").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 3);
+    cluster.until_voters(3, "warm", "up").await;
     let leader = cluster.leader().await;
     let follower = ["a", "b", "c"].into_iter().find(|name| *name != leader).unwrap();
     cluster.nodes[follower].range(RangeRequest { key: b"warm".to_vec(), ..Default::default() }).await.unwrap();
@@ -464,14 +456,7 @@ async fn members_are_removed_through_any_member_one_at_a_time_and_never_below_a_
     for name in ["a", "b", "c"] {
         cluster.start(name).await;
     }
-    for _ in 0..400 {
-        if cluster.voters().await == 3 {
-            break;
-        }
-        cluster.put("warm", "up").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 3);
+    cluster.until_voters(3, "warm", "up").await;
     let leader = cluster.leader().await;
     let follower = ["a", "b", "c"].into_iter().find(|name| *name != leader).unwrap();
     let third = ["a", "b", "c"].into_iter().find(|name| *name != leader && *name != follower).unwrap();
@@ -521,14 +506,7 @@ async fn members_are_removed_through_any_member_one_at_a_time_and_never_below_a_
     // Started again, a removed member joins anew as a learner and is promoted.
     cluster.stop(third).await;
     cluster.start(third).await;
-    for _ in 0..400 {
-        if cluster.voters().await == 2 {
-            break;
-        }
-        cluster.put("promote", "again").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 2, "the restarted member votes again");
+    cluster.until_voters(2, "promote", "again").await;
     eventually_equal_at(&cluster, cluster.put("last", "1").await).await;
 }
 
@@ -539,14 +517,7 @@ async fn a_leader_that_removes_itself_stops_leading_and_another_takes_over() {
     for name in ["a", "b", "c"] {
         cluster.start(name).await;
     }
-    for _ in 0..400 {
-        if cluster.voters().await == 3 {
-            break;
-        }
-        cluster.put("warm", "up").await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(cluster.voters().await, 3);
+    cluster.until_voters(3, "warm", "up").await;
     let old = cluster.leader().await;
     let before = cluster.put("before", "1").await;
     cluster.nodes[&old].member_remove(member_id(&old)).await.expect("removed");
