@@ -53,7 +53,7 @@ pub(super) async fn serve(shared: &Arc<Shared>, request: MemberChangeRequest) ->
         Ok(members) => MemberChangeResponse { members: members.encode(), refused: 0, reason: String::new() },
         Err(error) => {
             let (code, reason) = encode_error(&error);
-            MemberChangeResponse { members: Vec::new(), refused: code.max(1) as u32, reason }
+            MemberChangeResponse { members: Vec::new(), refused: code as u32, reason }
         }
     }
 }
